@@ -1,3 +1,43 @@
-"""The `heatpose` console script: one front door that dispatches to subcommands lazily."""
-def main() -> None:
-    pass
+"""The ``heatpose`` console script: one front door, subcommands imported lazily.
+
+``heatpose serve`` imports only the service (never the training code), ``heatpose train``
+only the trainer, and so on: each subcommand's module is imported when it is chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# subcommand -> (module with main(argv) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("app.cli", "start the inference service (uvicorn)"),
+    "train": ("training.train", "train a model (torchrun-compatible)"),
+    "eval": ("training.evaluate", "evaluate a checkpoint with COCO OKS AP"),
+    "synth": ("training.synthetic", "write a synthetic COCO-format keypoint data set"),
+    "weights": ("models.weights_cli", "list, fetch or import published weights"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: heatpose COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<8} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run 'heatpose COMMAND --help' for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch ``argv[0]`` to its module's ``main(argv[1:])``; returns the exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] not in COMMANDS:
+        print(f"heatpose: unknown command {args[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[args[0]][0])
+    return int(module.main(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -113,14 +113,16 @@ _COCO_SKELETON_1BASED = (
     (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
 )  # fmt: skip
 
+_COCO_SIGMAS = (
+    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
+    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
+)  # fmt: skip
+
 COCO_KEYPOINTS = KeypointSpec(
     names=_COCO_NAMES,
     flip_indices=_flip_indices(_COCO_NAMES),
     skeleton=tuple((a - 1, b - 1) for a, b in _COCO_SKELETON_1BASED),
-    sigmas=(
-        0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-        0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
-    ),  # fmt: skip
+    sigmas=_COCO_SIGMAS,
     upper_body=tuple(range(0, 11)),
     lower_body=tuple(range(11, 17)),
 )

@@ -1,0 +1,44 @@
+"""House rules as tests: ruff lint, ruff format and mypy over the code base."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_ruff_lint() -> None:
+    r = _run("ruff", "check", ".")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_ruff_format() -> None:
+    r = _run("ruff", "format", "--check", ".")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.timeout(900)
+def test_mypy_models_and_app() -> None:
+    r = _run("mypy", "models", "app")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_layering_models_import_neither_app_nor_training() -> None:
+    """DESIGN.md: models/ imports neither app nor training; app and training never meet."""
+    offenders = []
+    for pkg, banned in [("models", ("app", "training")), ("app", ("training",)),
+                        ("training", ("app",))]:  # fmt: skip
+        for f in (ROOT / pkg).rglob("*.py"):
+            for line in f.read_text().splitlines():
+                s = line.strip()
+                if any(s.startswith((f"import {b}", f"from {b}")) for b in banned):
+                    offenders.append(f"{f.relative_to(ROOT)}: {s}")
+    assert not offenders, offenders
