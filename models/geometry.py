@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 
 
-
 def xyxy_to_xywh(box: np.ndarray | list[float]) -> np.ndarray:
     """``[x1, y1, x2, y2]`` -> ``[x, y, w, h]`` (any leading shape, last axis 4)."""
     b = np.asarray(box, dtype=np.float64)

@@ -54,13 +54,11 @@ class PoseResNet(nn.Module):
         self.depth = depth
         self.num_keypoints = num_keypoints
         body = _RESNETS[depth][0](weights=None)
-        self.conv1, self.bn1, self.relu, self.maxpool = body.conv1, body.bn1, body.relu, body.maxpool
+        self.conv1, self.bn1, self.relu = body.conv1, body.bn1, body.relu
+        self.maxpool = body.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            body.layer1,
-            body.layer2,
-            body.layer3,
-            body.layer4,
-        )
+            body.layer1, body.layer2, body.layer3, body.layer4,
+        )  # fmt: skip
         in_ch = 512 if depth < 50 else 2048
         layers: list[nn.Module] = []
         for _ in range(3):
@@ -102,7 +100,8 @@ class PoseResNet(nn.Module):
                 raise PretrainedWeightsError(
                     f"could not download torchvision's ImageNet ResNet-{self.depth} weights "
                     f"({type(e).__name__}: {e}). Offline, download {weights_enum.url} elsewhere "
-                    f"and pass the file: --pretrained-backbone /path/to/{Path(weights_enum.url).name}"
+                    "and pass the file: --pretrained-backbone "
+                    f"/path/to/{Path(weights_enum.url).name}"
                 ) from e
         else:
             path = Path(source)
