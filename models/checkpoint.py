@@ -297,7 +297,7 @@ def import_published(
         src: an mmpose 1.x file (``{'meta', 'state_dict'}``, ``backbone.*``/``head.*`` keys, RGB
             input) or an original SimpleBaselines one (bare state dict, BGR input).
         layout: ``"mmpose" | "simplebaselines"``; ``None`` = detected from the keys.
-        name: model name; ``None`` = the file's stem.
+        name: model name; ``None`` = the file name without ``.pth``/``.pt``/``.tar``.
         decode_mode: the decode the weights were published with (``shift``; ``dark`` for DARK).
         codec: heatmap codec; ``None`` = the default 256x192 (h x w) one.
         spec: keypoint spec; its K must equal the file's number of heatmaps.
@@ -327,7 +327,7 @@ def import_published(
     if k != spec.num_keypoints:
         raise CheckpointError(f"{src} has {k} heatmaps, the keypoint spec {spec.num_keypoints}")
     config = ModelConfig(
-        name=name or src.stem,
+        name=name or re.sub(r"(\.pth|\.pt|\.tar)+$", "", src.name),
         depth=_infer_depth(state, src),
         spec=spec,
         codec_params=(codec or HeatmapCodec()).to_dict(),

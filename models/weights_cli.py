@@ -1,0 +1,80 @@
+"""``heatpose weights``: list the zoo, fetch a zoo model, import a published ``.pth``.
+
+    heatpose weights list
+    heatpose weights fetch NAME [--home DIR] [--force]
+    heatpose weights import FILE --out X.safetensors [--layout mmpose|simplebaselines]
+                            [--name N] [--decode dark|shift|argmax]
+
+Errors print one line naming the flag or file and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from models.checkpoint import LAYOUTS, CheckpointError, import_published
+from models.model_config import DECODE_MODES
+from models.zoo import ZooError, fetch, heatpose_home, list_entries
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{self.prog}: error: {message} (see --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the weight zoo and what is cached")
+    fetch_p = sub.add_parser("fetch", help="download, verify and convert a zoo model")
+    fetch_p.add_argument("name", help="zoo name (see `heatpose weights list`)")
+    fetch_p.add_argument("--home", help="cache directory (default: $HEATPOSE_HOME)")
+    fetch_p.add_argument("--force", action="store_true", help="download again even if cached")
+    imp = sub.add_parser("import", help="convert a published .pth into a .safetensors model")
+    imp.add_argument("file", help="the .pth file (mmpose 1.x or original SimpleBaselines)")
+    imp.add_argument("--out", required=True, help="the .safetensors file to write")
+    imp.add_argument("--layout", choices=LAYOUTS, help="default: detected from the keys")
+    imp.add_argument("--name", help="model name stored in the file (default: FILE's stem)")
+    imp.add_argument(
+        "--decode", choices=DECODE_MODES, default="shift", help="default decode (default: shift)"
+    )
+    return parser
+
+
+def _list() -> None:
+    home = heatpose_home()
+    print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  source")
+    for e in list_entries():
+        cached = "yes" if (home / f"{e.name}.safetensors").is_file() else "no"
+        print(f"{e.name:<26} {e.coco_val_ap:>7.3f}  {e.decode_mode:<6}  {cached:<6}  {e.filename}")
+    print(f"cache: {home}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``heatpose weights`` with ``argv`` (the arguments after ``weights``); exit status."""
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except _UsageError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
+        if args.command == "list":
+            _list()
+        elif args.command == "fetch":
+            print(fetch(args.name, home=args.home, force=args.force))
+        else:
+            config = import_published(
+                args.file, args.out, layout=args.layout, name=args.name, decode_mode=args.decode
+            )
+            print(f"wrote {args.out}: {config.name}, ResNet-{config.depth}, {config.color_order}")
+    except (CheckpointError, ZooError, OSError) as e:  # OSError: e.g. --out not writable
+        print(f"heatpose weights {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
