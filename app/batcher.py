@@ -1,0 +1,340 @@
+"""Dynamic batching: person crops from all concurrent requests share forward passes.
+
+Requests :meth:`Batcher.submit` their crops (one *job* per request, all its images together).
+A collector coroutine on the event loop forms batches of up to ``max_batch_size`` crops, waiting
+at most ``max_queue_delay_s`` after the oldest queued crop (longer only while the worker is
+still busy with the previous batch: the next one fills up meanwhile). Each batch runs on one
+dedicated worker thread (one per device): ``run_batch`` (the forward pass) then ``decode``.
+
+- Queue full -> 503 with ``Retry-After``; past its deadline a job answers 504 and its crops that
+  are still queued are dropped before they reach the model.
+- An exception in a batch fails the jobs in that batch only (500) and the loop goes on;
+  CUDA out-of-memory splits the batch in halves and retries them.
+- :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it).
+- :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from app.errors import ApiError
+from app.metrics import Metrics
+
+log = logging.getLogger("heatpose.batcher")
+
+RunBatch = Callable[[np.ndarray, np.ndarray], Any]
+"""``(crops (B, h, w, 3) uint8 RGB, flip (B,) bool) -> heatmaps (B, K, H, W)`` torch or numpy."""
+Decode = Callable[[Any, np.ndarray, np.ndarray, str | None], tuple[Any, Any]]
+"""``(heatmaps (B, K, H, W), centers (B, 2), scales (B, 2) image px, mode) ->
+(keypoints (B, K, 2) image px, scores (B, K))``."""
+
+
+@dataclass
+class CropResult:
+    """The answer for one crop: keypoints ``(K, 2)`` image px, ``scores (K,)``, heatmaps or None."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    heatmaps: np.ndarray | None
+
+
+@dataclass
+class _Job:
+    crops: np.ndarray  # (N, h, w, 3) uint8
+    flip: np.ndarray  # (N,) bool
+    centers: np.ndarray  # (N, 2) image px
+    scales: np.ndarray  # (N, 2) image px
+    mode: str | None
+    want_heatmaps: bool
+    deadline: float  # time.monotonic()
+    future: asyncio.Future[list[CropResult]]
+    enqueued: float = field(default_factory=time.monotonic)
+    results: list[CropResult | None] = field(default_factory=list)
+    remaining: int = 0
+
+    def dead(self, now: float) -> bool:
+        return self.future.done() or now >= self.deadline
+
+
+_Entry = tuple[_Job, int]
+
+
+class Batcher:
+    """Collects crops into batches and runs them on one worker thread (see module docstring)."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        decode: Decode,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queued: int,
+        metrics: Metrics | None = None,
+        device_name: str = "cpu",
+    ) -> None:
+        self.run_batch = run_batch
+        self.decode = decode
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.max_queued = max_queued
+        self.metrics = metrics or Metrics()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"heatpose-{device_name}")
+        self._queue: collections.deque[_Entry] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._busy = False
+        self._accepting = False
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._per_crop_s = 0.05  # running estimate, for Retry-After
+        self.died: BaseException | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the collector on the running event loop; jobs are accepted from now on."""
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="heatpose-batcher")
+        self._accepting = True
+
+    @property
+    def alive(self) -> bool:
+        """True while the collector loop runs (false before start, after stop, or if it died)."""
+        return self._task is not None and not self._task.done() and self.died is None
+
+    @property
+    def queued(self) -> int:
+        """Crops waiting for a forward pass."""
+        return len(self._queue)
+
+    async def drain(self, timeout: float) -> bool:
+        """Refuse new jobs, let queued and running ones finish (up to ``timeout`` s), stop.
+
+        Returns:
+            True if everything finished in time; jobs still waiting then get 503.
+        """
+        self._accepting = False
+        end = time.monotonic() + timeout
+        while (self._queue or self._busy) and time.monotonic() < end and self.alive:
+            await asyncio.sleep(0.01)
+        clean = not self._queue and not self._busy
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, timeout=max(0.1, end - time.monotonic()))
+        self._fail_all(ApiError(503, "shutting_down", "the service is shutting down"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        return clean
+
+    # ---------------------------------------------------------------- submit
+    async def submit(
+        self,
+        crops: np.ndarray,
+        flip: np.ndarray | bool,
+        centers: np.ndarray,
+        scales: np.ndarray,
+        *,
+        deadline: float,
+        mode: str | None = None,
+        want_heatmaps: bool = False,
+    ) -> list[CropResult]:
+        """Queue one request's crops and wait for their results.
+
+        Args:
+            crops: ``(N, h, w, 3)`` uint8 RGB input crops.
+            flip: ``(N,)`` bool or one bool: flip-test each crop.
+            centers, scales: ``(N, 2)`` crop regions in image pixels (for decoding).
+            deadline: ``time.monotonic()`` after which the request answers 504.
+            mode: decode mode, ``None`` = the model's default.
+            want_heatmaps: also return each crop's ``(K, H, W)`` heatmaps.
+
+        Returns:
+            ``N`` results in the order of ``crops``.
+
+        Raises:
+            ApiError: 503 (not running / full, with ``Retry-After``), 504 (deadline), 500.
+        """
+        n = len(crops)
+        if n == 0:
+            return []
+        if not self._accepting or not self.alive:
+            raise ApiError(503, "not_ready", "the model is not serving (starting, stopping or "
+                           "failed)", {"Retry-After": "5"})  # fmt: skip
+        if len(self._queue) + n > self.max_queued:
+            retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
+            self.metrics.rejected.labels("queue_full").inc()
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{len(self._queue)} person crops are queued (limit {self.max_queued}); "
+                f"this request adds {n}. Retry after {retry} s",
+                {"Retry-After": str(retry)},
+            )
+        loop = asyncio.get_running_loop()
+        flips = np.broadcast_to(np.asarray(flip, dtype=bool), (n,))
+        job = _Job(crops, flips, np.asarray(centers), np.asarray(scales), mode, want_heatmaps,
+                   deadline, loop.create_future(), results=[None] * n, remaining=n)  # fmt: skip
+        self._queue.extend((job, i) for i in range(n))
+        self.metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(job.future, timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            self.metrics.rejected.labels("timeout").inc()
+            raise ApiError(504, "timeout", "the request passed its deadline before the model "
+                           "finished (HEATPOSE_REQUEST_TIMEOUT_S)") from None  # fmt: skip
+        finally:
+            if not job.future.done():
+                job.future.cancel()  # its queued crops are skipped, never reach the model
+
+    # ---------------------------------------------------------------- collector
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                batch = await self._gather()
+                if batch is None:
+                    return
+                self._busy = True
+                fut = loop.run_in_executor(self._executor, self._process, batch)
+                fut.add_done_callback(lambda f, b=batch: self._finish(b, f))  # type: ignore[misc]
+        except Exception as e:
+            self.died = e
+            log.exception("the batcher loop died; /ready is false from now on")
+            self._fail_all(ApiError(503, "batcher_died", f"the batcher stopped: {e!r}"))
+
+    async def _wait(self, timeout: float | None) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    def _drop_dead_front(self) -> None:
+        now = time.monotonic()
+        while self._queue and self._queue[0][0].dead(now):
+            self._expire(self._queue.popleft()[0])
+
+    def _expire(self, job: _Job) -> None:
+        if not job.future.done():
+            job.future.set_exception(ApiError(504, "timeout", "deadline passed while queued"))
+
+    async def _gather(self) -> list[_Entry] | None:
+        """Wait for a batch worth dispatching (and a free worker); None when stopping."""
+        while True:
+            self._wakeup.clear()
+            self._drop_dead_front()
+            if self._stopping and not self._busy:
+                return None
+            if not self._queue or self._stopping:
+                await self._wait(None)
+                continue
+            dispatch_at = self._queue[0][0].enqueued + self.max_queue_delay_s
+            now = time.monotonic()
+            ready = len(self._queue) >= self.max_batch_size or now >= dispatch_at
+            if ready and not self._busy:
+                break
+            await self._wait(None if ready else dispatch_at - now)
+        batch: list[_Entry] = []
+        now = time.monotonic()
+        while self._queue and len(batch) < self.max_batch_size:
+            job, i = self._queue.popleft()
+            if job.dead(now):
+                self._expire(job)
+                continue
+            batch.append((job, i))
+            self.metrics.queue_wait_seconds.observe(now - job.enqueued)
+        self.metrics.queue_depth.set(len(self._queue))
+        return batch or await self._gather()
+
+    # ---------------------------------------------------------------- worker thread
+    def _process(self, batch: list[_Entry]) -> list[CropResult]:
+        """Runs on the worker thread: forward pass with OOM splitting, then decode."""
+        t0 = time.perf_counter()
+        crops = np.stack([job.crops[i] for job, i in batch])
+        flip = np.array([job.flip[i] for job, i in batch], dtype=bool)
+        centers = np.stack([job.centers[i] for job, i in batch]).astype(np.float64)
+        scales = np.stack([job.scales[i] for job, i in batch]).astype(np.float64)
+        with torch.inference_mode():
+            heatmaps = self._forward(crops, flip)
+            modes = [job.mode for job, _ in batch]
+            keypoints: list[Any] = [None] * len(batch)
+            scores: list[Any] = [None] * len(batch)
+            for mode in dict.fromkeys(modes):
+                idx = [k for k, m in enumerate(modes) if m == mode]
+                sel = heatmaps if len(idx) == len(batch) else heatmaps[idx]
+                kp, sc = self.decode(sel, centers[idx], scales[idx], mode)
+                for j, k in enumerate(idx):
+                    keypoints[k], scores[k] = kp[j], sc[j]
+            out = []
+            for k, (job, _) in enumerate(batch):
+                hm = _to_numpy(heatmaps[k]) if job.want_heatmaps else None
+                out.append(CropResult(np.asarray(keypoints[k]), np.asarray(scores[k]), hm))
+        dt = time.perf_counter() - t0
+        self.metrics.batch_size.observe(len(batch))
+        self.metrics.inference_seconds.observe(dt)
+        self.metrics.persons.inc(len(batch))
+        self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
+        return out
+
+    def _forward(self, crops: np.ndarray, flip: np.ndarray) -> Any:
+        try:
+            return self.run_batch(crops, flip)
+        except torch.cuda.OutOfMemoryError:
+            if len(crops) == 1:
+                raise
+            half = len(crops) // 2
+            log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d",
+                        len(crops), half, len(crops) - half)  # fmt: skip
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            a = self._forward(crops[:half], flip[:half])
+            b = self._forward(crops[half:], flip[half:])
+            return torch.cat([a, b]) if isinstance(a, torch.Tensor) else np.concatenate([a, b])
+
+    def _finish(self, batch: list[_Entry], fut: asyncio.Future[list[CropResult]]) -> None:
+        """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
+        self._busy = False
+        self._wakeup.set()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            self.metrics.batch_failures.inc()
+            log.error("a batch of %d crops failed: %r", len(batch), exc, exc_info=exc)
+            err = ApiError(500, "inference_failed", "the inference batch this request was part "
+                           f"of failed ({type(exc).__name__}: {exc}); other requests are "
+                           "unaffected, retrying may succeed")  # fmt: skip
+            for job, _ in batch:
+                if not job.future.done():
+                    job.future.set_exception(err)
+            return
+        for (job, i), result in zip(batch, fut.result(), strict=True):
+            if job.future.done():
+                continue
+            job.results[i] = result
+            job.remaining -= 1
+            if job.remaining == 0:
+                job.future.set_result([r for r in job.results if r is not None])
+
+    def _fail_all(self, err: ApiError) -> None:
+        while self._queue:
+            job, _ = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(err)
+        self.metrics.queue_depth.set(0)
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().float().cpu().numpy()
+    return np.asarray(t, dtype=np.float32)

@@ -1,0 +1,126 @@
+"""The one error shape of the service: ``{"error": {"code": "...", "message": "..."}}``.
+
+Routes raise :class:`ApiError` (or a subclass); :func:`install_error_handlers` turns it,
+FastAPI's request validation errors (422), Starlette's HTTP exceptions (404, 405, ...) and any
+unexpected exception (500) into that envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("heatpose.app")
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a stable machine-readable ``code`` and a human ``message``."""
+
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """Every error response of the service."""
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """An error answer: HTTP ``status``, a stable ``code``, a ``message`` and extra headers."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The JSON envelope as a response."""
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _status_code_name(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return "http_error"
+
+
+def _describe_validation(errors: list[Any]) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}" if loc else str(e.get("msg")))
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "invalid request: " + "; ".join(parts) + more
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return error_response(422, "invalid_request", _describe_validation(list(exc.errors())))
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    code = _status_code_name(exc.status_code)
+    return error_response(exc.status_code, code, detail, exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", f"internal error ({type(exc).__name__})")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the envelope handlers on ``app``."""
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+# OpenAPI ``responses=`` entries for the error statuses a route may answer.
+ERROR_DESCRIPTIONS = {
+    400: "Bad input (empty file, not an image, truncated or corrupt data)",
+    401: "Missing or wrong API key",
+    413: "Body, image or file count over a limit",
+    415: "Unsupported media type",
+    422: "Invalid parameters or boxes",
+    500: "Inference failed",
+    503: "Overloaded or not ready (see Retry-After)",
+    504: "Request deadline passed",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route: each status documented with the :class:`ErrorEnvelope`."""
+    return {
+        s: {"model": ErrorEnvelope, "description": ERROR_DESCRIPTIONS.get(s, "Error")}
+        for s in statuses
+    }

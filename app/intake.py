@@ -1,0 +1,196 @@
+"""Image intake: uploaded bytes -> an oriented ``(h, w, 3)`` uint8 RGB array, or a 4xx.
+
+Order of checks, cheapest first, so nothing is decoded that would be refused anyway:
+
+1. the part's declared content type (415 unless an image type or unspecified),
+2. empty (400), not an image at all (400), an image of another format (415: JPEG, PNG, WebP
+   and BMP are accepted),
+3. the declared size from the header, before any pixel is decoded (413 over the pixel limit:
+   decompression bombs never get decoded),
+4. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
+   set), EXIF orientation applied, then greyscale / palette / alpha / 16-bit -> RGB uint8.
+
+Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.boxes`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from app.errors import ApiError
+
+log = logging.getLogger("heatpose.app")
+
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
+ACCEPTED_CONTENT_TYPES = {
+    "image/jpeg",
+    "image/jpg",
+    "image/pjpeg",
+    "image/png",
+    "image/webp",
+    "image/bmp",
+    "image/x-bmp",
+    "image/x-ms-bmp",
+    "application/octet-stream",  # what many clients send when they do not know
+    "",
+}
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, IndexError)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One decoded upload.
+
+    Attributes:
+        pixels: ``(h, w, 3)`` uint8 RGB, EXIF orientation applied (the image as displayed).
+        filename: the client's file name ("" when none was given).
+        format: the container format (JPEG, PNG, WEBP or BMP).
+    """
+
+    pixels: np.ndarray
+    filename: str
+    format: str
+
+    @property
+    def width(self) -> int:
+        """Width in pixels of the oriented image."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        """Height in pixels of the oriented image."""
+        return int(self.pixels.shape[0])
+
+
+def check_content_type(content_type: str | None, filename: str) -> None:
+    """415 unless the multipart part's content type is an accepted image type (or unspecified)."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct not in ACCEPTED_CONTENT_TYPES:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"file {filename!r} has content type {ct!r}; send JPEG, PNG, WebP or BMP "
+            "(image/jpeg, image/png, image/webp, image/bmp)",
+        )
+
+
+def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
+    """Decode and validate one upload (see the module docstring for the order of checks).
+
+    Args:
+        data: the uploaded bytes.
+        filename: for messages and the response.
+        max_pixels: the largest ``width * height`` accepted, read from the header.
+
+    Returns:
+        The oriented RGB image.
+
+    Raises:
+        ApiError: 400 (empty, not an image, truncated, corrupt), 413 (too many pixels),
+            415 (another image format).
+    """
+    if not data:
+        raise ApiError(400, "empty_file", f"file {filename!r} is empty (0 bytes)")
+    # Pillow's own bomb guard warns above Image.MAX_IMAGE_PIXELS and raises above twice that;
+    # our limit is checked explicitly below, the process-wide Pillow setting is left alone.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as e:
+            raise _too_many_pixels(filename, None, max_pixels) from e
+        except UnidentifiedImageError as e:
+            raise ApiError(
+                400, "invalid_image", f"file {filename!r} is not an image Pillow can read"
+            ) from e
+        except _DECODE_ERRORS as e:
+            raise ApiError(400, "invalid_image", f"{filename!r}: unreadable header: {e}") from e
+        fmt = (img.format or "").upper()
+        if fmt not in ACCEPTED_FORMATS:
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"file {filename!r} is {fmt or 'an unknown format'}; JPEG, PNG, WebP and BMP "
+                "are accepted",
+            )
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise ApiError(400, "invalid_image", f"file {filename!r} declares a {w}x{h} image")
+        if w * h > max_pixels:
+            raise _too_many_pixels(filename, (w, h), max_pixels)
+        if fmt == "PNG":
+            _verify_png(data, filename)
+        try:
+            img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
+        except _DECODE_ERRORS as e:
+            raise ApiError(
+                400, "corrupt_image", f"file {filename!r} is truncated or corrupt: {e}"
+            ) from e
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global; refuse to trust the decode
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated uploads may pass")
+    oriented = _orient(img, filename)
+    return DecodedImage(pixels=to_rgb_uint8(oriented), filename=filename, format=fmt)
+
+
+def _too_many_pixels(filename: str, size: tuple[int, int] | None, max_pixels: int) -> ApiError:
+    declared = (
+        f"declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+        if size
+        else ("declares more pixels than Pillow allows")
+    )
+    return ApiError(
+        413,
+        "image_too_large",
+        f"file {filename!r} {declared}; the limit is {max_pixels:,} pixels "
+        "(refused before decoding)",
+    )
+
+
+def _verify_png(data: bytes, filename: str) -> None:
+    """Check every PNG chunk's CRC (Pillow's ``verify``), catching corrupt data early."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()
+    except _DECODE_ERRORS as e:
+        raise ApiError(400, "corrupt_image", f"file {filename!r} is a corrupt PNG: {e}") from e
+
+
+def _orient(img: Image.Image, filename: str) -> Image.Image:
+    """Apply the EXIF orientation tag; a malformed EXIF block is ignored, not fatal."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception as e:  # malformed EXIF comes in many exception types
+        log.warning("ignoring unreadable EXIF orientation of %r: %s", filename, e)
+        return img
+
+
+def to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode -> ``(h, w, 3)`` uint8 RGB.
+
+    Greyscale and palette images are expanded, alpha is composited over black (the colour
+    the crop warp pads with), 16-bit and 32-bit integer greyscale is scaled to 0..255.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(img).astype(np.float64)
+        grey = np.clip(np.rint(a * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if mode == "F":
+        grey = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=2))
+    if (mode == "P" and "transparency" in img.info) or mode in ("PA", "LA", "La", "RGBa"):
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        rgba = np.asarray(img).astype(np.float32)
+        alpha = rgba[..., 3:4] / 255.0
+        return np.ascontiguousarray(np.rint(rgba[..., :3] * alpha).astype(np.uint8))
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))

@@ -1,0 +1,132 @@
+"""The FastAPI application: :func:`create_app` and the module-level ``app`` for uvicorn.
+
+``uvicorn app.main:app`` reads the settings from ``HEATPOSE_*`` / ``.env`` when ``app`` is first
+looked up (invalid settings: a message naming the variable, exit status 2). Tests and
+:mod:`app.cli` call :func:`create_app` with their own :class:`~app.settings.Settings`.
+
+Lifespan: load and warm up the model, start the batcher (``/ready`` turns true); on SIGTERM
+``/ready`` turns false at once, uvicorn stops accepting connections and waits for in-flight
+requests (``--timeout-graceful-shutdown``), then the batcher drains and the device is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimitMiddleware
+from app.logs import configure_logging
+from app.metrics import Metrics, MetricsMiddleware
+from app.routes import ops, predict, visualize
+from app.service import PoseService, StartupError
+from app.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("heatpose.app")
+
+DESCRIPTION = """Human pose estimation (SimpleBaselines heatmaps) with dynamic batching.
+
+Errors are always `{"error": {"code": "...", "message": "..."}}`.
+With an API key configured, `/predict`, `/visualize` and `/v1/model` need
+`Authorization: Bearer <key>` or `X-API-Key: <key>`."""
+
+
+def _chain_sigterm(service: PoseService) -> Callable[[], None]:
+    """On SIGTERM, mark the service draining, then call the previous handler (uvicorn's).
+
+    Only possible on the main thread (a real server); returns a function restoring the old one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        service.begin_drain()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_DFL:
+            signal.signal(signum, signal.SIG_DFL)
+            signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        if signal.getsignal(signal.SIGTERM) is on_sigterm:
+            signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """A new app with its own service, batcher and metrics registry (nothing global)."""
+    metrics = Metrics()
+    service = PoseService(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        restore = _chain_sigterm(service)
+        try:
+            try:
+                await service.start()
+            except StartupError as e:
+                log.error("cannot start: %s", e)
+                raise
+            yield
+        finally:
+            await service.stop()
+            restore()
+
+    app = FastAPI(title="heatpose", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(visualize.router)
+    app.include_router(ops.router)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        limit=settings.max_upload_bytes,
+        on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """``create_app`` with settings from the environment; exits 2 naming a bad variable."""
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(f"heatpose: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure_logging(settings.log_level, settings.json_logs)
+    return create_app(settings)
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``app.main.app`` is built on first access, so importing this module needs no settings."""
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = app_from_env()
+        return _app
+    raise AttributeError(name)

@@ -1,0 +1,101 @@
+"""Prometheus metrics, one :class:`CollectorRegistry` per app instance (tests build many apps).
+
+Exposed at ``GET /metrics``. Names are prefixed ``heatpose_``. Requests are counted and timed by
+:class:`MetricsMiddleware` under their route template (``/predict``, not the raw path), so
+unknown paths do not blow up the label set.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ARRIVAL_KEY = "heatpose.arrival"
+"""ASGI scope key: ``time.monotonic()`` when the request arrived (request deadlines start there)."""
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The service's metrics in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "heatpose_requests", "HTTP requests by route and status", ["route", "method", "status"],
+            registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "heatpose_request_latency_seconds", "HTTP request latency by route", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.in_progress = Gauge(
+            "heatpose_requests_in_progress", "HTTP requests being handled", registry=r
+        )
+        self.batch_size = Histogram(
+            "heatpose_batch_size", "Person crops per forward pass", buckets=_BATCH_BUCKETS,
+            registry=r,
+        )  # fmt: skip
+        self.queue_depth = Gauge(
+            "heatpose_queue_depth", "Person crops waiting for a forward pass", registry=r
+        )
+        self.inference_seconds = Histogram(
+            "heatpose_inference_seconds", "Time of one batch: forward pass and decode",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.queue_wait_seconds = Histogram(
+            "heatpose_queue_wait_seconds", "Time a crop waited before its forward pass",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "heatpose_rejected", "Requests refused by the service, by reason", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.batch_failures = Counter(
+            "heatpose_batch_failures", "Forward passes that raised", registry=r
+        )
+        self.persons = Counter("heatpose_persons", "Person crops inferred", registry=r)
+
+    def render(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware: counts requests by route template and status, times them."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        start = time.perf_counter()
+        scope.setdefault(ARRIVAL_KEY, time.monotonic())
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        self.metrics.in_progress.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_progress.dec()
+            route = _route_template(scope)
+            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return str(path) if path else "unmatched"

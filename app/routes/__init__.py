@@ -1,0 +1,1 @@
+"""HTTP routes: inference (``/predict``, ``/visualize``) and operations (health, metrics)."""

@@ -1,0 +1,60 @@
+"""Operations: ``/health``, ``/ready``, ``/metrics`` (open) and ``/v1/model`` (API key)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.errors import ApiError, error_responses
+from app.routes.uploads import require_api_key, service_of
+from app.schemas import Health, ModelMetadata, Ready
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health", response_model=Health, summary="The process is alive")
+async def health() -> Health:
+    """Always ``{"status": "ok"}`` while the process answers."""
+    return Health()
+
+
+@router.get(
+    "/ready",
+    response_model=Ready,
+    responses=error_responses(503),
+    summary="Model loaded and batcher running",
+)
+async def ready(request: Request) -> Ready:
+    """200 when requests can be served; 503 (with the reason) while starting, draining or
+    after the batcher died."""
+    service = service_of(request)
+    reason = service.not_ready_reason()
+    if reason is not None or service.predictor is None:
+        raise ApiError(503, "not_ready", reason or "not ready", {"Retry-After": "5"})
+    return Ready(model=service.predictor.config.name, device=str(service.predictor.device))
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request) -> Response:
+    """Requests, latencies, batch sizes, queue depth, inference time, rejections."""
+    return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelMetadata,
+    dependencies=[Depends(require_api_key)],
+    responses=error_responses(401, 503),
+    summary="The served checkpoint's metadata",
+)
+async def model(request: Request) -> ModelMetadata:
+    """Name, architecture, keypoint spec, codec, normalisation, provenance, metrics."""
+    service = service_of(request)
+    if service.config is None or service.predictor is None:
+        raise ApiError(503, "not_ready", "the model is not loaded", {"Retry-After": "5"})
+    return ModelMetadata(**service.model_info())

@@ -1,0 +1,119 @@
+"""Response models (they are the OpenAPI schema of the service).
+
+All coordinates are ``(x, y)`` pixels of the uploaded image *as displayed*, i.e. after its EXIF
+orientation has been applied; ``width``/``height`` are that oriented size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Size(BaseModel):
+    """A size in pixels."""
+
+    width: int
+    height: int
+
+
+class ModelSummary(BaseModel):
+    """Which model answered, and how to read its keypoints."""
+
+    name: str
+    keypoints: list[str] = Field(description="Keypoint names in channel order (K).")
+    skeleton: list[tuple[int, int]] = Field(description="Links as 0-based keypoint indices.")
+    input_size: Size = Field(description="Crop size the network sees.")
+    flip_test: bool = Field(description="Whether flip-test averaging was used.")
+    decode: Literal["dark", "shift", "argmax"] = Field(description="Heatmap decode mode used.")
+
+
+class Keypoint(BaseModel):
+    """One keypoint: image pixels and its heatmap maximum as a confidence."""
+
+    name: str
+    x: float
+    y: float
+    score: float
+
+
+class Heatmaps(BaseModel):
+    """Raw heatmaps of one person: little-endian float32 ``(K, H, W)``, base64-encoded."""
+
+    shape: tuple[int, int, int]
+    dtype: Literal["float32"] = "float32"
+    encoding: Literal["base64"] = "base64"
+    data: str
+
+
+class Person(BaseModel):
+    """One person: the box it was cropped from and its K keypoints."""
+
+    bbox: tuple[float, float, float, float] = Field(
+        description="[x1, y1, x2, y2] in image pixels (the box given, or the whole image)."
+    )
+    score: float = Field(description="Mean keypoint score.")
+    keypoints: list[Keypoint]
+    heatmaps: Heatmaps | None = Field(None, description="Only with ?heatmaps=true.")
+
+
+class ImageResult(BaseModel):
+    """The persons found in one uploaded file."""
+
+    filename: str
+    width: int = Field(description="Width of the oriented image, pixels.")
+    height: int = Field(description="Height of the oriented image, pixels.")
+    persons: list[Person]
+
+
+class Timing(BaseModel):
+    """Where the time of this request went, milliseconds."""
+
+    total_ms: float
+    decode_ms: float = Field(description="Reading, decoding and cropping the images.")
+    inference_ms: float = Field(description="Waiting in the batch queue plus the model.")
+
+
+class PredictResponse(BaseModel):
+    """Answer of ``POST /predict``."""
+
+    model: ModelSummary
+    images: list[ImageResult]
+    timing: Timing
+
+
+class Health(BaseModel):
+    """``GET /health``: the process is up."""
+
+    status: Literal["ok"] = "ok"
+
+
+class Ready(BaseModel):
+    """``GET /ready`` when ready (otherwise a 503 error envelope)."""
+
+    ready: Literal[True] = True
+    model: str
+    device: str
+
+
+class ModelMetadata(BaseModel):
+    """``GET /v1/model``: the checkpoint's own metadata plus how it is served."""
+
+    name: str
+    format_version: int
+    architecture: dict[str, Any]
+    keypoints: dict[str, Any] = Field(description="KeypointSpec: names, flip pairs, skeleton.")
+    codec: dict[str, Any]
+    color_order: str
+    mean: list[float]
+    std: list[float]
+    decode_mode: str
+    provenance: dict[str, Any]
+    metrics: dict[str, Any]
+    input_size: tuple[int, int] = Field(description="(width, height) of the network input.")
+    heatmap_size: tuple[int, int] = Field(description="(width, height) of the heatmaps.")
+    checkpoint: str
+    device: str
+    flip_test_default: bool
+    decode_mode_default: str

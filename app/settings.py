@@ -1,0 +1,140 @@
+"""Service settings: ``HEATPOSE_*`` environment variables and an optional ``.env`` file.
+
+Every field here is one environment variable: ``max_batch_size`` is read from
+``HEATPOSE_MAX_BATCH_SIZE``. :func:`load_settings` turns pydantic's validation errors into a
+:class:`SettingsError` whose message names the offending variable, so start-up can stop with a
+line a human can act on instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "HEATPOSE_"
+DecodeMode = Literal["dark", "shift", "argmax"]
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start the service; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told at start-up (see the field descriptions)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    checkpoint: str = Field(
+        description="A .safetensors checkpoint written by models.checkpoint.save, or a zoo name."
+    )
+    device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Crops in one forward pass.")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, le=10_000, description="Longest wait for a batch to fill after its first crop."
+    )
+    max_queued_persons: int = Field(
+        512, ge=1, description="Person crops waiting for the model; beyond it requests get 503."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Deadline of one request, from arrival; then 504."
+    )
+    max_upload_bytes: int = Field(
+        10_000_000, ge=1024, description="Largest request body in bytes (413 beyond)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest declared width x height of one image (413 beyond)."
+    )
+    max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
+    max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
+    flip_test: bool = Field(True, description="Default of the flip_test query parameter.")
+    decode_mode: DecodeMode | None = Field(
+        None, description="Default decode mode; unset = the one stored in the checkpoint."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="When set, /predict, /visualize and /v1/model require this key."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Allowed CORS origins: a JSON list or comma-separated."
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    json_logs: bool = Field(False, description="One JSON object per log line.")
+    host: str = Field("127.0.0.1", description="Bind address of `python -m app`.")
+    port: int = Field(8000, ge=0, le=65535, description="Port of `python -m app`.")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _DEVICE.match(v):
+            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+        return v
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must name a .safetensors file or a zoo model")
+        return v.strip()
+
+    @field_validator("api_key")
+    @classmethod
+    def _api_key(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value():
+            return None  # HEATPOSE_API_KEY= (empty) means no key
+        return v
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith("["):
+                return json.loads(s)
+            return [o.strip() for o in s.split(",") if o.strip()]
+        return v
+
+    @property
+    def max_queue_delay_s(self) -> float:
+        """``max_queue_delay_ms`` in seconds."""
+        return self.max_queue_delay_ms / 1000.0
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the environment variable (``HEATPOSE_...``)."""
+    lines = []
+    for e in err.errors():
+        field = str(e["loc"][0]) if e["loc"] else "?"
+        var = ENV_PREFIX + field.upper()
+        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+        msg = "is required but not set" if e["type"] == "missing" else e["msg"]
+        lines.append(f"{var}: {msg}{got}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings from the environment and ``.env``; ``overrides`` win over both.
+
+    Raises:
+        SettingsError: naming each bad ``HEATPOSE_*`` variable and why.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise SettingsError(describe_validation_error(e)) from None
+    except ValueError as e:  # e.g. a malformed JSON list for HEATPOSE_CORS_ORIGINS
+        raise SettingsError(f"invalid settings: {e}") from None

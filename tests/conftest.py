@@ -1,0 +1,34 @@
+"""Shared pytest fixtures (each section belongs to the package that uses it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# ---- app (the inference service) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small ResNet-18 checkpoint (input 96x128 w x h, 17 COCO keypoints) written here.
+
+    The head is re-initialised with a larger std than SimpleBaselines' 0.001 so its heatmaps
+    have clear maxima: results are then stable across batch compositions (no near-ties).
+    """
+    import torch
+
+    from models.checkpoint import ModelConfig, build_model, save
+    from models.codec import HeatmapCodec
+
+    torch.manual_seed(0)
+    codec = HeatmapCodec(input_size=(96, 128), heatmap_size=(24, 32))
+    config = ModelConfig(name="tiny-res18", depth=18, codec_params=codec.to_dict())
+    model = build_model(config)
+    with torch.no_grad():
+        for m in [*model.deconv_layers, model.final_layer]:
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                m.weight.normal_(0.0, 0.05)
+    path = tmp_path_factory.mktemp("app") / "tiny.safetensors"
+    save(path, model, config)
+    return path

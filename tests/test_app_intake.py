@@ -1,0 +1,205 @@
+"""Image intake and the boxes field: every kind of upload and what it becomes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from app.boxes import check_boxes, parse_boxes
+from app.errors import ApiError
+from app.intake import check_content_type, decode_image
+
+
+def encode(arr: np.ndarray | Image.Image, fmt: str, **kw: object) -> bytes:
+    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def rgb(h: int = 40, w: int = 30, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def code_of(data: bytes, max_pixels: int = 10_000_000) -> tuple[int, str, str]:
+    with pytest.raises(ApiError) as e:
+        decode_image(data, "x", max_pixels)
+    return e.value.status, e.value.code, e.value.message
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "WEBP"])
+def test_lossless_formats_round_trip(fmt: str) -> None:
+    a = rgb()
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    out = decode_image(encode(a, fmt, **kw), "a", 10**6)
+    assert out.pixels.dtype == np.uint8 and out.pixels.shape == (40, 30, 3)
+    assert out.format == fmt
+    np.testing.assert_array_equal(out.pixels, a)
+
+
+def test_jpeg_decodes_to_rgb() -> None:
+    a = np.full((16, 24, 3), (200, 30, 60), np.uint8)
+    out = decode_image(encode(a, "JPEG", quality=95), "a.jpg", 10**6)
+    assert out.pixels.shape == (16, 24, 3)
+    assert np.abs(out.pixels.astype(int) - a).max() < 8  # colour order stays RGB
+
+
+def test_exif_orientation_is_applied() -> None:
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :10] = 255  # white band on the left of the stored pixels
+    img = Image.fromarray(a)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    out = decode_image(encode(img, "JPEG", exif=exif.tobytes(), quality=95), "r.jpg", 10**6)
+    assert (out.width, out.height) == (20, 40)
+    # rotating 90 degrees clockwise puts the stored left band at the top
+    assert out.pixels[:10].mean() > 200 and out.pixels[-10:].mean() < 50
+
+
+def test_greyscale_palette_rgba_and_16bit_become_rgb_uint8() -> None:
+    grey = np.arange(0, 250, 10, dtype=np.uint8).reshape(5, 5)
+    out = decode_image(encode(grey, "PNG"), "g", 10**6).pixels
+    assert out.shape == (5, 5, 3) and (out[..., 0] == grey).all() and (out[..., 2] == grey).all()
+
+    pal = Image.fromarray(rgb(8, 8)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    out = decode_image(encode(pal, "PNG"), "p", 10**6).pixels
+    np.testing.assert_array_equal(out, np.asarray(pal.convert("RGB")))
+
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., :3] = 200
+    rgba[:2, :, 3] = 255  # top half opaque, bottom half transparent
+    out = decode_image(encode(rgba, "PNG"), "a", 10**6).pixels
+    assert (out[:2] == 200).all() and (out[2:] == 0).all()
+
+    deep = np.arange(16, dtype=np.uint16).reshape(4, 4) * 4369  # 0..65535
+    out = decode_image(encode(Image.fromarray(deep), "PNG"), "d", 10**6).pixels
+    assert out.dtype == np.uint8 and out[0, 0, 0] == 0 and out[3, 3, 0] == 255
+    assert out[1, 0, 0] == round(4 * 4369 * 255 / 65535)
+
+
+def test_bad_bytes_give_4xx_with_reasons() -> None:
+    assert code_of(b"")[:2] == (400, "empty_file")
+    assert code_of(b"hello, this is text not an image")[:2] == (400, "invalid_image")
+    gif = encode(rgb(), "GIF")
+    status, code, msg = code_of(gif)
+    assert (status, code) == (415, "unsupported_media_type") and "GIF" in msg
+    tiff = encode(rgb(), "TIFF")
+    assert code_of(tiff)[:2] == (415, "unsupported_media_type")
+
+
+def test_truncated_jpeg_is_400_and_global_flag_untouched() -> None:
+    data = encode(rgb(64, 64), "JPEG")
+    status, code, msg = code_of(data[: len(data) // 2])
+    assert (status, code) == (400, "corrupt_image") and "truncated" in msg
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def corrupt_png() -> bytes:
+    """A PNG whose IDAT holds garbage with a correct CRC (only decoding can find it)."""
+    good = encode(rgb(32, 32), "PNG")
+    i = good.index(b"IDAT")
+    length = struct.unpack(">I", good[i - 4 : i])[0]
+    junk = bytes(range(256)) * (length // 256 + 1)
+    junk = junk[:length]
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + junk) & 0xFFFFFFFF)
+    return good[: i + 4] + junk + crc + good[i + 8 + length :]
+
+
+def test_corrupt_png_is_400() -> None:
+    status, code, _ = code_of(corrupt_png())
+    assert (status, code) == (400, "corrupt_image")
+    good = encode(rgb(32, 32), "PNG")
+    i = good.index(b"IDAT") + 10
+    flipped = good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :]  # CRC mismatch
+    assert code_of(flipped)[:2] == (400, "corrupt_image")
+
+
+def bomb_png(w: int, h: int) -> bytes:
+    """A tiny PNG file that declares w x h pixels (its data would inflate to w*h bytes)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    row = b"\x00" + b"\x00" * w
+    idat = zlib.compress(row * 64, 9)  # only a few rows: decoding would fail later anyway
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_refused_from_the_header() -> None:
+    status, code, msg = code_of(bomb_png(10_000, 10_000), max_pixels=40_000_000)
+    assert (status, code) == (413, "image_too_large")
+    assert "100,000,000" in msg and "before decoding" in msg
+    # beyond Pillow's own hard limit too (its DecompressionBombError)
+    assert code_of(bomb_png(30_000, 30_000), max_pixels=40_000_000)[:2] == (413, "image_too_large")
+
+
+def test_content_type_check() -> None:
+    for ok in ("image/jpeg", "image/png; charset=x", "application/octet-stream", None, ""):
+        check_content_type(ok, "f")
+    with pytest.raises(ApiError) as e:
+        check_content_type("text/plain", "f.txt")
+    assert e.value.status == 415 and "text/plain" in e.value.message
+
+
+def test_boxes_parse_and_check() -> None:
+    assert parse_boxes(None, 2, 10) == [None, None]
+    raw = parse_boxes("[[[1, 2, 30, 40]], null, []]", 3, 10)
+    b = check_boxes(raw[0], 0, 50, 50)
+    assert b is not None and b.shape == (1, 4) and b.tolist() == [[1, 2, 30, 40]]
+    assert check_boxes(raw[1], 1, 50, 50) is None
+    e2 = check_boxes(raw[2], 2, 50, 50)
+    assert e2 is not None and e2.shape == (0, 4)
+    # a box partly outside the image is fine
+    partly = check_boxes([[-10, -10, 5, 5]], 0, 50, 50)
+    assert partly is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "n", "needle"),
+    [
+        ("[[[1, 2, 3", 1, "not valid JSON"),
+        ('{"a": 1}', 1, "JSON list"),
+        ("[[[1, 2, 3, 4]]]", 2, "1 entries but 2 file(s)"),
+        ("[[[1, 2, 3]]]", 1, "4 numbers"),
+        ('[[[1, "a", 3, 4]]]', 1, "numbers only"),
+        ("[[[1, true, 3, 4]]]", 1, "numbers only"),
+        ("[5]", 1, "list of [x1, y1, x2, y2] boxes or null"),
+        ("[" + "[[0, 0, 1, 1]]," * 0 + "[" + ",".join(["[0, 0, 1, 1]"] * 11) + "]]", 1, "at most"),
+    ],
+)
+def test_boxes_structure_errors(text: str, n: int, needle: str) -> None:
+    with pytest.raises(ApiError) as e:
+        parse_boxes(text, n, 10)
+    assert e.value.status == 422 and e.value.code == "invalid_boxes"
+    assert needle in e.value.message
+
+
+@pytest.mark.parametrize(
+    ("box", "needle"),
+    [
+        ([float("nan"), 0, 10, 10], "NaN or infinity"),
+        ([0, 0, float("inf"), 10], "NaN or infinity"),
+        ([5, 5, 5, 20], "zero or negative area"),
+        ([10, 10, 5, 20], "zero or negative area"),
+        ([60, 60, 90, 90], "wholly outside"),
+        ([-30, 0, -1, 10], "wholly outside"),
+        ([10**400, 0, 1, 1], "too large"),
+    ],
+)
+def test_box_value_errors(box: list[float], needle: str) -> None:
+    with pytest.raises(ApiError) as e:
+        check_boxes([box], 0, 50, 50)
+    assert e.value.status == 422 and needle in e.value.message
+
+
+def test_nan_literal_in_json_is_caught() -> None:
+    raw = parse_boxes("[[[NaN, 0, 10, 10]]]", 1, 10)
+    with pytest.raises(ApiError, match="NaN"):
+        check_boxes(raw[0], 0, 50, 50)
