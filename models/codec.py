@@ -1,0 +1,262 @@
+"""Heatmap codec: keypoints <-> Gaussian heatmaps, and the flip-test merge.
+
+The only module that knows the heatmap stride and how targets are made and read.
+
+Coordinate spaces:
+
+- *input px*: pixels of the model's input crop, ``input_size = (w, h)``.
+- *heatmap px*: pixels of the network output, ``heatmap_size = (W, H)``.
+- ``stride = (w / W, h / H)``. A heatmap coordinate ``x_hm`` is ``x_hm * sx`` input px, and an
+  input-px keypoint is encoded at ``x / sx`` heatmap px (the mmpose 1.x ``MSRAHeatmap`` pair, so
+  ``decode(encode(p)) ~= p``).
+
+Encoding is the "unbiased" one of DARK (Zhang et al., CVPR 2020): the Gaussian is centred on the
+unrounded coordinate. Decoding is ``argmax``, the classic quarter-pixel ``shift``, or ``dark``
+(blur, log, one Newton step), all vectorised torch on the heatmaps' device.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from models.keypoints import KeypointSpec
+
+DECODE_MODES = ("argmax", "shift", "dark")
+"""The valid ``mode`` values of :meth:`HeatmapCodec.decode`."""
+
+_LOG_EPS = 1e-10  # DARK: blurred maps are clamped to this before the log (as mmpose does)
+
+# DARK: (dx, dy) neighbours of the integer argmax read for the finite differences, in this order:
+# centre, x+1, x-1, y+1, y-1, x+2, x-2, y+2, y-2, (x+1,y+1), (x-1,y+1), (x+1,y-1), (x-1,y-1).
+_DARK_TAPS = (
+    (0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2),
+    (1, 1), (-1, 1), (1, -1), (-1, -1),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeatmapCodec:
+    """Encodes keypoints as Gaussian heatmaps and decodes heatmaps back to keypoints.
+
+    Attributes:
+        input_size: ``(w, h)`` of the input crop, input px.
+        heatmap_size: ``(W, H)`` of the heatmaps, heatmap px.
+        sigma: standard deviation of the target Gaussian, heatmap px.
+        blur_kernel: odd size of the DARK blur kernel. Its sigma is OpenCV's default for that
+            size (``cv2.getGaussianKernel(k, 0)``: ``0.3 * ((k - 1) / 2 - 1) + 0.8``, i.e. 2.0 for
+            11; OpenCV's fixed tables for k <= 7), exactly what mmpose's ``gaussian_blur`` uses;
+            11 matches ``sigma=2`` targets.
+    """
+
+    input_size: tuple[int, int] = (192, 256)
+    heatmap_size: tuple[int, int] = (48, 64)
+    sigma: float = 2.0
+    blur_kernel: int = 11
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "heatmap_size"):
+            size = tuple(int(v) for v in getattr(self, name))
+            if len(size) != 2 or min(size) <= 0:
+                raise ValueError(f"{name} must be two positive ints (width, height), got {size}")
+            object.__setattr__(self, name, size)
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise ValueError(f"blur_kernel must be a positive odd int, got {self.blur_kernel}")
+
+    @property
+    def stride(self) -> tuple[float, float]:
+        """``(sx, sy)`` = input size / heatmap size: input px per heatmap px."""
+        return (
+            self.input_size[0] / self.heatmap_size[0],
+            self.input_size[1] / self.heatmap_size[1],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (stored inside checkpoints)."""
+        return {
+            "input_size": list(self.input_size),
+            "heatmap_size": list(self.heatmap_size),
+            "sigma": float(self.sigma),
+            "blur_kernel": int(self.blur_kernel),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeatmapCodec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            input_size=(int(d["input_size"][0]), int(d["input_size"][1])),
+            heatmap_size=(int(d["heatmap_size"][0]), int(d["heatmap_size"][1])),
+            sigma=float(d["sigma"]),
+            blur_kernel=int(d["blur_kernel"]),
+        )
+
+    def encode(self, keypoints: np.ndarray, visible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Training targets for one person.
+
+        Args:
+            keypoints: (K, 2) ``(x, y)``, input px.
+            visible: (K,); ``> 0`` means labelled.
+
+        Returns:
+            heatmaps: (K, H, W) float32, ``exp(-((x - mx)^2 + (y - my)^2) / (2 sigma^2))`` over
+                the whole map, ``(mx, my) = keypoint / stride`` in heatmap px, not rounded
+                (amplitude 1, reached only when the centre falls on a pixel).
+            weights: (K,) float32, 1 for a labelled keypoint whose ``+-3 sigma`` square overlaps
+                the map's pixel centres ``[0, W-1] x [0, H-1]``, else 0 (and its channel is all
+                zero). A non-finite coordinate counts as unlabelled. (mmpose tests the
+                half-open ``[mu - 3 sigma, mu + 3 sigma + 1)`` against ``[0, W)``; this square is
+                symmetric, so it differs only for centres within 1 px of that limit.)
+        """
+        kp = np.asarray(keypoints, dtype=np.float64)
+        vis = np.asarray(visible)
+        if kp.ndim != 2 or kp.shape[1] != 2 or vis.shape != (kp.shape[0],):
+            raise ValueError(f"need keypoints (K, 2) and visible (K,), got {kp.shape}, {vis.shape}")
+        w, h = self.heatmap_size
+        mu = kp / np.asarray(self.stride)  # (K, 2) heatmap px
+        r = 3.0 * self.sigma
+        with np.errstate(invalid="ignore"):
+            inside = (
+                (mu[:, 0] + r >= 0) & (mu[:, 0] - r <= w - 1)
+                & (mu[:, 1] + r >= 0) & (mu[:, 1] - r <= h - 1)
+            )  # fmt: skip
+        valid = (vis > 0) & np.isfinite(mu).all(axis=1) & inside  # (K,)
+        mu = np.where(valid[:, None], mu, 0.0)
+        two_var = 2.0 * self.sigma**2
+        gx = np.exp(-((np.arange(w) - mu[:, :1]) ** 2) / two_var)  # (K, W)
+        gy = np.exp(-((np.arange(h) - mu[:, 1:]) ** 2) / two_var)  # (K, H)
+        heatmaps = gy[:, :, None] * gx[:, None, :] * valid[:, None, None]  # (K, H, W)
+        return heatmaps.astype(np.float32), valid.astype(np.float32)
+
+    def decode(
+        self, heatmaps: torch.Tensor, mode: str = "dark"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints and scores from a batch of heatmaps, on the heatmaps' device, no loops.
+
+        Args:
+            heatmaps: (B, K, H, W) torch tensor, any float dtype and device; ``(W, H)`` must be
+                :attr:`heatmap_size`.
+            mode: ``"argmax"`` (integer maximum), ``"shift"`` (+-0.25 heatmap px toward the
+                higher neighbour, x and y separately, each only where the maximum is not on that
+                axis' border) or ``"dark"`` (see :meth:`_dark_offsets`).
+
+        Returns:
+            keypoints: (B, K, 2) float32 ``(x, y)``, input px (heatmap px times :attr:`stride`).
+            scores: (B, K) float32, the maxima of the raw heatmaps.
+        """
+        if mode not in DECODE_MODES:
+            raise ValueError(f"unknown decode mode {mode!r}; valid modes are {DECODE_MODES}")
+        if heatmaps.ndim != 4 or (heatmaps.shape[3], heatmaps.shape[2]) != self.heatmap_size:
+            raise ValueError(
+                f"heatmaps must be (B, K, {self.heatmap_size[1]}, {self.heatmap_size[0]}), "
+                f"got {tuple(heatmaps.shape)}"
+            )
+        b, k, h, w = heatmaps.shape
+        maps = heatmaps.detach().to(torch.float32).reshape(b * k, h, w)
+        scores, index = maps.reshape(b * k, h * w).max(dim=1)
+        x, y = index % w, torch.div(index, w, rounding_mode="floor")
+        xy = torch.stack([x, y], dim=1).to(torch.float32)  # (B*K, 2) heatmap px
+        if mode == "shift":
+            xy = xy + _shift_offsets(maps, x, y)
+        elif mode == "dark":
+            xy = xy + self._dark_offsets(maps, x, y)
+        stride = torch.tensor(self.stride, dtype=torch.float32, device=xy.device)
+        return (xy * stride).reshape(b, k, 2), scores.reshape(b, k)
+
+    def _dark_offsets(self, maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """DARK sub-pixel offsets (N, 2), heatmap px, for maps (N, H, W) with argmax (x, y) (N,).
+
+        As mmpose's ``refine_keypoints_dark``: blur each map with a ``blur_kernel`` Gaussian
+        (zero padding), rescale it to its original maximum, clamp to ``1e-10``, take the log,
+        then one Newton step ``-H^-1 g`` with central differences (gradient step 1, Hessian
+        step 2), only where ``2 <= x <= W-3`` and ``2 <= y <= H-3`` and ``det H != 0``.
+        The blur is two float32 matrix products: if TF32 matmuls are enabled globally on CUDA,
+        it runs in TF32 and loses some precision.
+        """
+        n, h, w = maps.shape
+        blur_h = _blur_matrix(h, self.blur_kernel).to(maps.device)
+        blur_w = _blur_matrix(w, self.blur_kernel).to(maps.device)
+        blurred = blur_h @ maps @ blur_w.T  # separable, zero padding: (N, H, W)
+        blur_max = blurred.amax(dim=(1, 2))
+        ratio = maps.amax(dim=(1, 2)) / torch.where(blur_max != 0, blur_max, 1.0)
+
+        taps = torch.tensor(_DARK_TAPS, device=maps.device)  # (13, 2)
+        tx = (x[:, None] + taps[:, 0]).clamp(0, w - 1)
+        ty = (y[:, None] + taps[:, 1]).clamp(0, h - 1)
+        # Rescale, clamp and log are per pixel: apply them to the 13 taps only.
+        v = blurred.reshape(n, h * w).gather(1, ty * w + tx) * ratio[:, None]  # (N, 13)
+        v = v.clamp_min(_LOG_EPS).log()
+        c, xp, xm, yp, ym, x2p, x2m, y2p, y2m, pp, mp, pm, mm = v.unbind(1)
+        gx, gy = 0.5 * (xp - xm), 0.5 * (yp - ym)
+        hxx = 0.25 * (x2p - 2 * c + x2m)
+        hyy = 0.25 * (y2p - 2 * c + y2m)
+        hxy = 0.25 * (pp - pm - mp + mm)
+        det = hxx * hyy - hxy * hxy
+        ok = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3) & (det != 0)
+        det = torch.where(ok, det, 1.0)
+        offsets = torch.stack([-(hyy * gx - hxy * gy) / det, -(hxx * gy - hxy * gx) / det], dim=1)
+        ok = ok & torch.isfinite(offsets).all(dim=1)
+        return torch.where(ok[:, None], offsets, 0.0)
+
+
+@functools.lru_cache(maxsize=32)
+def _blur_matrix(n: int, kernel: int) -> torch.Tensor:
+    """(n, n) float32 matrix ``M`` with ``M @ v`` = ``v`` (length n) correlated with OpenCV's
+    default Gaussian of size ``kernel`` (``cv2.getGaussianKernel(kernel, 0)``), zero padding.
+
+    A banded matrix product is much faster on CPU than a one-channel ``conv2d``.
+    """
+    taps = cv2.getGaussianKernel(kernel, 0)[:, 0]
+    offset = np.arange(n)[None, :] - np.arange(n)[:, None] + kernel // 2  # (n, n) tap index
+    inside = (offset >= 0) & (offset < kernel)
+    return torch.from_numpy(
+        np.where(inside, taps[offset.clip(0, kernel - 1)], 0.0).astype(np.float32)
+    )
+
+
+def _shift_offsets(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Quarter-pixel offsets (N, 2), heatmap px, toward the higher neighbour, per axis.
+
+    maps (N, H, W); argmax ``x``, ``y`` (N,). An axis moves only where ``0 < x < W-1`` (resp.
+    ``0 < y < H-1``); equal neighbours give no move.
+    """
+    n, h, w = maps.shape
+    rows = torch.arange(n, device=maps.device)
+    dx = maps[rows, y, (x + 1).clamp(max=w - 1)] - maps[rows, y, (x - 1).clamp(min=0)]
+    dy = maps[rows, (y + 1).clamp(max=h - 1), x] - maps[rows, (y - 1).clamp(min=0), x]
+    ox = torch.where((x > 0) & (x < w - 1), 0.25 * torch.sign(dx), 0.0)
+    oy = torch.where((y > 0) & (y < h - 1), 0.25 * torch.sign(dy), 0.0)
+    return torch.stack([ox, oy], dim=1)
+
+
+def flip_heatmaps(heatmaps: torch.Tensor, spec: KeypointSpec) -> torch.Tensor:
+    """Mirror (B, K, H, W) heatmaps along W and swap left/right channels (``spec.flip_indices``).
+
+    Column ``j`` becomes column ``W-1-j``; output channel ``i`` is input channel
+    ``flip_indices[i]``.
+    """
+    index = torch.tensor(spec.flip_indices, device=heatmaps.device)
+    return heatmaps.flip(-1).index_select(1, index)
+
+
+def flip_merge(
+    heatmaps: torch.Tensor, flipped_heatmaps: torch.Tensor, spec: KeypointSpec
+) -> torch.Tensor:
+    """Flip-test merge of (B, K, H, W) heatmaps with those of the mirrored crops (B, K, H, W).
+
+    ``flipped_heatmaps`` is flipped back with :func:`flip_heatmaps`, shifted one heatmap pixel to
+    the right (``out[..., 1:] = in[..., :-1]``, column 0 kept, as SimpleBaselines'
+    ``shift_heatmap``), and averaged with ``heatmaps``. The exact offset between the two maps is
+    ``1 - 1 / sx`` heatmap px (0.75 at stride 4), so the merged peak sits ``1 / (2 sx)`` heatmap
+    px (0.5 input px at stride 4) right of the keypoint: the published convention.
+    """
+    back = flip_heatmaps(flipped_heatmaps, spec)
+    shifted = back.clone()
+    shifted[..., 1:] = back[..., :-1]
+    return (heatmaps + shifted) * 0.5
