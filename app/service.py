@@ -22,8 +22,10 @@ from app.batcher import Batcher, CropResult
 from app.errors import ApiError
 from app.metrics import Metrics
 from app.settings import Settings
+from models import zoo
 from models.checkpoint import CheckpointError, ModelConfig, load
 from models.predictor import Crops, Predictor
+from models.zoo import ZooError
 
 log = logging.getLogger("heatpose.app")
 
@@ -33,24 +35,15 @@ class StartupError(RuntimeError):
 
 
 def resolve_checkpoint(name: str) -> Path:
-    """A checkpoint path from ``HEATPOSE_CHECKPOINT``: an existing file, or a weight zoo name."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
+    """``HEATPOSE_CHECKPOINT`` -> a file: an existing path, or a zoo name (fetched once, cached).
+
+    Raises:
+        StartupError: neither, or the download failed; the message says how to fix it.
+    """
     try:
-        from models import zoo  # written separately; absent means "paths only"
-    except ImportError:
-        zoo = None  # type: ignore[assignment]
-    if zoo is not None and not name.endswith((".safetensors", ".pth", ".pt")):
-        try:
-            return Path(zoo.resolve(name))
-        except Exception as e:
-            raise StartupError(f"HEATPOSE_CHECKPOINT={name!r}: {e}") from e
-    raise StartupError(
-        f"HEATPOSE_CHECKPOINT={name!r}: no such file. Give the path of a .safetensors "
-        "checkpoint (from training or `heatpose weights import`) or a zoo name "
-        "(`heatpose weights list`)"
-    )
+        return Path(zoo.resolve(name, progress=False))
+    except ZooError as e:
+        raise StartupError(f"HEATPOSE_CHECKPOINT={name!r}: {e}") from e
 
 
 def pick_device(setting: str) -> str | None:
@@ -89,8 +82,8 @@ class PoseService:
     async def start(self) -> None:
         """Load, warm up, start batching. Raises :class:`StartupError` with a fix-it message."""
         s = self.settings
-        path = resolve_checkpoint(s.checkpoint)
         device = pick_device(s.device)
+        path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
         try:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:

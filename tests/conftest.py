@@ -32,3 +32,28 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("app") / "tiny.safetensors"
     save(path, model, config)
     return path
+
+
+@pytest.fixture
+def serve_app(app_checkpoint: Path):
+    """``async with serve_app(**settings) as (client, app)``: the real app, lifespan running.
+
+    ``client`` is an ``httpx.AsyncClient`` over the ASGI transport (requests stream their body).
+    """
+    from contextlib import asynccontextmanager
+
+    import httpx
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    @asynccontextmanager
+    async def serve(**overrides):
+        settings = Settings(_env_file=None, **{"checkpoint": str(app_checkpoint), **overrides})
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+                yield client, app
+
+    return serve

@@ -58,8 +58,14 @@ def crops_for(ids: list[int]) -> np.ndarray:
 
 async def submit(b: Batcher, ids: list[int], timeout: float = 10.0, **kw: Any) -> list[Any]:
     n = len(ids)
-    return await b.submit(crops_for(ids), False, np.zeros((n, 2)), np.ones((n, 2)),
-                          deadline=time.monotonic() + timeout, **kw)  # fmt: skip
+    return await b.submit(
+        crops_for(ids),
+        False,
+        np.zeros((n, 2)),
+        np.ones((n, 2)),
+        deadline=time.monotonic() + timeout,
+        **kw,
+    )
 
 
 def make(model: FakeModel, **kw: Any) -> Batcher:
@@ -155,8 +161,9 @@ async def test_deadline_passed_is_504_and_crops_never_reach_the_model() -> None:
 
 async def test_dead_loop_reports_not_alive_and_refuses() -> None:
     model = FakeModel()
-    b = Batcher(model.run_batch, model.decode, max_batch_size=4, max_queue_delay_s=0.0,
-                max_queued=8)  # fmt: skip
+    b = Batcher(
+        model.run_batch, model.decode, max_batch_size=4, max_queue_delay_s=0.0, max_queued=8
+    )
 
     async def broken() -> None:
         raise RuntimeError("collector bug")

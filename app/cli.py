@@ -1,0 +1,72 @@
+"""``heatpose serve`` / ``python -m app``: start uvicorn with the service settings.
+
+Flags override the ``HEATPOSE_*`` environment and ``.env``. Before uvicorn starts, the settings
+and the checkpoint header are checked so that a mistake ends in one clear line and exit status 2,
+not a traceback. Never imports ``training``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+from app.settings import SettingsError, load_settings
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """Flags -> settings overrides (only the flags given)."""
+    p = argparse.ArgumentParser(
+        prog="heatpose serve",
+        description="Serve a pose checkpoint over HTTP. Every HEATPOSE_* variable applies; "
+        "flags win over them.",
+    )
+    p.add_argument("checkpoint", nargs="?", help="a .safetensors file or a zoo name "
+                   "(HEATPOSE_CHECKPOINT)")  # fmt: skip
+    p.add_argument("--host", help="bind address (HEATPOSE_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (HEATPOSE_PORT, default 8000)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (HEATPOSE_DEVICE)")
+    p.add_argument("--max-batch-size", type=int, help="HEATPOSE_MAX_BATCH_SIZE")
+    p.add_argument("--max-queue-delay-ms", type=float, help="HEATPOSE_MAX_QUEUE_DELAY_MS")
+    p.add_argument("--api-key", help="HEATPOSE_API_KEY")
+    p.add_argument("--log-level", help="HEATPOSE_LOG_LEVEL")
+    p.add_argument("--json-logs", action="store_true", default=None, help="HEATPOSE_JSON_LOGS")
+    args = vars(p.parse_args(argv))
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until it is stopped; returns the exit status."""
+    overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as e:
+        print(f"heatpose serve: {e}", file=sys.stderr)
+        return 2
+
+    import uvicorn  # after argument parsing: --help stays fast
+
+    from app.logs import configure_logging
+    from app.main import create_app
+    from app.service import StartupError, resolve_checkpoint
+    from models.checkpoint import CheckpointError, read_config
+
+    try:
+        read_config(resolve_checkpoint(settings.checkpoint))  # header only: fail fast and clear
+    except (StartupError, CheckpointError) as e:
+        print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
+        return 2
+    log_config = configure_logging(settings.log_level, settings.json_logs)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=log_config,
+        log_level=settings.log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3

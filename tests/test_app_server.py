@@ -1,0 +1,145 @@
+"""The service as a real process: start-up failures, and SIGTERM during requests."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env(**kw: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
+    return {**base, **kw}
+
+
+def run(args: list[str], **kw: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env(**kw),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_missing_or_invalid_checkpoint_exits_nonzero_saying_how_to_fix(tmp_path: Path) -> None:
+    r = run(["-m", "app"], HEATPOSE_CHECKPOINT=str(tmp_path / "nope.safetensors"))
+    assert r.returncode == 2
+    assert "HEATPOSE_CHECKPOINT" in r.stderr and "nope.safetensors" in r.stderr
+    assert ".safetensors file" in r.stderr  # how to fix it
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    r = run(["-m", "app", str(junk)])
+    assert r.returncode == 2 and "not a readable safetensors file" in r.stderr
+
+
+def test_invalid_settings_name_the_variable(app_checkpoint: Path) -> None:
+    r = run(
+        ["-m", "app"],
+        HEATPOSE_CHECKPOINT=str(app_checkpoint),
+        HEATPOSE_MAX_BATCH_SIZE="0",
+        HEATPOSE_REQUEST_TIMEOUT_S="soon",
+    )
+    assert r.returncode == 2
+    assert "HEATPOSE_MAX_BATCH_SIZE" in r.stderr and "HEATPOSE_REQUEST_TIMEOUT_S" in r.stderr
+    r = run(["-m", "app"])
+    assert r.returncode == 2 and "HEATPOSE_CHECKPOINT: is required but not set" in r.stderr
+
+
+def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not weights")
+    r = run(["-m", "uvicorn", "app.main:app", "--port", "0"], HEATPOSE_CHECKPOINT=str(bad))
+    assert r.returncode != 0 and "not a readable safetensors file" in r.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jpeg(seed: int) -> bytes:
+    a = np.random.default_rng(seed).integers(0, 256, (80, 60, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def queue_depth(url: str) -> float:
+    text = httpx.get(url + "/metrics", timeout=5).text
+    m = re.search(r"^heatpose_queue_depth ([0-9.]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # A long batch delay keeps requests in flight (queued) long enough to signal meanwhile.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "--port", str(port)],
+        cwd=ROOT,
+        env=env(
+            HEATPOSE_CHECKPOINT=str(app_checkpoint),
+            HEATPOSE_MAX_QUEUE_DELAY_MS="2000",
+            HEATPOSE_MAX_BATCH_SIZE="64",
+            HEATPOSE_SHUTDOWN_GRACE_S="20",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server never became ready"
+            time.sleep(0.2)
+
+        def post(i: int) -> httpx.Response:
+            files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg"))]
+            return httpx.post(url + "/predict", files=files, timeout=60)
+
+        with ThreadPoolExecutor(6) as pool:
+            futures = [pool.submit(post, i) for i in range(6)]
+            while queue_depth(url) < 6:  # all six are inside the service, waiting for a batch
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            with pytest.raises(httpx.TransportError):  # new connections are refused
+                httpx.get(url + "/health", timeout=2)
+            responses = [f.result(timeout=60) for f in futures]
+        for i, r in enumerate(responses):
+            assert r.status_code == 200, r.text
+            assert r.json()["images"][0]["filename"] == f"{i}.jpg"
+            assert len(r.json()["images"][0]["persons"][0]["keypoints"]) == 17
+        code = proc.wait(timeout=30)
+        out = proc.stdout.read() if proc.stdout else ""
+        assert code in (0, -signal.SIGTERM), out  # uvicorn re-raises the signal once done
+        assert "draining" in out and "Finished server process" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
