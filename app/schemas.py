@@ -6,7 +6,7 @@ orientation has been applied; ``width``/``height`` are that oriented size.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -23,7 +23,9 @@ class ModelSummary(BaseModel):
 
     name: str
     keypoints: list[str] = Field(description="Keypoint names in channel order (K).")
-    skeleton: list[tuple[int, int]] = Field(description="Links as 0-based keypoint indices.")
+    skeleton: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
+        description="Links as pairs of 0-based keypoint indices."
+    )
     input_size: Size = Field(description="Crop size the network sees.")
     flip_test: bool = Field(description="Whether flip-test averaging was used.")
     decode: Literal["dark", "shift", "argmax"] = Field(description="Heatmap decode mode used.")
@@ -41,7 +43,7 @@ class Keypoint(BaseModel):
 class Heatmaps(BaseModel):
     """Raw heatmaps of one person: little-endian float32 ``(K, H, W)``, base64-encoded."""
 
-    shape: tuple[int, int, int]
+    shape: list[int] = Field(min_length=3, max_length=3, description="[K, H, W]")
     dtype: Literal["float32"] = "float32"
     encoding: Literal["base64"] = "base64"
     data: str
@@ -50,8 +52,10 @@ class Heatmaps(BaseModel):
 class Person(BaseModel):
     """One person: the box it was cropped from and its K keypoints."""
 
-    bbox: tuple[float, float, float, float] = Field(
-        description="[x1, y1, x2, y2] in image pixels (the box given, or the whole image)."
+    bbox: list[float] = Field(
+        min_length=4,
+        max_length=4,
+        description="[x1, y1, x2, y2] in image pixels (the box given, or the whole image).",
     )
     score: float = Field(description="Mean keypoint score.")
     keypoints: list[Keypoint]
@@ -111,8 +115,12 @@ class ModelMetadata(BaseModel):
     decode_mode: str
     provenance: dict[str, Any]
     metrics: dict[str, Any]
-    input_size: tuple[int, int] = Field(description="(width, height) of the network input.")
-    heatmap_size: tuple[int, int] = Field(description="(width, height) of the heatmaps.")
+    input_size: list[int] = Field(
+        min_length=2, max_length=2, description="[width, height] of the network input."
+    )
+    heatmap_size: list[int] = Field(
+        min_length=2, max_length=2, description="[width, height] of the heatmaps."
+    )
     checkpoint: str
     device: str
     flip_test_default: bool

@@ -80,8 +80,12 @@ class PoseService:
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        """Load, warm up, start batching. Raises :class:`StartupError` with a fix-it message."""
+        """Load, warm up, start batching. Raises :class:`StartupError` with a fix-it message.
+
+        May be called again after :meth:`stop` (an app's lifespan can run more than once).
+        """
         s = self.settings
+        self.draining = False
         device = pick_device(s.device)
         path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
         try:

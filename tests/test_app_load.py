@@ -44,7 +44,7 @@ def metric(text: str, name: str) -> float:
 async def test_40_concurrent_requests_batched_and_correct(serve_app, app_checkpoint) -> None:
     ref = Predictor(load(app_checkpoint), device="cpu")
     inputs = [png(seed) for seed in range(40)]
-    want = [ref.predict([a], None)[0][0].keypoints for a, _ in inputs]
+    want = [people[0].keypoints for people in ref.predict([a for a, _ in inputs])]
     async with serve_app(max_batch_size=16, max_queue_delay_ms=30) as (client, _):
         responses = await asyncio.wait_for(
             asyncio.gather(

@@ -55,7 +55,7 @@ def model_summary(predictor: Predictor, flip: bool, mode: str) -> ModelSummary:
     return ModelSummary(
         name=predictor.config.name,
         keypoints=list(spec.names),
-        skeleton=[(int(a), int(b)) for a, b in spec.skeleton],
+        skeleton=[[int(a), int(b)] for a, b in spec.skeleton],
         input_size=Size(width=w, height=h),
         flip_test=flip,
         decode=mode,  # type: ignore[arg-type]
@@ -72,9 +72,9 @@ def person(names: tuple[str, ...], box: np.ndarray, r: CropResult) -> Person:
     if r.heatmaps is not None:
         arr = np.ascontiguousarray(r.heatmaps, dtype="<f4")
         k, hh, ww = arr.shape
-        hm = Heatmaps(shape=(k, hh, ww), data=base64.b64encode(arr.tobytes()).decode("ascii"))
+        hm = Heatmaps(shape=[k, hh, ww], data=base64.b64encode(arr.tobytes()).decode("ascii"))
     return Person(
-        bbox=tuple(float(v) for v in box),  # type: ignore[arg-type]
+        bbox=[float(v) for v in box],
         score=float(np.mean(r.scores)) if len(r.scores) else 0.0,
         keypoints=kps,
         heatmaps=hm,

@@ -1,0 +1,75 @@
+"""Settings: HEATPOSE_* variables and .env, defaults, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("HEATPOSE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # .env is read from the working directory
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HEATPOSE_CHECKPOINT", "model.safetensors")
+    s = load_settings()
+    assert s.checkpoint == "model.safetensors" and s.device == "auto"
+    assert (s.max_batch_size, s.max_queue_delay_ms, s.max_queue_delay_s) == (32, 5.0, 0.005)
+    assert s.max_upload_bytes == 10_000_000 and s.max_image_pixels == 40_000_000
+    assert s.max_images_per_request == 16 and s.flip_test is True and s.decode_mode is None
+    assert s.api_key is None and s.cors_origins == [] and s.log_level == "info"
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "HEATPOSE_CHECKPOINT=from-dotenv.safetensors\nHEATPOSE_MAX_BATCH_SIZE=8\n"
+        "HEATPOSE_API_KEY=sekrit-42\nHEATPOSE_CORS_ORIGINS=https://a.example, https://b.example\n"
+    )
+    monkeypatch.setenv("HEATPOSE_MAX_BATCH_SIZE", "4")  # the environment wins over .env
+    monkeypatch.setenv("HEATPOSE_DEVICE", "CUDA:1")
+    monkeypatch.setenv("HEATPOSE_DECODE_MODE", "shift")
+    monkeypatch.setenv("HEATPOSE_FLIP_TEST", "false")
+    s = load_settings()
+    assert s.checkpoint == "from-dotenv.safetensors" and s.max_batch_size == 4
+    assert s.device == "cuda:1" and s.decode_mode == "shift" and s.flip_test is False
+    assert s.api_key is not None and s.api_key.get_secret_value() == "sekrit-42"
+    assert "sekrit-42" not in repr(s)  # the key is never printed
+    assert s.cors_origins == ["https://a.example", "https://b.example"]
+    monkeypatch.setenv("HEATPOSE_CORS_ORIGINS", '["https://c.example"]')
+    assert load_settings().cors_origins == ["https://c.example"]
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("HEATPOSE_MAX_BATCH_SIZE", "0"),
+        ("HEATPOSE_MAX_BATCH_SIZE", "many"),
+        ("HEATPOSE_DEVICE", "gpu"),
+        ("HEATPOSE_DECODE_MODE", "fancy"),
+        ("HEATPOSE_MAX_QUEUE_DELAY_MS", "-1"),
+        ("HEATPOSE_REQUEST_TIMEOUT_S", "0"),
+        ("HEATPOSE_LOG_LEVEL", "loud"),
+        ("HEATPOSE_CORS_ORIGINS", "[not json"),
+        ("HEATPOSE_CHECKPOINT", "  "),
+    ],
+)
+def test_invalid_values_name_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str
+) -> None:
+    monkeypatch.setenv("HEATPOSE_CHECKPOINT", "m.safetensors")
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert var in str(e.value) and repr(value) in str(e.value)
+
+
+def test_missing_checkpoint_is_named() -> None:
+    with pytest.raises(SettingsError, match="HEATPOSE_CHECKPOINT: is required but not set"):
+        load_settings()
