@@ -1,0 +1,85 @@
+"""What a training run records: JSON lines, TensorBoard scalars, and an optional step trace.
+
+Rank 0 appends to ``OUTPUT/metrics.jsonl`` (one JSON object a line with a ``type``: ``start``,
+``train``, ``epoch``, ``eval``) and writes TensorBoard scalars under ``OUTPUT/tb``. With a trace
+directory every rank writes ``rank<R>.jsonl`` with each step's mean loss, LR and a digest of
+its own weights, which is how the DDP test checks that ranks stay identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.distributed import DistInfo
+from training.engine import StepRecord
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of every parameter's bytes, in order (bit-exact). Buffers (BatchNorm running
+    statistics) are left out: without sync-BN each rank updates its own, and DDP re-broadcasts
+    rank 0's before every forward pass."""
+    h = hashlib.sha256()
+    for name, t in model.named_parameters():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class RunLog:
+    """Metrics sinks of one run (files are written by rank 0 only, traces by every rank)."""
+
+    def __init__(self, out_dir: Path, info: DistInfo, trace_dir: Path | None = None) -> None:
+        self.info = info
+        self.jsonl = self.tb = self.trace = None
+        if info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.jsonl = (out_dir / "metrics.jsonl").open("a")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(out_dir / "tb"))
+            except ImportError:  # tensorboard is optional at run time
+                self.tb = None
+        if trace_dir is not None:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            self.trace = (trace_dir / f"rank{info.rank}.jsonl").open("w")
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(json.dumps(record) + "\n")
+            self.jsonl.flush()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """One JSON line (and TensorBoard scalars for ``eval``)."""
+        self._write({"type": kind, "time": round(time.time(), 3), **fields})
+        if self.tb is not None and kind in ("eval", "epoch"):
+            step = fields.get("step", 0)
+            for k, v in fields.items():
+                if isinstance(v, float) and k not in ("time_s",):
+                    self.tb.add_scalar(f"{kind}/{k}", v, step)
+
+    def train_step(self, rec: StepRecord, digest: str | None = None) -> None:
+        """A logged training step (loss already averaged over the ranks)."""
+        fields = {"epoch": rec.epoch, "step": rec.step, "loss": rec.loss, "lr": rec.lr,
+                  "img_s": round(rec.images_per_s, 2)}  # fmt: skip
+        self._write({"type": "train", **fields})
+        if self.tb is not None:
+            self.tb.add_scalar("train/loss", rec.loss, rec.step)
+            self.tb.add_scalar("train/lr", rec.lr, rec.step)
+            self.tb.add_scalar("train/images_per_s", rec.images_per_s, rec.step)
+        if self.trace is not None:
+            self.trace.write(json.dumps({**fields, "digest": digest}) + "\n")
+            self.trace.flush()
+
+    def close(self) -> None:
+        for f in (self.jsonl, self.trace):
+            if f is not None:
+                f.close()
+        if self.tb is not None:
+            self.tb.close()
