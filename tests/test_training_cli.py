@@ -1,0 +1,77 @@
+"""Entry points: --help works; bad flags and paths are one line naming the flag or file, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from models.checkpoint import save
+from models.model_config import ModelConfig
+from models.network import PoseResNet
+from training import evaluate, synthetic, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("module", ["training.train", "training.evaluate", "training.synthetic"])
+def test_help(module: str) -> None:
+    r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and "--" in r.stdout and "usage" in r.stdout
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str], needle: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert needle in err, err
+    assert "\n" not in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--data-path", "/no/such/dir"], "--data-path"),
+        (["--data-path", ".", "--input-size", "100x7"], "--input-size"),
+        (["--data-path", ".", "--batch-size", "many"], "--batch-size"),
+        (["--data-path", ".", "--resume", "/no/such/resume.pt"], "/no/such/resume.pt"),
+        (["--data-path", ".", "--test-only"], "--test-only"),
+        (["--data-path", ".", "--depth", "19"], "--depth"),
+    ],
+)
+def test_train_bad_flags(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    assert e.value.code == 2
+    _one_line_error(capsys, needle)
+
+
+def test_train_missing_annotations_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--data-path", str(tmp_path), "--pretrained-backbone", "none", "--depth", "18",
+            "--output-dir", str(tmp_path / "out"), "--device", "cpu"]  # fmt: skip
+    assert train.main(argv) == 2
+    _one_line_error(capsys, "person_keypoints_train2017.json")
+
+
+def test_evaluate_bad_checkpoint_and_missing_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--checkpoint", str(tmp_path / "x.safetensors"), "--data-path", "."])
+    assert e.value.code == 2
+    _one_line_error(capsys, "x.safetensors")
+    # A real model on a set whose image is gone: the error names the image file.
+    data = tmp_path / "data"
+    assert synthetic.main(["--out", str(data), "--train", "0", "--val", "1", "--width", "128",
+                           "--height", "96"]) == 0  # fmt: skip
+    capsys.readouterr()
+    (data / "val" / "000000000001.jpg").unlink()
+    ckpt = tmp_path / "m.safetensors"
+    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18))
+    argv = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val", "-j", "0",
+            "--device", "cpu"]  # fmt: skip
+    assert evaluate.main(argv) == 2
+    _one_line_error(capsys, "000000000001.jpg")
