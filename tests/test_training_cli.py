@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,15 @@ import pytest
 from models.checkpoint import save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
-from training import evaluate, synthetic, train
+from training import evaluate, learning_curve, synthetic, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("module", ["training.train", "training.evaluate", "training.synthetic"])
+@pytest.mark.parametrize(
+    "module",
+    ["training.train", "training.evaluate", "training.synthetic", "training.learning_curve"],
+)
 def test_help(module: str) -> None:
     r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)  # fmt: skip
@@ -75,3 +79,17 @@ def test_evaluate_bad_checkpoint_and_missing_images(
             "--device", "cpu"]  # fmt: skip
     assert evaluate.main(argv) == 2
     _one_line_error(capsys, "000000000001.jpg")
+
+
+def test_learning_curve_png(tmp_path: Path) -> None:
+    lines = [
+        {"type": "start", "step": 0},
+        {"type": "train", "epoch": 0, "step": 5, "loss": 0.02, "lr": 1e-3},
+        {"type": "epoch", "epoch": 1, "step": 10, "train_loss": 0.015, "lr": 1e-3},
+        {"type": "eval", "epoch": 1, "step": 10, "AP": 0.2, "AP50": 0.5, "AP75": 0.1},
+    ]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    out = tmp_path / "curve.png"
+    assert learning_curve.main([str(metrics), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
