@@ -17,10 +17,10 @@ from training import evaluate, learning_curve, synthetic, train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["training.train", "training.evaluate", "training.synthetic", "training.learning_curve"],
-)
+MODULES = ["training.train", "training.evaluate", "training.synthetic", "training.learning_curve"]
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_help(module: str) -> None:
     r = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)  # fmt: skip
