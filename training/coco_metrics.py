@@ -73,7 +73,10 @@ def oks_nms(preds: list[PosePrediction], threshold: float, sigmas: np.ndarray) -
 
 
 def postprocess(
-    preds: list[PosePrediction], sigmas: np.ndarray, nms_threshold: float = 0.9, score_thr=0.2
+    preds: list[PosePrediction],
+    sigmas: np.ndarray,
+    nms_threshold: float | None = 0.9,
+    score_thr: float = 0.2,
 ) -> list[PosePrediction]:
     """Rescore every prediction, then OKS-NMS per image (``nms_threshold`` None: no NMS)."""
     by_image: dict[int, list[PosePrediction]] = defaultdict(list)

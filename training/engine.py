@@ -158,7 +158,8 @@ def evaluate_model(
 ) -> dict[str, float]:
     """COCO AP of ``model`` (unwrapped, not DDP) through :class:`models.predictor.Predictor`,
     the code the service runs; the model is back in training mode afterwards."""
-    predictor = Predictor(ModelBundle(model, config), device=device, flip_test=flip_test)
+    bundle = ModelBundle(model, config)  # type: ignore[arg-type]  # a PoseResNet, maybe SyncBN
+    predictor = Predictor(bundle, device=device, flip_test=flip_test)
     try:
         return evaluate(predictor, data_path, split, None, results_path, batch_size, workers,
                         verbose=verbose)  # fmt: skip

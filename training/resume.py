@@ -26,7 +26,7 @@ class ResumeError(Exception):
 
 def rng_state() -> dict[str, Any]:
     """Python, numpy, torch CPU (and CUDA) generator states, weights_only-safe."""
-    np_state = np.random.get_state(legacy=True)  # ('MT19937', keys, pos, has_gauss, cached)
+    np_state: Any = np.random.get_state(legacy=True)  # ('MT19937', keys, pos, has_gauss, cached)
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": {

@@ -185,7 +185,8 @@ def write_split(
             results = list(pool.imap(make, range(count), chunksize=8))
     else:
         results = [make(i) for i in range(count)]
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for image_id, name, anns in results:
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
         for a in anns:

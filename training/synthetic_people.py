@@ -16,6 +16,7 @@ which person owns each pixel (for visibility flags and boxes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -133,7 +134,7 @@ class _Painter:
             cv2.circle(self.image, self._pt(c), rr, _shade(color, 0.35), 1, cv2.LINE_AA, shift=4)
 
     def polygon(self, pts: np.ndarray, color: tuple[int, ...]) -> None:
-        p = np.round(pts * 16).astype(np.int32)[None]
+        p: Any = np.round(pts * 16).astype(np.int32)[None]
         cv2.fillPoly(self.image, p, color, cv2.LINE_AA, shift=4)
         cv2.fillPoly(self.mask, p, 255, cv2.LINE_AA, shift=4)
 

@@ -73,8 +73,9 @@ def make_loader(args: Any, config: ModelConfig, info: DistInfo) -> tuple[CocoKey
     transform = TopDownTransform(config.codec, config.spec, params)
     dataset = CocoKeypoints(args.data_path, args.train_split, transform, args.seed,
                             repeat=args.repeat_dataset)  # fmt: skip
-    sampler = DistributedSampler(dataset, info.world_size, info.rank, shuffle=True,
-                                 seed=args.seed, drop_last=True)  # fmt: skip
+    sampler: DistributedSampler = DistributedSampler(
+        dataset, info.world_size, info.rank, shuffle=True, seed=args.seed, drop_last=True
+    )
     loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
                         num_workers=args.workers, pin_memory=info.device.type == "cuda",
                         drop_last=True, worker_init_fn=worker_init,
