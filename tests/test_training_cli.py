@@ -93,3 +93,23 @@ def test_learning_curve_png(tmp_path: Path) -> None:
     out = tmp_path / "curve.png"
     assert learning_curve.main([str(metrics), "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.timeout(240)
+def test_loader_workers_survive_evaluation_between_epochs(tmp_path: Path) -> None:
+    """Regression: a worker forked after the evaluation ran OpenCV in the trainer process
+    used to deadlock on OpenCV's thread-pool lock (the trainer now keeps OpenCV single-threaded).
+    """
+    data = tmp_path / "data"
+    assert synthetic.main(["--out", str(data), "--train", "4", "--val", "2", "--seed", "1",
+                           "--width", "256", "--height", "192"]) == 0  # fmt: skip
+    argv = ["--data-path", str(data), "--train-split", "train", "--val-split", "val",
+            "--depth", "18", "--input-size", "96x64", "-b", "4", "-j", "1", "--epochs", "2",
+            "--eval-every", "1", "--pretrained-backbone", "none", "--no-progress",
+            "--device", "cpu", "--output-dir", str(tmp_path / "out")]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "training.train", *argv], capture_output=True,
+                       text=True, cwd=ROOT, timeout=200)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    evals = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().split("\n")
+             if '"eval"' in x]  # fmt: skip
+    assert [e["epoch"] for e in evals] == [1, 2]

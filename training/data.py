@@ -157,3 +157,13 @@ class CocoKeypoints(Dataset):
 def worker_init(_: int) -> None:
     """DataLoader worker set-up: one OpenCV thread per worker (the workers are the parallelism)."""
     cv2.setNumThreads(1)
+
+
+def single_threaded_opencv() -> None:
+    """Keep OpenCV's thread pool out of a process that forks DataLoader workers.
+
+    A worker forked after OpenCV ran a parallel loop in the parent (e.g. the evaluation's
+    crops) can deadlock on the pool's lock in its first cv2 call; with one thread no pool is
+    started. Call it at the start of every entry point that uses loader workers.
+    """
+    cv2.setNumThreads(1)

@@ -30,7 +30,14 @@ from training.coco_metrics import (
     to_coco_results,
     write_results,
 )
-from training.data import DataError, clip_box, load_coco, person_records, read_image
+from training.data import (
+    DataError,
+    clip_box,
+    load_coco,
+    person_records,
+    read_image,
+    single_threaded_opencv,
+)
 
 Boxes = dict[int, tuple[np.ndarray, np.ndarray]]
 """image id -> (boxes ``(N, 4)`` xyxy image px, box scores ``(N,)``)."""
@@ -170,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     add("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     add("--output", type=Path, default=None, help="results JSON (default: next to checkpoint)")
     args = parser.parse_args(argv)
+    single_threaded_opencv()
     if args.boxes is not None and not args.boxes.is_file():
         parser.error(f"--boxes file not found: {args.boxes}")
     try:

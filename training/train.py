@@ -27,7 +27,7 @@ from models.checkpoint import CheckpointError, load, save
 from models.codec import HeatmapCodec
 from models.model_config import ModelConfig
 from models.network import PoseResNet, PretrainedWeightsError
-from training.data import CocoKeypoints, DataError, worker_init
+from training.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
 from training.distributed import DistInfo, barrier, cleanup, convert_sync_batchnorm
 from training.distributed import init_distributed as init_dist
 from training.engine import (
@@ -193,6 +193,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for bad arguments or files)."""
     args = parse_args(argv)
+    single_threaded_opencv()
     info = init_dist(args.device)
     try:
         metrics = train(args, info)
