@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,16 @@ def save_resume(path: str | Path, state: dict[str, Any]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def keep_copy(src: Path, dst: Path) -> None:
+    """Keep ``src`` also as ``dst``: a hard link (no copy; the next atomic save of ``src``
+    replaces its name, not the shared data), or a copy where links are not supported."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def load_resume(path: str | Path) -> dict[str, Any]:

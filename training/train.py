@@ -40,6 +40,7 @@ from training.engine import (
 from training.resume import (
     RESUME_FILE,
     ResumeError,
+    keep_copy,
     load_resume,
     rng_state,
     save_resume,
@@ -184,7 +185,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
             }  # fmt: skip
             save_resume(out / RESUME_FILE, resume_state)
             if args.keep_resume:
-                save_resume(out / f"resume_epoch{epoch + 1}.pt", resume_state)
+                keep_copy(out / RESUME_FILE, out / f"resume_epoch{epoch + 1}.pt")
         barrier(info)
     log.close()
     return metrics
