@@ -2,9 +2,13 @@
 
 Requests :meth:`Batcher.submit` their crops (one *job* per request, all its images together).
 A collector coroutine on the event loop forms batches of up to ``max_batch_size`` crops, waiting
-at most ``max_queue_delay_s`` after the oldest queued crop (longer only while the worker is
-still busy with the previous batch: the next one fills up meanwhile). Each batch runs on one
-dedicated worker thread (one per device): ``run_batch`` (the forward pass) then ``decode``.
+at most ``max_queue_delay_s`` after the oldest queued crop for the batch to fill. While the worker
+is busy with the previous batch the next one fills up meanwhile; when it comes free, crops that
+are already waiting are held ``max(max_queue_delay_s, 2% of a batch's time)`` longer, so that
+the requests the last batch just answered can rejoin (otherwise concurrent clients split into
+alternating half batches; on CPU, where a batch takes about a second, that hold is ~20 ms).
+Each batch runs on one dedicated worker thread (one per device): ``run_batch`` (the forward
+pass) then ``decode``.
 
 - Queue full -> 503 with ``Retry-After``; past its deadline a job answers 504 and its crops that
   are still queued are dropped before they reach the model.
@@ -22,33 +26,17 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
-import torch
 
+from app import batch_worker
+from app.batch_worker import CropResult, Decode, RunBatch
 from app.errors import ApiError
 from app.metrics import Metrics
 
 log = logging.getLogger("heatpose.batcher")
-
-RunBatch = Callable[[np.ndarray, np.ndarray], Any]
-"""``(crops (B, h, w, 3) uint8 RGB, flip (B,) bool) -> heatmaps (B, K, H, W)`` torch or numpy."""
-Decode = Callable[[Any, np.ndarray, np.ndarray, str | None], tuple[Any, Any]]
-"""``(heatmaps (B, K, H, W), centers (B, 2), scales (B, 2) image px, mode) ->
-(keypoints (B, K, 2) image px, scores (B, K))``."""
-
-
-@dataclass
-class CropResult:
-    """The answer for one crop: keypoints ``(K, 2)`` image px, ``scores (K,)``, heatmaps or None."""
-
-    keypoints: np.ndarray
-    scores: np.ndarray
-    heatmaps: np.ndarray | None
 
 
 @dataclass
@@ -96,10 +84,12 @@ class Batcher:
         self._queue: collections.deque[_Entry] = collections.deque()
         self._wakeup = asyncio.Event()
         self._busy = False
+        self._free_since = 0.0  # time.monotonic() when the worker last finished a batch
         self._accepting = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._per_crop_s = 0.05  # running estimate, for Retry-After
+        self._batch_s = 0.0  # running estimate of one batch's time on the worker
         self.died: BaseException | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -238,7 +228,15 @@ class Batcher:
             if not self._queue or self._stopping:
                 await self._wait(None)
                 continue
-            dispatch_at = self._queue[0][0].enqueued + self.max_queue_delay_s
+            # Wait for more crops until `delay` after the oldest one arrived or a hold after the
+            # worker came free, whichever is later: under load, the clients answered by the
+            # previous batch can rejoin instead of being split into a batch of their own.
+            # The hold after the worker came free is at least 2% of a forward pass, so long
+            # (CPU) batches keep their clients together at a cost of at most ~2% throughput.
+            hold = max(self.max_queue_delay_s, 0.02 * self._batch_s)
+            dispatch_at = max(
+                self._queue[0][0].enqueued + self.max_queue_delay_s, self._free_since + hold
+            )
             now = time.monotonic()
             ready = len(self._queue) >= self.max_batch_size or now >= dispatch_at
             if ready and not self._busy:
@@ -258,52 +256,30 @@ class Batcher:
 
     # ---------------------------------------------------------------- worker thread
     def _process(self, batch: list[_Entry]) -> list[CropResult]:
-        """Runs on the worker thread: forward pass with OOM splitting, then decode."""
+        """Runs on the worker thread: gather the batch's arrays, forward and decode them."""
         t0 = time.perf_counter()
-        crops = np.stack([job.crops[i] for job, i in batch])
-        flip = np.array([job.flip[i] for job, i in batch], dtype=bool)
-        centers = np.stack([job.centers[i] for job, i in batch]).astype(np.float64)
-        scales = np.stack([job.scales[i] for job, i in batch]).astype(np.float64)
-        with torch.inference_mode():
-            heatmaps = self._forward(crops, flip)
-            modes = [job.mode for job, _ in batch]
-            keypoints: list[Any] = [None] * len(batch)
-            scores: list[Any] = [None] * len(batch)
-            for mode in dict.fromkeys(modes):
-                idx = [k for k, m in enumerate(modes) if m == mode]
-                sel = heatmaps if len(idx) == len(batch) else heatmaps[idx]
-                kp, sc = self.decode(sel, centers[idx], scales[idx], mode)
-                for j, k in enumerate(idx):
-                    keypoints[k], scores[k] = kp[j], sc[j]
-            out = []
-            for k, (job, _) in enumerate(batch):
-                hm = _to_numpy(heatmaps[k]) if job.want_heatmaps else None
-                out.append(CropResult(np.asarray(keypoints[k]), np.asarray(scores[k]), hm))
+        results = batch_worker.run(
+            self.run_batch,
+            self.decode,
+            crops=np.stack([job.crops[i] for job, i in batch]),
+            flip=np.array([job.flip[i] for job, i in batch], dtype=bool),
+            centers=np.stack([job.centers[i] for job, i in batch]).astype(np.float64),
+            scales=np.stack([job.scales[i] for job, i in batch]).astype(np.float64),
+            modes=[job.mode for job, _ in batch],
+            want_heatmaps=[job.want_heatmaps for job, _ in batch],
+        )
         dt = time.perf_counter() - t0
         self.metrics.batch_size.observe(len(batch))
         self.metrics.inference_seconds.observe(dt)
         self.metrics.persons.inc(len(batch))
         self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
-        return out
-
-    def _forward(self, crops: np.ndarray, flip: np.ndarray) -> Any:
-        try:
-            return self.run_batch(crops, flip)
-        except torch.cuda.OutOfMemoryError:
-            if len(crops) == 1:
-                raise
-            half = len(crops) // 2
-            log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d",
-                        len(crops), half, len(crops) - half)  # fmt: skip
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            a = self._forward(crops[:half], flip[:half])
-            b = self._forward(crops[half:], flip[half:])
-            return torch.cat([a, b]) if isinstance(a, torch.Tensor) else np.concatenate([a, b])
+        self._batch_s = 0.8 * self._batch_s + 0.2 * dt
+        return results
 
     def _finish(self, batch: list[_Entry], fut: asyncio.Future[list[CropResult]]) -> None:
         """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
         self._busy = False
+        self._free_since = time.monotonic()
         self._wakeup.set()
         if fut.cancelled():
             return
@@ -332,9 +308,3 @@ class Batcher:
             if not job.future.done():
                 job.future.set_exception(err)
         self.metrics.queue_depth.set(0)
-
-
-def _to_numpy(t: Any) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
-        return t.detach().float().cpu().numpy()
-    return np.asarray(t, dtype=np.float32)

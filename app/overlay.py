@@ -13,7 +13,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from app.batcher import CropResult
+from app.batch_worker import CropResult
 from models import geometry
 from models.keypoints import KeypointSpec
 from models.predictor import Crops

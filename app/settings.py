@@ -75,6 +75,9 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
     warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=1024, description="Intra-op threads of torch on CPU; unset = one per core."
+    )
 
     @field_validator("device")
     @classmethod

@@ -187,3 +187,20 @@ async def test_drain_finishes_queued_work_then_refuses() -> None:
     with pytest.raises(ApiError) as e:
         await submit(b, [9])
     assert e.value.status == 503
+
+
+async def test_clients_answered_by_a_batch_can_rejoin_the_next_one() -> None:
+    model = FakeModel(delay=0.2)
+    b = make(model, max_queue_delay_s=0.1)
+
+    async def client_x() -> None:
+        await submit(b, [1, 2])
+        await submit(b, [5])  # the "returning client": right after its answer
+
+    x = asyncio.ensure_future(client_x())
+    await asyncio.sleep(0.15)  # [1, 2] is on the worker now
+    await submit(b, [3, 4])  # queued while the worker is busy
+    await x
+    # without the hold after the worker came free, [3, 4] would have left alone, then [5]
+    assert model.batches == [[1, 2], [3, 4, 5]]
+    await b.drain(1.0)

@@ -9,7 +9,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
-from app.batcher import CropResult
+from app.batch_worker import CropResult
 from app.errors import ApiError, error_responses
 from app.routes.uploads import (
     deadline_of,
@@ -103,7 +103,7 @@ async def predict(
     settings = service.settings
     deadline = deadline_of(request, settings)
     predictor, _ = service.require_ready()
-    prepared = await prepare(files, boxes, settings, predictor)
+    prepared = await prepare(files, boxes, settings, predictor, service.decode_limiter)
     if time.monotonic() >= deadline:
         raise ApiError(504, "timeout", "the request passed its deadline while decoding")
     decoded = time.perf_counter()

@@ -7,7 +7,6 @@ thread (``anyio.to_thread``), bounded so they cannot starve the model's thread o
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,8 +24,6 @@ from app.metrics import ARRIVAL_KEY
 from app.service import PoseService
 from app.settings import Settings
 from models.predictor import Crops, Predictor
-
-_DECODE_LIMITER: anyio.CapacityLimiter | None = None
 
 
 def service_of(request: Request) -> PoseService:
@@ -67,15 +64,12 @@ class Prepared:
     crops: list[Crops]
 
 
-def _limiter() -> anyio.CapacityLimiter:
-    global _DECODE_LIMITER
-    if _DECODE_LIMITER is None:
-        _DECODE_LIMITER = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
-    return _DECODE_LIMITER
-
-
 async def prepare(
-    files: list[UploadFile], boxes: str | None, settings: Settings, predictor: Predictor
+    files: list[UploadFile],
+    boxes: str | None,
+    settings: Settings,
+    predictor: Predictor,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> Prepared:
     """Validate, decode and crop the uploads of one request.
 
@@ -98,7 +92,7 @@ async def prepare(
     datas = [await f.read() for f in files]
     return await anyio.to_thread.run_sync(
         _decode_and_crop, datas, names, raw_boxes, settings.max_image_pixels, predictor,
-        limiter=_limiter(),
+        limiter=limiter,
     )  # fmt: skip
 
 

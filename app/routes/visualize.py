@@ -59,7 +59,7 @@ async def visualize(
             raise ApiError(422, "unknown_keypoint",
                            f"keypoint {keypoint!r} is not one of {', '.join(names)}")  # fmt: skip
         channel = names.index(keypoint)
-    prepared = await prepare([file], boxes, settings, predictor)
+    prepared = await prepare([file], boxes, settings, predictor, service.decode_limiter)
     (results,) = await service.infer(
         prepared.crops,
         flip_test=flip_test,

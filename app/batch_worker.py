@@ -1,0 +1,100 @@
+"""What the batcher's worker thread does with one batch: forward pass, then decode.
+
+Kept apart from the queueing in :mod:`app.batcher` so it can be read (and tested) on its own.
+The model is reached only through two callables, in production
+``Predictor.heatmaps`` and ``Predictor.decode`` (:mod:`models.predictor`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("heatpose.batcher")
+
+RunBatch = Callable[[np.ndarray, np.ndarray], Any]
+"""``(crops (B, h, w, 3) uint8 RGB, flip (B,) bool) -> heatmaps (B, K, H, W)`` torch or numpy."""
+Decode = Callable[[Any, np.ndarray, np.ndarray, str | None], tuple[Any, Any]]
+"""``(heatmaps (B, K, H, W), centers (B, 2), scales (B, 2) image px, mode) ->
+(keypoints (B, K, 2) image px, scores (B, K))``."""
+
+
+@dataclass
+class CropResult:
+    """The answer for one crop: keypoints ``(K, 2)`` image px, ``scores (K,)``, heatmaps or None."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    heatmaps: np.ndarray | None
+
+
+def forward(run_batch: RunBatch, crops: np.ndarray, flip: np.ndarray) -> Any:
+    """``run_batch`` on the whole batch; on CUDA out-of-memory, on each half (recursively)."""
+    try:
+        return run_batch(crops, flip)
+    except torch.cuda.OutOfMemoryError:
+        if len(crops) == 1:
+            raise
+        half = len(crops) // 2
+        log.warning(
+            "CUDA out of memory on a batch of %d; retrying as %d + %d",
+            len(crops), half, len(crops) - half,
+        )  # fmt: skip
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        a = forward(run_batch, crops[:half], flip[:half])
+        b = forward(run_batch, crops[half:], flip[half:])
+        return torch.cat([a, b]) if isinstance(a, torch.Tensor) else np.concatenate([a, b])
+
+
+def run(
+    run_batch: RunBatch,
+    decode: Decode,
+    crops: np.ndarray,
+    flip: np.ndarray,
+    centers: np.ndarray,
+    scales: np.ndarray,
+    modes: Sequence[str | None],
+    want_heatmaps: Sequence[bool],
+) -> list[CropResult]:
+    """One batch, on the worker thread.
+
+    Args:
+        crops: ``(B, h, w, 3)`` uint8 RGB; ``flip``: ``(B,)`` bool.
+        centers, scales: ``(B, 2)`` crop regions, image px.
+        modes: per crop its decode mode (crops sharing a mode are decoded together).
+        want_heatmaps: per crop whether to return its ``(K, H, W)`` heatmaps (as numpy).
+
+    Returns:
+        ``B`` results, keypoints in image pixels.
+    """
+    with torch.inference_mode():
+        heatmaps = forward(run_batch, crops, flip)
+        n = len(crops)
+        keypoints: list[Any] = [None] * n
+        scores: list[Any] = [None] * n
+        for mode in dict.fromkeys(modes):
+            idx = [k for k, m in enumerate(modes) if m == mode]
+            sel = heatmaps if len(idx) == n else heatmaps[idx]
+            kp, sc = decode(sel, centers[idx], scales[idx], mode)
+            for j, k in enumerate(idx):
+                keypoints[k], scores[k] = kp[j], sc[j]
+        return [
+            CropResult(
+                np.asarray(keypoints[k]),
+                np.asarray(scores[k]),
+                _to_numpy(heatmaps[k]) if want_heatmaps[k] else None,
+            )
+            for k in range(n)
+        ]
+
+
+def _to_numpy(t: Any) -> np.ndarray:
+    if isinstance(t, torch.Tensor):
+        return t.detach().float().cpu().numpy()
+    return np.asarray(t, dtype=np.float32)
