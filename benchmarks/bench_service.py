@@ -5,7 +5,8 @@ Side by side in one run, ResNet-50 at 256x192 with random weights:
 (a) the raw network: ``model(batch)`` on ready-made normalised tensors, images/s at each batch
     size in NCHW and channels_last (the best of them is the limit the service can approach);
 (b) the running service (``python -m app`` under uvicorn, real HTTP on loopback), N concurrent
-    clients each posting one-person JPEGs to ``/predict`` in a loop;
+    clients each posting one-person JPEGs to ``/predict`` in a loop; its max batch size is the
+    best batch size of (a) unless ``--max-batch`` says otherwise;
 (c) the same service with batching off (``HEATPOSE_MAX_BATCH_SIZE=1``).
 
 Flip test is off in (b) and (c) so that all three run one forward pass per image. The machine
@@ -251,7 +252,12 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--batch-sizes", default="1,2,4,8,16", help="raw sweep for (a)")
-    p.add_argument("--max-batch", type=int, default=16, help="HEATPOSE_MAX_BATCH_SIZE for (b)")
+    p.add_argument(
+        "--max-batch",
+        type=int,
+        default=0,
+        help="HEATPOSE_MAX_BATCH_SIZE for (b); 0 = the best batch size of (a)",
+    )
     p.add_argument("--delay-ms", type=float, default=5.0, help="HEATPOSE_MAX_QUEUE_DELAY_MS")
     p.add_argument(
         "--threads",
@@ -287,6 +293,7 @@ def main() -> None:
                 print(f"  {fmt} batch {b:3d}: {sweep[(cl, b)]:6.2f}", flush=True)
         best_cl, best_b = max(sweep, key=lambda k: sweep[k])
         best = f"batch {best_b}, {'channels_last' if best_cl else 'NCHW'}"
+        args.max_batch = args.max_batch or best_b
         ports = {"b": free_port(), "c": free_port()}
         servers = {
             "b": start_server(checkpoint, ports["b"], args.max_batch, args.delay_ms, args.threads),
