@@ -100,10 +100,6 @@ class PoseService:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
         predictor = Predictor(bundle, device=device, flip_test=s.flip_test,
                               decode_mode=s.decode_mode)  # fmt: skip
-        if predictor.device.type == "cpu":
-            # oneDNN convolutions run ~1.45x faster with channels_last weights and inputs on CPU
-            # too (benchmarks/bench_service.py); the crops already arrive NHWC.
-            predictor.model.to(memory_format=torch.channels_last)
         self.predictor, self.config, self.checkpoint_path = predictor, bundle.config, path
         if s.warmup:
             await anyio.to_thread.run_sync(self._warmup)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
+
 ENV_PREFIX = "HEATPOSE_"
 DecodeMode = Literal["dark", "shift", "argmax"]
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
@@ -36,7 +38,10 @@ class Settings(BaseSettings):
     )
 
     checkpoint: str = Field(
-        description="A .safetensors checkpoint written by models.checkpoint.save, or a zoo name."
+        DEFAULT_CHECKPOINT,
+        description="A .safetensors checkpoint written by models.checkpoint.save, or a zoo name "
+        "(fetched and cached under HEATPOSE_HOME on first start). Default: the published DARK "
+        "ResNet-50 COCO 256x192 weights.",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
     max_batch_size: int = Field(32, ge=1, le=1024, description="Crops in one forward pass.")

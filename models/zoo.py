@@ -80,6 +80,9 @@ ENTRIES: dict[str, ZooEntry] = {
 }
 """The published weights heatpose serves as-is (DESIGN.md), by zoo name."""
 
+DEFAULT_MODEL = "res50-dark-coco-256x192"
+"""What the service serves when no checkpoint is named: the most accurate published entry."""
+
 
 def list_entries(entries: Mapping[str, ZooEntry] | None = None) -> list[ZooEntry]:
     """The zoo's entries, in table order."""

@@ -70,6 +70,9 @@ def test_invalid_values_name_the_variable(
     assert var in str(e.value) and repr(value) in str(e.value)
 
 
-def test_missing_checkpoint_is_named() -> None:
-    with pytest.raises(SettingsError, match="HEATPOSE_CHECKPOINT: is required but not set"):
-        load_settings()
+def test_default_checkpoint_is_the_published_dark_resnet50() -> None:
+    from models.zoo import ENTRIES
+
+    s = load_settings()
+    assert s.checkpoint == "res50-dark-coco-256x192"
+    assert ENTRIES[s.checkpoint].decode_mode == "dark"
