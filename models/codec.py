@@ -40,6 +40,10 @@ _DARK_TAPS = (
 )  # fmt: skip
 
 
+NETWORK_STRIDE = 4
+"""Input pixels per heatmap pixel of PoseResNet (body stride 32, three x2 deconvolutions)."""
+
+
 @dataclass(frozen=True)
 class HeatmapCodec:
     """Encodes keypoints as Gaussian heatmaps and decodes heatmaps back to keypoints.
@@ -69,6 +73,23 @@ class HeatmapCodec:
             raise ValueError(f"sigma must be > 0, got {self.sigma}")
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise ValueError(f"blur_kernel must be a positive odd int, got {self.blur_kernel}")
+
+    @classmethod
+    def for_input(
+        cls, input_size: tuple[int, int], sigma: float = 2.0, blur_kernel: int = 11
+    ) -> HeatmapCodec:
+        """The codec of a SimpleBaselines network for ``input_size`` ``(w, h)``: heatmaps at
+        stride 4 (:data:`NETWORK_STRIDE`).
+
+        Raises:
+            ValueError: a side that is not a multiple of 32 (the ResNet body's stride), for
+                which the network's heatmaps would not be ``input / 4``.
+        """
+        w, h = int(input_size[0]), int(input_size[1])
+        if w <= 0 or h <= 0 or w % 32 or h % 32:
+            raise ValueError(f"input size (w, h) = ({w}, {h}): both sides must be multiples of 32")
+        s = NETWORK_STRIDE
+        return cls((w, h), (w // s, h // s), sigma=sigma, blur_kernel=blur_kernel)
 
     @property
     def stride(self) -> tuple[float, float]:

@@ -57,8 +57,17 @@ def test_invalid_settings_name_the_variable(app_checkpoint: Path) -> None:
     )
     assert r.returncode == 2
     assert "HEATPOSE_MAX_BATCH_SIZE" in r.stderr and "HEATPOSE_REQUEST_TIMEOUT_S" in r.stderr
-    r = run(["-m", "app"])
-    assert r.returncode == 2 and "HEATPOSE_CHECKPOINT: is required but not set" in r.stderr
+
+
+def test_default_checkpoint_offline_without_cache_says_how_to_provide_one(tmp_path: Path) -> None:
+    # No HEATPOSE_CHECKPOINT: the default zoo model, not cached, its host unreachable (a closed
+    # loopback port stands in for "offline").
+    r = run(["-m", "app"], HEATPOSE_HOME=str(tmp_path), HEATPOSE_WEIGHTS_URL="http://127.0.0.1:9")
+    assert r.returncode == 2
+    assert "res50-dark-coco-256x192" in r.stderr and "cannot download" in r.stderr
+    assert "HEATPOSE_CHECKPOINT" in r.stderr and "heatpose weights import" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(tmp_path.rglob("*.safetensors"))
 
 
 def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> None:

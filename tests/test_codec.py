@@ -260,3 +260,11 @@ def test_decode_on_cuda_matches_cpu() -> None:
         kp_cpu, scores_cpu = codec.decode(batch, mode=mode)
         torch.testing.assert_close(kp_gpu.cpu(), kp_cpu, atol=1e-3, rtol=0)
         torch.testing.assert_close(scores_gpu.cpu(), scores_cpu)
+
+
+def test_for_input_is_stride_4_and_refuses_sizes_the_network_cannot_keep() -> None:
+    codec = HeatmapCodec.for_input((192, 256))
+    assert codec.heatmap_size == (48, 64) and codec.stride == (4.0, 4.0)
+    assert HeatmapCodec.for_input((96, 128), sigma=1.5).heatmap_size == (24, 32)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        HeatmapCodec.for_input((48, 64))

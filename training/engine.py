@@ -2,8 +2,8 @@
 
 Batches come from :class:`training.data.CocoKeypoints`: ``image`` ``(B, h, w, 3)`` uint8 RGB
 crops, ``heatmaps`` ``(B, K, H, W)`` targets and ``weights`` ``(B, K)``. The crops are
-normalised on the device by :func:`to_input`, as :meth:`models.predictor.Predictor.to_input`
-does at inference (colour order and mean/std from the model's config).
+normalised on the device by :func:`models.predictor.to_input`, the same function inference
+uses (colour order and mean/std from the model's config).
 """
 
 from __future__ import annotations
@@ -21,23 +21,9 @@ from tqdm import tqdm
 
 from models.checkpoint import ModelBundle
 from models.model_config import ModelConfig
-from models.predictor import Predictor
+from models.predictor import Predictor, to_input
 from training.distributed import DistInfo, all_reduce_mean
 from training.evaluate import evaluate
-
-
-def to_input(images: torch.Tensor, config: ModelConfig, device: torch.device) -> torch.Tensor:
-    """``(B, h, w, 3)`` uint8 RGB -> ``(B, 3, h, w)`` float32 normalised, on ``device``
-    (channels_last on CUDA), in the config's colour order with its mean/std (0..255 scale)."""
-    x = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    if config.color_order == "BGR":
-        x = x.flip(1)
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
 
 
 class KeypointMSELoss(nn.Module):

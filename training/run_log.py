@@ -27,7 +27,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.named_parameters():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        # reshape(-1): logical order, whatever the memory format (channels_last weights too)
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 

@@ -54,7 +54,7 @@ from training.transforms import AugmentParams, TopDownTransform
 def build_config(args: Any) -> ModelConfig:
     """The model's config from the flags: architecture, codec (heatmaps at stride 4), RGB."""
     w, h = args.input_size
-    codec = HeatmapCodec(input_size=(w, h), heatmap_size=(w // 4, h // 4), sigma=args.sigma)
+    codec = HeatmapCodec.for_input((w, h), sigma=args.sigma)
     return ModelConfig(
         name=args.name or f"res{args.depth}-{h}x{w}",
         depth=args.depth,
@@ -102,9 +102,8 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
         model.load_state_dict(load(args.weights).model.state_dict())
     if args.sync_bn and info.distributed:
         model = convert_sync_batchnorm(model, info.device)
-    model.to(info.device)
-    if info.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    # channels_last everywhere, as models.predictor runs it (evaluation uses that code).
+    model = model.to(info.device, memory_format=torch.channels_last)
     bare = model
 
     def evaluate_now(results: Path | None = None) -> dict[str, float]:
