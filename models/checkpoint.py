@@ -261,7 +261,8 @@ def _infer_depth(state: dict[str, torch.Tensor], src: Path) -> int:
     return depth
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -335,7 +336,7 @@ def import_published(
         decode_mode=decode_mode,
         provenance={
             "source": src.name,
-            "sha256": _sha256(src),
+            "sha256": file_sha256(src),
             "layout": layout,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_meta": _plain_meta(meta),

@@ -9,7 +9,6 @@ reads it, and converts it with :func:`models.checkpoint.import_published` to
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, import_published
+from models.checkpoint import CheckpointError, file_sha256, import_published
 
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
 OFFLINE_HINT = (
@@ -99,14 +98,6 @@ def _entry(name: str, entries: Mapping[str, ZooEntry] | None) -> ZooEntry:
     if name not in table:
         raise ZooError(f"unknown zoo name {name!r}; known: {', '.join(table)}")
     return table[name]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download_once(url: str, part: Path, progress: bool) -> bool:
@@ -197,7 +188,7 @@ def fetch(
     url = f"{base.rstrip('/')}/{entry.filename}"
     part = downloads / f"{entry.filename}.part"
     _download(url, part, progress)
-    digest = _sha256(part)
+    digest = file_sha256(part)
     if not digest.startswith(entry.sha256_prefix.lower()):
         part.unlink()
         raise ZooError(
