@@ -14,7 +14,7 @@ from models.model_config import ModelConfig
 from models.network import PoseResNet
 from training import evaluate, learning_curve, synthetic, train
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("main", [train.main, evaluate.main, synthetic.main, learning_curve.main])

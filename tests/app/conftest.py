@@ -1,12 +1,10 @@
-"""Shared pytest fixtures (each section belongs to the package that uses it)."""
+"""Fixtures for the service tests: a tiny checkpoint written here and the app with its lifespan."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-# ---- app (the inference service) ------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

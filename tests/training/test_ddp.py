@@ -47,7 +47,7 @@ def _run(data: Path, out: Path, procs: int, batch: int, *extra: str) -> dict[int
     args = [*launcher, "-m", "training.train", *flags]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                       timeout=280, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+                       timeout=280, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {
         rank: [json.loads(line) for line in (trace / f"rank{rank}.jsonl").read_text().splitlines()]
