@@ -18,6 +18,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from models.similarity import oks_matrix
+
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 """The ten numbers of ``COCOeval.stats`` for keypoints, in order."""
 
@@ -39,20 +41,6 @@ def rescore(box_score: float, scores: np.ndarray, threshold: float = 0.2) -> flo
     """Box score times the mean of the keypoint scores above ``threshold`` (0 mean if none)."""
     confident = scores[scores > threshold]
     return float(box_score * (confident.mean() if len(confident) else 0.0))
-
-
-def oks_matrix(
-    a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray, sigmas: np.ndarray
-) -> np.ndarray:
-    """OKS between poses ``a (N, K, 2)`` and ``b (M, K, 2)`` (image px) -> ``(N, M)``.
-
-    ``exp(-d^2 / (2 * s^2 * (2 sigma)^2))`` averaged over the K keypoints, with the scale
-    ``s^2`` the mean of the two areas (the symmetric OKS of OKS-NMS).
-    """
-    var = (2.0 * np.asarray(sigmas)) ** 2  # (K,)
-    d2 = ((a[:, None] - b[None]) ** 2).sum(-1)  # (N, M, K)
-    s2 = (area_a[:, None] + area_b[None]) / 2.0 + np.spacing(1)  # (N, M)
-    return np.exp(-d2 / var / s2[..., None] / 2.0).mean(-1)
 
 
 def oks_nms(preds: list[PosePrediction], threshold: float, sigmas: np.ndarray) -> list[int]:

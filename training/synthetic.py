@@ -35,7 +35,7 @@ from training.synthetic_people import draw_person, sample_person
 SPLITS = ("train", "val")
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
     """A cluttered BGR uint8 background (height, width, 3): smooth colour field plus shapes."""
     small = rng.integers(0, 256, size=(rng.integers(2, 6), rng.integers(2, 6), 3)).astype(np.uint8)
     img = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
@@ -110,7 +110,7 @@ def render_image(
     ``num_keypoints``, ``bbox`` [x, y, w, h] and ``area`` of the visible pixels, and
     ``segmentation`` (polygons of the visible pixels); ids are assigned by the caller.
     """
-    img = _background(rng, width, height)
+    img = background(rng, width, height)
     owner = np.zeros((height, width), np.int16)  # 0 background, p+1 person p, -1 object
     people = []
     for pid in range(1, int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25])) + 1):

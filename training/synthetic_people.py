@@ -104,7 +104,7 @@ def _random_color(rng: np.random.Generator, lo: int = 30, hi: int = 235) -> tupl
 
 
 def _shade(color: tuple[int, ...], f: float) -> tuple[int, ...]:
-    return tuple(int(np.clip(c * f, 0, 255)) for c in color)
+    return tuple(int(min(max(c * f, 0.0), 255.0)) for c in color)
 
 
 SKIN = ((60, 80, 120), (90, 130, 190), (120, 160, 220), (150, 190, 235), (40, 60, 90))
