@@ -43,6 +43,8 @@ def oks_matrix(
     with no such keypoint gets NaN (no evidence either way).
     """
     var = (2.0 * np.asarray(sigmas, dtype=np.float64)) ** 2  # (K,)
+    if a.shape[-2] != len(var) or b.shape[-2] != len(var):
+        raise ValueError(f"poses of {a.shape[-2]} and {b.shape[-2]} keypoints, {len(var)} sigmas")
     d2 = ((a[:, None] - b[None]) ** 2).sum(-1)  # (N, M, K)
     s2 = (area_a[:, None] + area_b[None]) / 2.0 + np.spacing(1)  # (N, M)
     e = np.exp(-d2 / var / s2[..., None] / 2.0)
