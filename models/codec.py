@@ -200,8 +200,9 @@ class HeatmapCodec:
         Where that step is not trustworthy (``H`` not negative definite, i.e. not a maximum;
         a non-finite step; or more than 1 heatmap px in either axis) the keypoint gets the
         quarter-pixel ``shift`` offset instead, so DARK never moves a keypoint more than one
-        heatmap px from its argmax. mmpose takes the step wherever ``det H != 0``; on
-        well-formed maps (a single peak) the two agree.
+        heatmap px from its argmax. mmpose takes the step wherever ``det H != 0``: the two agree
+        wherever that step is a move of at most 1 px toward a maximum (clean single-peak maps
+        always; noisy low-amplitude maps for most keypoints).
         The blur is two float32 matrix products: if TF32 matmuls are enabled globally on CUDA,
         it runs in TF32 and loses some precision.
         """
