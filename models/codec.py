@@ -196,7 +196,13 @@ class HeatmapCodec:
         As mmpose's ``refine_keypoints_dark``: blur each map with a ``blur_kernel`` Gaussian
         (zero padding), rescale it to its original maximum, clamp to ``1e-10``, take the log,
         then one Newton step ``-H^-1 g`` with central differences (gradient step 1, Hessian
-        step 2), only where ``2 <= x <= W-3`` and ``2 <= y <= H-3`` and ``det H != 0``.
+        step 2), only where ``2 <= x <= W-3`` and ``2 <= y <= H-3`` (elsewhere the offset is 0).
+        Where that step is not trustworthy (``H`` not negative definite, i.e. not a maximum;
+        a non-finite step; or more than 1 heatmap px in either axis) the keypoint gets the
+        quarter-pixel ``shift`` offset instead, so DARK never moves a keypoint more than one
+        heatmap px from its argmax. mmpose takes the step wherever ``det H != 0``: the two agree
+        wherever that step is a move of at most 1 px toward a maximum (clean single-peak maps
+        always; noisy low-amplitude maps for most keypoints).
         The blur is two float32 matrix products: if TF32 matmuls are enabled globally on CUDA,
         it runs in TF32 and loses some precision.
         """
@@ -219,11 +225,18 @@ class HeatmapCodec:
         hyy = 0.25 * (y2p - 2 * c + y2m)
         hxy = 0.25 * (pp - pm - mp + mm)
         det = hxx * hyy - hxy * hxy
-        ok = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3) & (det != 0)
-        det = torch.where(ok, det, 1.0)
-        offsets = torch.stack([-(hyy * gx - hxy * gy) / det, -(hxx * gy - hxy * gx) / det], dim=1)
-        ok = ok & torch.isfinite(offsets).all(dim=1)
-        return torch.where(ok[:, None], offsets, 0.0)
+        inside = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
+        # Trust the Newton step only at a maximum (Hessian negative definite) and for a step of
+        # at most one pixel per axis; elsewhere (saddles, ridges, plateaus, near-singular
+        # Hessians) it can land far outside the map, so the quarter-pixel shift is used instead.
+        maximum = (hxx < 0) & (det > 0)
+        safe_det = torch.where(maximum, det, 1.0)
+        offsets = torch.stack(
+            [-(hyy * gx - hxy * gy) / safe_det, -(hxx * gy - hxy * gx) / safe_det], dim=1
+        )
+        trusted = maximum & torch.isfinite(offsets).all(dim=1) & (offsets.abs() <= 1).all(dim=1)
+        fallback = torch.where(inside[:, None], _shift_offsets(maps, x, y), 0.0)
+        return torch.where((inside & trusted)[:, None], offsets, fallback)
 
 
 @functools.lru_cache(maxsize=32)

@@ -140,9 +140,18 @@ def test_dark_matches_per_keypoint_reference_on_noisy_maps() -> None:
     # Tiny maps (peak 2e-10) exercise the rescale to the original maximum before the 1e-10 clamp.
     hm[:17] = codec.encode(centres[:17] * 4.0, np.ones(17))[0] * 2e-10
     hm = hm.astype(np.float32)
-    kp, scores = codec.decode(torch.from_numpy(hm).reshape(3, 17, 64, 48), mode="dark")
+    maps = torch.from_numpy(hm).reshape(3, 17, 64, 48)
+    kp, scores = codec.decode(maps, mode="dark")
+    kp = kp.reshape(-1, 2).numpy() / 4.0
     expected = _reference_dark(hm)
-    np.testing.assert_allclose(kp.reshape(-1, 2).numpy() / 4.0, expected, atol=1e-3)
+    # mmpose's step is taken wherever it stays within 1 heatmap px of the argmax; where the
+    # noise makes it longer (2 of 51 here), heatpose uses the quarter-pixel shift instead.
+    argmax = codec.decode(maps, mode="argmax")[0].reshape(-1, 2).numpy() / 4.0
+    near = (np.abs(expected - argmax) <= 1.0).all(axis=1)
+    assert near.sum() >= 49
+    np.testing.assert_allclose(kp[near], expected[near], atol=1e-3)
+    shift = codec.decode(maps, mode="shift")[0].reshape(-1, 2).numpy() / 4.0
+    np.testing.assert_array_equal(kp[~near], shift[~near])
     np.testing.assert_allclose(scores.reshape(-1).numpy(), hm.reshape(len(hm), -1).max(1))
 
 
