@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -27,8 +27,10 @@ import torch
 
 from models.keypoints import KeypointSpec
 
-DECODE_MODES = ("argmax", "shift", "dark")
-"""The valid ``mode`` values of :meth:`HeatmapCodec.decode`."""
+DecodeMode = Literal["argmax", "shift", "dark"]
+"""A heatmap decoding of :meth:`HeatmapCodec.decode` (the type; settings and schemas use it)."""
+DECODE_MODES: tuple[DecodeMode, ...] = get_args(DecodeMode)
+"""The valid ``mode`` values of :meth:`HeatmapCodec.decode`, in order of cost."""
 
 _LOG_EPS = 1e-10  # DARK: blurred maps are clamped to this before the log (as mmpose does)
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from models.checkpoint import ModelBundle, build_model, load, save
 from models.model_config import ModelConfig
-from models.predictor import Predictor
+from models.predictor import Predictor, normalize_crops
 
 INPUT = (96, 128)  # (w, h)
 HEATMAP = (24, 32)
@@ -46,12 +46,8 @@ class SpotDetector(nn.Module):
 
 
 def _config(color_order: str = "RGB") -> ModelConfig:
-    return ModelConfig(
-        depth=18,
-        codec_params={"input_size": list(INPUT), "heatmap_size": list(HEATMAP), "sigma": 2.0,
-                      "blur_kernel": 11},
-        color_order=color_order,
-    )  # fmt: skip
+    codec = {"input_size": list(INPUT), "heatmap_size": list(HEATMAP), "sigma": 2.0}
+    return ModelConfig(depth=18, codec_params={**codec, "blur_kernel": 11}, color_order=color_order)
 
 
 def _scene(
@@ -144,7 +140,7 @@ def test_real_checkpoint_round_trip_through_predictor(tmp_path) -> None:
     crops = pred.crop(image, [[50, 50, 150, 200]])
     hm = pred.heatmaps(crops.images, flip=False)
     with torch.no_grad():
-        ref = model(pred.to_input(crops.images))
+        ref = model(normalize_crops(crops.images, pred.config, pred.device))
     torch.testing.assert_close(hm, ref)
     assert hm.shape == (1, 17, 32, 24)
     # Per-crop flip mask: flipping only the second crop leaves the first untouched.
