@@ -165,11 +165,12 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
         HEATPOSE_CHECKPOINT?)``, the closest known name by :func:`difflib.get_close_matches`.
     """
     known = known_variables()
+    suffixes = [k.removeprefix(ENV_PREFIX) for k in known]  # the shared prefix is no evidence
     lines = []
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known:
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
         lines.append(f"unknown variable {name} is ignored{hint}")
     return lines
