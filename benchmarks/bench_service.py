@@ -225,8 +225,11 @@ def server_metrics(port: int) -> dict[str, float]:
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     out = {}
-    for name in ("heatpose_batch_size_sum", "heatpose_batch_size_count",
-                 "heatpose_inference_seconds_sum"):  # fmt: skip
+    for name in (
+        "heatpose_batch_size_sum",
+        "heatpose_batch_size_count",
+        "heatpose_inference_seconds_sum",
+    ):
         m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
         out[name] = float(m.group(1)) if m else float("nan")
     return out
