@@ -214,9 +214,10 @@ class PoseService:
         """``options`` with every default filled in: the one place the defaults are decided.
 
         Defaults: ``HEATPOSE_FLIP_TEST``; ``HEATPOSE_DECODE_MODE``, else the checkpoint's.
+        Routes call it first, so a service that is not ready refuses before a byte is read.
 
         Raises:
-            NotServing: no model is loaded.
+            NotServing: not ready (see :meth:`check_ready`).
         """
         predictor, _ = self.check_ready()
         return self._resolve(predictor, options)
