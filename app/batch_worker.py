@@ -1,16 +1,16 @@
 """What the batcher's worker thread does with one batch: forward pass, then decode.
 
 Kept apart from the queueing in :mod:`app.batcher` so it can be read (and tested) on its own.
-The model is reached only through two callables, in production
-``Predictor.heatmaps`` and ``Predictor.decode`` (:mod:`models.predictor`).
+The model is reached only through two callables, in production the bound methods
+``Predictor.heatmaps`` (which enters ``torch.inference_mode``) and ``Predictor.decode``
+(:mod:`models.predictor`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -24,13 +24,13 @@ Decode = Callable[[Any, np.ndarray, np.ndarray, str | None], tuple[Any, Any]]
 (keypoints (B, K, 2) image px, scores (B, K))``."""
 
 
-@dataclass
-class CropResult:
-    """The answer for one crop: keypoints ``(K, 2)`` image px, ``scores (K,)``, heatmaps or None."""
+class BatchOutput(NamedTuple):
+    """Per crop of a batch: ``keypoints`` ``(K, 2)`` image px, ``scores`` ``(K,)``, and
+    ``heatmaps`` ``(K, H, W)`` float32 or ``None`` (each a list over the batch)."""
 
-    keypoints: np.ndarray
-    scores: np.ndarray
-    heatmaps: np.ndarray | None
+    keypoints: list[np.ndarray]
+    scores: list[np.ndarray]
+    heatmaps: list[np.ndarray | None]
 
 
 def forward(run_batch: RunBatch, crops: np.ndarray, flip: np.ndarray) -> Any:
@@ -43,8 +43,10 @@ def forward(run_batch: RunBatch, crops: np.ndarray, flip: np.ndarray) -> Any:
         half = len(crops) // 2
         log.warning(
             "CUDA out of memory on a batch of %d; retrying as %d + %d",
-            len(crops), half, len(crops) - half,
-        )  # fmt: skip
+            len(crops),
+            half,
+            len(crops) - half,
+        )
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         a = forward(run_batch, crops[:half], flip[:half])
@@ -55,13 +57,14 @@ def forward(run_batch: RunBatch, crops: np.ndarray, flip: np.ndarray) -> Any:
 def run(
     run_batch: RunBatch,
     decode: Decode,
+    *,
     crops: np.ndarray,
     flip: np.ndarray,
     centers: np.ndarray,
     scales: np.ndarray,
     modes: Sequence[str | None],
     want_heatmaps: Sequence[bool],
-) -> list[CropResult]:
+) -> BatchOutput:
     """One batch, on the worker thread.
 
     Args:
@@ -71,27 +74,23 @@ def run(
         want_heatmaps: per crop whether to return its ``(K, H, W)`` heatmaps (as numpy).
 
     Returns:
-        ``B`` results, keypoints in image pixels.
+        ``B`` crops' outputs, keypoints in image pixels.
     """
-    with torch.inference_mode():
-        heatmaps = forward(run_batch, crops, flip)
-        n = len(crops)
-        keypoints: list[Any] = [None] * n
-        scores: list[Any] = [None] * n
-        for mode in dict.fromkeys(modes):
-            idx = [k for k, m in enumerate(modes) if m == mode]
-            sel = heatmaps if len(idx) == n else heatmaps[idx]
-            kp, sc = decode(sel, centers[idx], scales[idx], mode)
-            for j, k in enumerate(idx):
-                keypoints[k], scores[k] = kp[j], sc[j]
-        return [
-            CropResult(
-                np.asarray(keypoints[k]),
-                np.asarray(scores[k]),
-                _to_numpy(heatmaps[k]) if want_heatmaps[k] else None,
-            )
-            for k in range(n)
-        ]
+    heatmaps = forward(run_batch, crops, flip)
+    n = len(crops)
+    keypoints: list[Any] = [None] * n
+    scores: list[Any] = [None] * n
+    for mode in dict.fromkeys(modes):
+        idx = [k for k, m in enumerate(modes) if m == mode]
+        sel = heatmaps if len(idx) == n else heatmaps[idx]
+        kp, sc = decode(sel, centers[idx], scales[idx], mode)
+        for j, k in enumerate(idx):
+            keypoints[k], scores[k] = kp[j], sc[j]
+    return BatchOutput(
+        keypoints=[np.asarray(k) for k in keypoints],
+        scores=[np.asarray(s) for s in scores],
+        heatmaps=[_to_numpy(heatmaps[k]) if want_heatmaps[k] else None for k in range(n)],
+    )
 
 
 def _to_numpy(t: Any) -> np.ndarray:

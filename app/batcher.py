@@ -10,11 +10,15 @@ alternating half batches; on CPU, where a batch takes about a second, that hold 
 Each batch runs on one dedicated worker thread (one per device): ``run_batch`` (the forward
 pass) then ``decode``.
 
-- Queue full -> 503 with ``Retry-After``; past its deadline a job answers 504 and its crops that
-  are still queued are dropped before they reach the model.
-- An exception in a batch fails the jobs in that batch only (500) and the loop goes on;
-  CUDA out-of-memory splits the batch in halves and retries them.
-- :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it).
+Failures are the domain exceptions below (``app.errors`` alone turns them into HTTP answers):
+
+- Queue full -> :class:`QueueFull` (with a retry delay); past its deadline a job fails with
+  :class:`DeadlineExceeded` and its crops that are still queued are dropped before they reach
+  the model.
+- An exception in a batch fails the jobs in that batch only (:class:`BatchFailed`) and the loop
+  goes on; CUDA out-of-memory splits the batch in halves and retries them.
+- :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
+  with :class:`NotServing`.
 - :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
 """
 
@@ -28,29 +32,57 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from app import batch_worker
-from app.batch_worker import CropResult, Decode, RunBatch
-from app.errors import ApiError
+from app.batch_worker import Decode, RunBatch
 from app.metrics import Metrics
+from models.persons import PersonResult
+from models.predictor import Crops
 
 log = logging.getLogger("heatpose.batcher")
+
+NotServingState = Literal["not_ready", "shutting_down", "failed"]
+
+
+class QueueFull(Exception):
+    """Too many person crops are queued; the caller should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceeded(Exception):
+    """The request's deadline passed before its persons were inferred."""
+
+
+class NotServing(Exception):
+    """No inference now: the model is loading (``not_ready``), the service is draining
+    (``shutting_down``) or the batcher died (``failed``); ``reason`` says which in words."""
+
+    def __init__(self, reason: str, *, state: NotServingState = "not_ready") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.state = state
+
+
+class BatchFailed(Exception):
+    """The forward pass or decode of the batch holding this request raised (``__cause__``)."""
 
 
 @dataclass
 class _Job:
-    crops: np.ndarray  # (N, h, w, 3) uint8
+    crops: Crops  # N crops with their regions (image px) and boxes
     flip: np.ndarray  # (N,) bool
-    centers: np.ndarray  # (N, 2) image px
-    scales: np.ndarray  # (N, 2) image px
     mode: str | None
     want_heatmaps: bool
     deadline: float  # time.monotonic()
-    future: asyncio.Future[list[CropResult]]
+    future: asyncio.Future[list[PersonResult]]
     enqueued: float = field(default_factory=time.monotonic)
-    results: list[CropResult | None] = field(default_factory=list)
+    results: list[PersonResult | None] = field(default_factory=list)
     remaining: int = 0
 
     def dead(self, now: float) -> bool:
@@ -124,58 +156,60 @@ class Batcher:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, timeout=max(0.1, end - time.monotonic()))
-        self._fail_all(ApiError(503, "shutting_down", "the service is shutting down"))
+        self._fail_all(NotServing("the service is shutting down", state="shutting_down"))
         self._executor.shutdown(wait=False, cancel_futures=True)
         return clean
 
     # ---------------------------------------------------------------- submit
     async def submit(
         self,
-        crops: np.ndarray,
+        crops: Crops,
         flip: np.ndarray | bool,
-        centers: np.ndarray,
-        scales: np.ndarray,
         *,
         deadline: float,
         mode: str | None = None,
         want_heatmaps: bool = False,
-    ) -> list[CropResult]:
+    ) -> list[PersonResult]:
         """Queue one request's crops and wait for their results.
 
         Args:
-            crops: ``(N, h, w, 3)`` uint8 RGB input crops.
+            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB) with their regions and boxes.
             flip: ``(N,)`` bool or one bool: flip-test each crop.
-            centers, scales: ``(N, 2)`` crop regions in image pixels (for decoding).
-            deadline: ``time.monotonic()`` after which the request answers 504.
+            deadline: ``time.monotonic()`` after which the request fails.
             mode: decode mode, ``None`` = the model's default.
             want_heatmaps: also return each crop's ``(K, H, W)`` heatmaps.
 
         Returns:
-            ``N`` results in the order of ``crops``.
+            ``N`` persons in the order of ``crops``, keypoints in image pixels.
 
         Raises:
-            ApiError: 503 (not running / full, with ``Retry-After``), 504 (deadline), 500.
+            NotServing: not started, draining or dead. QueueFull: no room for ``N`` more crops.
+            DeadlineExceeded: the deadline passed. BatchFailed: the batch raised.
         """
         n = len(crops)
         if n == 0:
             return []
         if not self._accepting or not self.alive:
-            raise ApiError(503, "not_ready", "the model is not serving (starting, stopping or "
-                           "failed)", {"Retry-After": "5"})  # fmt: skip
+            raise NotServing("the model is not serving (starting, stopping or failed)")
         if len(self._queue) + n > self.max_queued:
             retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
             self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(
-                503,
-                "overloaded",
+            raise QueueFull(
                 f"{len(self._queue)} person crops are queued (limit {self.max_queued}); "
                 f"this request adds {n}. Retry after {retry} s",
-                {"Retry-After": str(retry)},
+                retry_after=retry,
             )
         loop = asyncio.get_running_loop()
-        flips = np.broadcast_to(np.asarray(flip, dtype=bool), (n,))
-        job = _Job(crops, flips, np.asarray(centers), np.asarray(scales), mode, want_heatmaps,
-                   deadline, loop.create_future(), results=[None] * n, remaining=n)  # fmt: skip
+        job = _Job(
+            crops=crops,
+            flip=np.broadcast_to(np.asarray(flip, dtype=bool), (n,)),
+            mode=mode,
+            want_heatmaps=want_heatmaps,
+            deadline=deadline,
+            future=loop.create_future(),
+            results=[None] * n,
+            remaining=n,
+        )
         self._queue.extend((job, i) for i in range(n))
         self.metrics.queue_depth.set(len(self._queue))
         self._wakeup.set()
@@ -183,8 +217,10 @@ class Batcher:
             return await asyncio.wait_for(job.future, timeout=max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
             self.metrics.rejected.labels("timeout").inc()
-            raise ApiError(504, "timeout", "the request passed its deadline before the model "
-                           "finished (HEATPOSE_REQUEST_TIMEOUT_S)") from None  # fmt: skip
+            raise DeadlineExceeded(
+                "the request passed its deadline before the model finished "
+                "(HEATPOSE_REQUEST_TIMEOUT_S)"
+            ) from None
         finally:
             if not job.future.done():
                 job.future.cancel()  # its queued crops are skipped, never reach the model
@@ -203,7 +239,7 @@ class Batcher:
         except Exception as e:
             self.died = e
             log.exception("the batcher loop died; /ready is false from now on")
-            self._fail_all(ApiError(503, "batcher_died", f"the batcher stopped: {e!r}"))
+            self._fail_all(NotServing(f"the batcher stopped: {e!r}", state="failed"))
 
     async def _wait(self, timeout: float | None) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -216,7 +252,7 @@ class Batcher:
 
     def _expire(self, job: _Job) -> None:
         if not job.future.done():
-            job.future.set_exception(ApiError(504, "timeout", "deadline passed while queued"))
+            job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
 
     async def _gather(self) -> list[_Entry] | None:
         """Wait for a batch worth dispatching (and a free worker); None when stopping."""
@@ -255,19 +291,23 @@ class Batcher:
         return batch or await self._gather()
 
     # ---------------------------------------------------------------- worker thread
-    def _process(self, batch: list[_Entry]) -> list[CropResult]:
+    def _process(self, batch: list[_Entry]) -> list[PersonResult]:
         """Runs on the worker thread: gather the batch's arrays, forward and decode them."""
         t0 = time.perf_counter()
-        results = batch_worker.run(
+        outputs = batch_worker.run(
             self.run_batch,
             self.decode,
-            crops=np.stack([job.crops[i] for job, i in batch]),
+            crops=np.stack([job.crops.images[i] for job, i in batch]),
             flip=np.array([job.flip[i] for job, i in batch], dtype=bool),
-            centers=np.stack([job.centers[i] for job, i in batch]).astype(np.float64),
-            scales=np.stack([job.scales[i] for job, i in batch]).astype(np.float64),
+            centers=np.stack([job.crops.centers[i] for job, i in batch]).astype(np.float64),
+            scales=np.stack([job.crops.scales[i] for job, i in batch]).astype(np.float64),
             modes=[job.mode for job, _ in batch],
             want_heatmaps=[job.want_heatmaps for job, _ in batch],
         )
+        results = [
+            job.crops.result(i, outputs.keypoints[k], outputs.scores[k], outputs.heatmaps[k])
+            for k, (job, i) in enumerate(batch)
+        ]
         dt = time.perf_counter() - t0
         self.metrics.batch_size.observe(len(batch))
         self.metrics.inference_seconds.observe(dt)
@@ -276,7 +316,7 @@ class Batcher:
         self._batch_s = 0.8 * self._batch_s + 0.2 * dt
         return results
 
-    def _finish(self, batch: list[_Entry], fut: asyncio.Future[list[CropResult]]) -> None:
+    def _finish(self, batch: list[_Entry], fut: asyncio.Future[list[PersonResult]]) -> None:
         """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
         self._busy = False
         self._free_since = time.monotonic()
@@ -287,11 +327,14 @@ class Batcher:
         if exc is not None:
             self.metrics.batch_failures.inc()
             log.error("a batch of %d crops failed: %r", len(batch), exc, exc_info=exc)
-            err = ApiError(500, "inference_failed", "the inference batch this request was part "
-                           f"of failed ({type(exc).__name__}: {exc}); other requests are "
-                           "unaffected, retrying may succeed")  # fmt: skip
             for job, _ in batch:
                 if not job.future.done():
+                    err = BatchFailed(
+                        f"the inference batch this request was part of failed "
+                        f"({type(exc).__name__}: {exc}); other requests are unaffected, "
+                        "retrying may succeed"
+                    )
+                    err.__cause__ = exc
                     job.future.set_exception(err)
             return
         for (job, i), result in zip(batch, fut.result(), strict=True):
@@ -302,7 +345,7 @@ class Batcher:
             if job.remaining == 0:
                 job.future.set_result([r for r in job.results if r is not None])
 
-    def _fail_all(self, err: ApiError) -> None:
+    def _fail_all(self, err: Exception) -> None:
         while self._queue:
             job, _ = self._queue.popleft()
             if not job.future.done():

@@ -1,18 +1,20 @@
 """``heatpose serve`` / ``python -m app``: start uvicorn with the service settings.
 
-Flags override the ``HEATPOSE_*`` environment and ``.env``. Before uvicorn starts, the settings
-and the checkpoint header are checked so that a mistake ends in one clear line and exit status 2,
-not a traceback. Never imports ``training``.
+Flags override the ``HEATPOSE_*`` environment and ``.env``. Before uvicorn starts, the settings,
+the device and the checkpoint (its header against its tensors' shapes) are checked so that a
+mistake ends in one clear line and exit status 2, not a traceback; an unknown ``HEATPOSE_*``
+variable is named in a warning with the closest known name. Never imports ``training``.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import Any
 
-from app.settings import SettingsError, load_settings
+from app.settings import SettingsError, load_settings, unknown_variables
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -22,8 +24,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
         description="Serve a pose checkpoint over HTTP. Every HEATPOSE_* variable applies; "
         "flags win over them.",
     )
-    p.add_argument("checkpoint", nargs="?", help="a .safetensors file or a zoo name "
-                   "(HEATPOSE_CHECKPOINT)")  # fmt: skip
+    p.add_argument(
+        "checkpoint", nargs="?", help="a .safetensors file or a zoo name (HEATPOSE_CHECKPOINT)"
+    )
     p.add_argument("--host", help="bind address (HEATPOSE_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (HEATPOSE_PORT, default 8000)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (HEATPOSE_DEVICE)")
@@ -39,6 +42,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
     overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    for line in unknown_variables(os.environ):
+        print(f"heatpose serve: warning: {line}", file=sys.stderr)
     try:
         settings = load_settings(**overrides)
     except SettingsError as e:
@@ -49,11 +54,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.logs import configure_logging
     from app.main import create_app
-    from app.service import StartupError, resolve_checkpoint
-    from models.checkpoint import CheckpointError, read_config
+    from app.service import StartupError, pick_device, resolve_checkpoint
+    from models.checkpoint import CheckpointError, verify
 
     try:
-        read_config(resolve_checkpoint(settings.checkpoint))  # header only: fail fast and clear
+        pick_device(settings.device)
+        verify(resolve_checkpoint(settings.checkpoint))  # no tensor data read: fast and clear
     except (StartupError, CheckpointError) as e:
         print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
         return 2

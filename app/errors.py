@@ -1,8 +1,10 @@
 """The one error shape of the service: ``{"error": {"code": "...", "message": "..."}}``.
 
-Routes raise :class:`ApiError` (or a subclass); :func:`install_error_handlers` turns it,
-FastAPI's request validation errors (422), Starlette's HTTP exceptions (404, 405, ...) and any
-unexpected exception (500) into that envelope.
+The HTTP edge (routes, dependencies, upload intake) raises :class:`ApiError`. The core (service,
+batcher, ``models``) raises domain exceptions, and :func:`http_error` is the one place that maps
+each to its status, error code and headers. :func:`install_error_handlers` turns both, FastAPI's
+request validation errors (422), Starlette's HTTP exceptions (404, 405, ...) and any unexpected
+exception (500) into that envelope.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.batcher import BatchFailed, DeadlineExceeded, NotServing, QueueFull
+from models.persons import BoxError
 
 log = logging.getLogger("heatpose.app")
 
@@ -51,6 +56,44 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
+NOT_SERVING_RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503 while the model is loading (or the service is otherwise not ready)."""
+DOMAIN_ERRORS = (QueueFull, DeadlineExceeded, NotServing, BatchFailed, BoxError)
+"""The core's exceptions that :func:`http_error` maps."""
+
+
+def http_error(exc: Exception) -> ApiError:
+    """The HTTP answer to a domain exception of the core: the one mapping.
+
+    ===================  ======  =====================================================
+    exception            status  code (headers)
+    ===================  ======  =====================================================
+    QueueFull            503     ``overloaded`` (``Retry-After``: its ``retry_after``)
+    NotServing           503     ``not_ready`` (``Retry-After: 5``), ``shutting_down``
+                                 or ``batcher_died``, after its ``state``
+    DeadlineExceeded     504     ``timeout``
+    BatchFailed          500     ``inference_failed``
+    BoxError             422     ``invalid_boxes``
+    ===================  ======  =====================================================
+    """
+    message = str(exc)
+    if isinstance(exc, QueueFull):
+        return ApiError(503, "overloaded", message, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, NotServing):
+        if exc.state == "shutting_down":
+            return ApiError(503, "shutting_down", message)
+        if exc.state == "failed":
+            return ApiError(503, "batcher_died", message)
+        return ApiError(503, "not_ready", message, {"Retry-After": str(NOT_SERVING_RETRY_AFTER_S)})
+    if isinstance(exc, DeadlineExceeded):
+        return ApiError(504, "timeout", message)
+    if isinstance(exc, BatchFailed):
+        return ApiError(500, "inference_failed", message)
+    if isinstance(exc, BoxError):
+        return ApiError(422, "invalid_boxes", message)
+    raise TypeError(f"no HTTP mapping for {type(exc).__name__}")
+
+
 def error_response(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -80,6 +123,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    err = http_error(exc)
+    return error_response(err.status, err.code, err.message, err.headers)
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     return error_response(422, "invalid_request", _describe_validation(list(exc.errors())))
@@ -100,6 +148,8 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the envelope handlers on ``app``."""
     app.add_exception_handler(ApiError, _api_error)
+    for kind in DOMAIN_ERRORS:
+        app.add_exception_handler(kind, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)

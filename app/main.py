@@ -12,6 +12,7 @@ requests (``--timeout-graceful-shutdown``), then the batcher drains and the devi
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -28,7 +29,7 @@ from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.routes import ops, predict, visualize
 from app.service import PoseService, StartupError
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings, unknown_variables
 
 log = logging.getLogger("heatpose.app")
 
@@ -110,6 +111,8 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """``create_app`` with settings from the environment; exits 2 naming a bad variable."""
+    for line in unknown_variables(os.environ):
+        print(f"heatpose: warning: {line}", file=sys.stderr)
     try:
         settings = load_settings()
     except SettingsError as e:

@@ -25,35 +25,48 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "heatpose_requests", "HTTP requests by route and status", ["route", "method", "status"],
+            "heatpose_requests",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
             registry=r,
-        )  # fmt: skip
+        )
         self.latency = Histogram(
-            "heatpose_request_latency_seconds", "HTTP request latency by route", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "heatpose_request_latency_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.in_progress = Gauge(
             "heatpose_requests_in_progress", "HTTP requests being handled", registry=r
         )
         self.batch_size = Histogram(
-            "heatpose_batch_size", "Person crops per forward pass", buckets=_BATCH_BUCKETS,
+            "heatpose_batch_size",
+            "Person crops per forward pass",
+            buckets=_BATCH_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
         self.queue_depth = Gauge(
             "heatpose_queue_depth", "Person crops waiting for a forward pass", registry=r
         )
         self.inference_seconds = Histogram(
-            "heatpose_inference_seconds", "Time of one batch: forward pass and decode",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.queue_wait_seconds = Histogram(
-            "heatpose_queue_wait_seconds", "Time a crop waited before its forward pass",
-            buckets=_LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
-        self.rejected = Counter(
-            "heatpose_rejected", "Requests refused by the service, by reason", ["reason"],
+            "heatpose_inference_seconds",
+            "Time of one batch: forward pass and decode",
+            buckets=_LATENCY_BUCKETS,
             registry=r,
-        )  # fmt: skip
+        )
+        self.queue_wait_seconds = Histogram(
+            "heatpose_queue_wait_seconds",
+            "Time a crop waited before its forward pass",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rejected = Counter(
+            "heatpose_rejected",
+            "Requests refused by the service, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.batch_failures = Counter(
             "heatpose_batch_failures", "Forward passes that raised", registry=r
         )

@@ -13,10 +13,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from app.batch_worker import CropResult
 from models import geometry
 from models.keypoints import KeypointSpec
-from models.predictor import Crops
+from models.persons import PersonResult
 
 Mode = Literal["heatmap", "skeleton", "both"]
 LEFT, RIGHT, CENTRE = (255, 140, 0), (0, 150, 255), (60, 220, 60)  # RGB
@@ -24,8 +23,7 @@ LEFT, RIGHT, CENTRE = (255, 140, 0), (0, 150, 255), (60, 220, 60)  # RGB
 
 def heatmap_layer(
     image_size: tuple[int, int],
-    crops: Crops,
-    results: list[CropResult],
+    people: list[PersonResult],
     input_size: tuple[int, int],
     channel: int | None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -33,8 +31,8 @@ def heatmap_layer(
 
     Args:
         image_size: ``(W, H)`` of the oriented image.
-        crops: the persons' regions (``centers``, ``scales`` image px).
-        results: per person its ``(K, H, W)`` heatmaps (must not be ``None``).
+        people: per person its cropped region (``center``, ``scale`` image px) and its
+            ``(K, H, W)`` heatmaps (must not be ``None``).
         input_size: ``(w, h)`` of the network input (crop).
         channel: one keypoint channel, or ``None`` for the maximum over all channels.
 
@@ -45,11 +43,11 @@ def heatmap_layer(
     heat = np.zeros((image_size[1], image_size[0]), np.float32)
     cover = np.zeros_like(heat)
     ones = np.ones((input_size[1], input_size[0]), np.float32)
-    for center, scale, r in zip(crops.centers, crops.scales, results, strict=True):
+    for r in people:
         assert r.heatmaps is not None
         maps = r.heatmaps[channel] if channel is not None else r.heatmaps.max(axis=0)
         in_crop = cv2.resize(np.clip(maps, 0, 1).astype(np.float32), input_size)
-        back = geometry.get_warp_matrix(center, scale, 0.0, input_size, inverse=True)
+        back = geometry.get_warp_matrix(r.center, r.scale, 0.0, input_size, inverse=True)
         np.maximum(heat, geometry.warp_image(in_crop, back, image_size), out=heat)
         np.maximum(cover, geometry.warp_image(ones, back, image_size), out=cover)
     return heat, cover
@@ -98,8 +96,7 @@ def draw_skeleton(
 
 def render(
     image: np.ndarray,
-    crops: Crops,
-    results: list[CropResult],
+    people: list[PersonResult],
     spec: KeypointSpec,
     input_size: tuple[int, int],
     *,
@@ -110,12 +107,12 @@ def render(
 ) -> np.ndarray:
     """The overlay: ``image (H, W, 3)`` uint8 RGB -> a new ``(H, W, 3)`` uint8 RGB image."""
     out = image.copy()
-    if mode in ("heatmap", "both") and results:
-        heat, cover = heatmap_layer((image.shape[1], image.shape[0]), crops, results,
-                                    input_size, channel)  # fmt: skip
+    if mode in ("heatmap", "both") and people:
+        size = (image.shape[1], image.shape[0])
+        heat, cover = heatmap_layer(size, people, input_size, channel)
         out = blend_heat(out, heat, cover, alpha)
     if mode in ("skeleton", "both"):
-        for r in results:
+        for r in people:
             draw_skeleton(out, r.keypoints, r.scores, spec, threshold)
     return out
 

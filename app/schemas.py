@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
+from models.codec import DecodeMode
+
 
 class Size(BaseModel):
     """A size in pixels."""
@@ -28,7 +30,7 @@ class ModelSummary(BaseModel):
     )
     input_size: Size = Field(description="Crop size the network sees.")
     flip_test: bool = Field(description="Whether flip-test averaging was used.")
-    decode: Literal["dark", "shift", "argmax"] = Field(description="Heatmap decode mode used.")
+    decode: DecodeMode = Field(description="Heatmap decode mode used.")
 
 
 class Keypoint(BaseModel):
@@ -75,8 +77,10 @@ class Timing(BaseModel):
     """Where the time of this request went, milliseconds."""
 
     total_ms: float
-    decode_ms: float = Field(description="Reading, decoding and cropping the images.")
-    inference_ms: float = Field(description="Waiting in the batch queue plus the model.")
+    decode_ms: float = Field(description="Reading and decoding the images.")
+    inference_ms: float = Field(
+        description="Cropping the persons, waiting in the batch queue, and the model."
+    )
 
 
 class PredictResponse(BaseModel):

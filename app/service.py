@@ -2,8 +2,14 @@
 
 :class:`PoseService` is what the routes talk to. Its life: :meth:`start` (load the checkpoint,
 build the predictor, warm up, start the batcher; ``ready`` turns true), then requests through
-:meth:`infer`, then :meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop`
+:meth:`predict`, then :meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop`
 (queued work finishes within the grace period, the device is released).
+
+:meth:`predict` is the one request path: readiness, option defaults, person boxes (the place
+where a person detector plugs in), cropping, one submission of all crops to the batcher, and
+regrouping per image. It raises the batcher's domain exceptions (``NotServing``,
+``QueueFull``, ``DeadlineExceeded``, ``BatchFailed``) and ``BoxError``; :mod:`app.errors` maps
+them to HTTP answers.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import gc
 import logging
 import os
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +28,16 @@ import anyio.to_thread
 import numpy as np
 import torch
 
-from app.batch_worker import CropResult
-from app.batcher import Batcher
-from app.errors import ApiError
+from app.batcher import Batcher, DeadlineExceeded, NotServing
 from app.metrics import Metrics
 from app.settings import Settings
 from models import zoo
-from models.checkpoint import CheckpointError, ModelConfig, load
-from models.predictor import Crops, Predictor
+from models.checkpoint import CheckpointError, load
+from models.codec import DecodeMode
+from models.model_config import ModelConfig
+from models.output_check import check_finite_heatmaps
+from models.persons import PersonBoxes, PersonResult
+from models.predictor import Crops, Predictor, split
 from models.zoo import ZooError
 
 log = logging.getLogger("heatpose.app")
@@ -68,6 +78,21 @@ def pick_device(setting: str) -> str | None:
     return setting
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to infer one request; ``None`` = the service's default (:meth:`PoseService.resolve`).
+
+    Attributes:
+        flip_test: average with the horizontally flipped crop.
+        decode: heatmap decode mode.
+        heatmaps: return each person's ``(K, H, W)`` heatmaps.
+    """
+
+    flip_test: bool | None = None
+    decode: DecodeMode | None = None
+    heatmaps: bool = False
+
+
 class PoseService:
     """Owns the model and the batcher for one app instance."""
 
@@ -98,14 +123,19 @@ class PoseService:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
-        predictor = Predictor(bundle, device=device, flip_test=s.flip_test,
-                              decode_mode=s.decode_mode)  # fmt: skip
+        predictor = Predictor(
+            bundle, device=device, flip_test=s.flip_test, decode_mode=s.decode_mode
+        )
         self.predictor, self.config, self.checkpoint_path = predictor, bundle.config, path
-        if s.warmup:
-            await anyio.to_thread.run_sync(self._warmup)
+        try:
+            # Without warm-up one pass still runs: a NaN checkpoint must not start serving.
+            flips = (False, True) if s.warmup else (False,)
+            await anyio.to_thread.run_sync(self._warmup, flips)
+        except CheckpointError as e:
+            raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
         self.batcher = Batcher(
-            lambda crops, flip: predictor.heatmaps(crops, flip),
-            lambda hm, c, sc, mode: predictor.decode(hm, c, sc, mode),
+            predictor.heatmaps,
+            predictor.decode,
             max_batch_size=s.max_batch_size,
             max_queue_delay_s=s.max_queue_delay_s,
             max_queued=s.max_queued_persons,
@@ -118,12 +148,18 @@ class PoseService:
         self.started_at = time.time()
         log.info("serving %s (%s) on %s", bundle.config.name, path, predictor.device)
 
-    def _warmup(self) -> None:
+    def _warmup(self, flips: tuple[bool, ...]) -> None:
+        """Run ``flips`` once each (allocations, kernels); the outputs must be finite.
+
+        Raises:
+            CheckpointError: NaN/Inf heatmaps (NaN weights); start-up stops with its message.
+        """
         assert self.predictor is not None
         w, h = self.predictor.input_size
         crops = np.zeros((1, h, w, 3), np.uint8)
-        for flip in (False, True):
+        for flip in flips:
             hm = self.predictor.heatmaps(crops, flip)
+            check_finite_heatmaps(hm, self.predictor.model)
             self.predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
 
     def begin_drain(self) -> None:
@@ -162,48 +198,123 @@ class PoseService:
             return f"the batcher is not running ({died!r})" if died else "the batcher stopped"
         return None
 
-    def require_ready(self) -> tuple[Predictor, Batcher]:
-        """The predictor and batcher, or 503 when not ready."""
+    @property
+    def model(self) -> Predictor:
+        """The loaded predictor (its keypoint spec, input size, name) for rendering answers.
+
+        Raises:
+            NotServing: no model is loaded.
+        """
+        if self.predictor is None:
+            raise NotServing("the model is not loaded")
+        return self.predictor
+
+    def check_ready(self) -> tuple[Predictor, Batcher]:
+        """The predictor and batcher; admission control for every inference request.
+
+        Raises:
+            NotServing: loading, draining, or the batcher died (counted as ``not_ready``).
+        """
         reason = self.not_ready_reason()
         if reason is not None or self.predictor is None or self.batcher is None:
             self.metrics.rejected.labels("not_ready").inc()
-            raise ApiError(503, "not_ready", reason or "not ready", {"Retry-After": "5"})
+            raise NotServing(reason or "not ready")
         return self.predictor, self.batcher
 
+    def resolve(self, options: PredictOptions) -> PredictOptions:
+        """``options`` with every default filled in: the one place the defaults are decided.
+
+        Defaults: ``HEATPOSE_FLIP_TEST``; ``HEATPOSE_DECODE_MODE``, else the checkpoint's.
+        Routes call it first, so a service that is not ready refuses before a byte is read.
+
+        Raises:
+            NotServing: not ready (see :meth:`check_ready`).
+        """
+        predictor, _ = self.check_ready()
+        return self._resolve(predictor, options)
+
+    @staticmethod
+    def _resolve(predictor: Predictor, options: PredictOptions) -> PredictOptions:
+        flip = predictor.flip_test if options.flip_test is None else options.flip_test
+        mode: Any = options.decode or predictor.decode_mode
+        return replace(options, flip_test=flip, decode=mode)
+
     # ---------------------------------------------------------------- inference
-    async def infer(
+    async def predict(
         self,
-        crops: list[Crops],
+        images: Sequence[np.ndarray],
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+        options: PredictOptions,
         *,
-        flip_test: bool | None,
-        mode: str | None,
-        want_heatmaps: bool,
         deadline: float,
-    ) -> list[list[CropResult]]:
-        """All persons of all images of one request through the batcher, as one job.
+    ) -> list[list[PersonResult]]:
+        """All persons of all images of one request, through the batcher as one job.
 
         Args:
-            crops: per image the output of ``Predictor.crop``.
+            images: ``(H, W, 3)`` uint8 RGB images (as displayed).
+            boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
+                (the whole image is one person); ``None`` for the list = ``None`` everywhere.
+            options: unresolved or resolved (:meth:`resolve`) options.
             deadline: ``time.monotonic()`` deadline of the request.
 
         Returns:
-            Per image, per person (in box order) the keypoints in image pixels.
+            Per image, per person (in box order) its result, keypoints in image pixels.
+
+        Raises:
+            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.batcher`.
+            BoxError: a box that is malformed or lies outside its image.
         """
-        predictor, batcher = self.require_ready()
-        counts = [len(c.images) for c in crops]
+        predictor, batcher = self.check_ready()
+        opts = self._resolve(predictor, options)
+        persons = await self._person_boxes(images, boxes)
+        crops = await anyio.to_thread.run_sync(
+            self._crop, predictor, images, persons, limiter=self.decode_limiter
+        )
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
+        counts = [len(c) for c in crops]
         if sum(counts) == 0:
             return [[] for _ in crops]
-        images = np.concatenate([c.images for c in crops if len(c.images)])
-        centers = np.concatenate([c.centers for c in crops if len(c.images)])
-        scales = np.concatenate([c.scales for c in crops if len(c.images)])
-        flip = predictor.flip_test if flip_test is None else flip_test
-        results = await batcher.submit(images, flip, centers, scales, deadline=deadline,
-                                       mode=mode, want_heatmaps=want_heatmaps)  # fmt: skip
-        out, start = [], 0
-        for n in counts:
-            out.append(results[start : start + n])
-            start += n
+        results = await batcher.submit(
+            Crops.concat(crops),
+            bool(opts.flip_test),
+            deadline=deadline,
+            mode=opts.decode,
+            want_heatmaps=opts.heatmaps,
+        )
+        return split(results, counts)
+
+    async def _person_boxes(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+    ) -> list[PersonBoxes]:
+        """Per image where its persons are: the caller's boxes (validated), else the whole image.
+
+        The person-detector stage plugs in here: images without boxes go to the detector (its
+        own batcher), whose boxes come back as ``PersonBoxes(boxes, scores, "detector")``.
+
+        Raises:
+            BoxError: naming the box (``boxes[i][j] = ...``).
+        """
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
+        out = []
+        for i, image in enumerate(images):
+            height, width = image.shape[:2]
+            raw = None if boxes is None else boxes[i]
+            if raw is None:
+                out.append(PersonBoxes.whole_image(width, height))
+            else:
+                out.append(PersonBoxes.from_client(raw, width, height, label=f"boxes[{i}]"))
         return out
+
+    @staticmethod
+    def _crop(
+        predictor: Predictor, images: Sequence[np.ndarray], persons: Sequence[PersonBoxes]
+    ) -> list[Crops]:
+        """On a worker thread: every image's person crops."""
+        return [predictor.crop(im, p) for im, p in zip(images, persons, strict=True)]
 
     def model_info(self) -> dict[str, Any]:
         """The checkpoint's metadata for ``/v1/model``."""

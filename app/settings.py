@@ -8,17 +8,21 @@ line a human can act on instead of a traceback.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models.codec import DecodeMode
 from models.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
 
 ENV_PREFIX = "HEATPOSE_"
-DecodeMode = Literal["dark", "shift", "argmax"]
+OTHER_VARIABLES = ("HEATPOSE_HOME", "HEATPOSE_WEIGHTS_URL")
+"""``HEATPOSE_*`` variables read outside the settings (the weight zoo's cache and mirror)."""
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
@@ -146,3 +150,27 @@ def load_settings(**overrides: Any) -> Settings:
         raise SettingsError(describe_validation_error(e)) from None
     except ValueError as e:  # e.g. a malformed JSON list for HEATPOSE_CORS_ORIGINS
         raise SettingsError(f"invalid settings: {e}") from None
+
+
+def known_variables() -> list[str]:
+    """Every ``HEATPOSE_*`` variable the service reads."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields] + list(OTHER_VARIABLES)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One warning per ``HEATPOSE_*`` variable in ``environ`` that nothing reads (a typo?).
+
+    Returns:
+        Lines such as ``unknown variable HEATPOSE_CHECKPIONT is ignored (did you mean
+        HEATPOSE_CHECKPOINT?)``, the closest known name by :func:`difflib.get_close_matches`.
+    """
+    known = known_variables()
+    suffixes = [k.removeprefix(ENV_PREFIX) for k in known]  # the shared prefix is no evidence
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else ""
+        lines.append(f"unknown variable {name} is ignored{hint}")
+    return lines

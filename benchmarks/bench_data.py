@@ -53,9 +53,14 @@ def rate(ds: CocoKeypoints, workers: int, samples: int) -> float:
             ds[i % len(ds)]
         return samples / (time.perf_counter() - t)
     loader = DataLoader(
-        ds, batch_size=32, shuffle=True, num_workers=workers, worker_init_fn=worker_init,
-        persistent_workers=True, drop_last=True,
-    )  # fmt: skip
+        ds,
+        batch_size=32,
+        shuffle=True,
+        num_workers=workers,
+        worker_init_fn=worker_init,
+        persistent_workers=True,
+        drop_last=True,
+    )
     it = iter(loader)
     next(it)  # start-up and first batches excluded
     n, t = 0, time.perf_counter()
@@ -80,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     ds = dataset(args.data, args.input_size, args.images)
     w, h = args.input_size
-    print(f"data pipeline: {len(ds)} persons in {args.images} synthetic 640x480 JPEGs, "
-          f"input {h}x{w}, heatmaps {h // 4}x{w // 4}, full recipe augmentation")  # fmt: skip
-    print(f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}, "
-          f"opencv {cv2.__version__}")  # fmt: skip
+    print(
+        f"data pipeline: {len(ds)} persons in {args.images} synthetic 640x480 JPEGs, "
+        f"input {h}x{w}, heatmaps {h // 4}x{w // 4}, full recipe augmentation"
+    )
+    print(
+        f"host: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}, torch {torch.__version__}, "
+        f"opencv {cv2.__version__}"
+    )
     print(f"{'workers':>8} | {'samples/s':>10} | {'per worker':>10}")
     for workers in args.workers:
         r = rate(ds, workers, args.samples)

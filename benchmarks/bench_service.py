@@ -43,7 +43,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import ModelConfig, build_model, save  # noqa: E402
+from models.checkpoint import build_model, save  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
 
 
 @dataclass
@@ -224,8 +225,11 @@ def server_metrics(port: int) -> dict[str, float]:
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     out = {}
-    for name in ("heatpose_batch_size_sum", "heatpose_batch_size_count",
-                 "heatpose_inference_seconds_sum"):  # fmt: skip
+    for name in (
+        "heatpose_batch_size_sum",
+        "heatpose_batch_size_count",
+        "heatpose_inference_seconds_sum",
+    ):
         m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
         out[name] = float(m.group(1)) if m else float("nan")
     return out

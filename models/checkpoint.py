@@ -37,12 +37,12 @@ __all__ = [
     "METADATA_KEY",
     "CheckpointError",
     "ModelBundle",
-    "ModelConfig",
     "build_model",
     "import_published",
     "load",
     "read_config",
     "save",
+    "verify",
 ]
 
 METADATA_KEY = "heatpose"
@@ -151,6 +151,34 @@ def read_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path}: {e}") from e
 
 
+def _check_fits(path: str | Path, config: ModelConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    problem = _mismatch(_expected_shapes(config), shapes)
+    if problem:
+        raise CheckpointError(
+            f"{path}: the weights do not fit the model its header describes (ResNet-"
+            f"{config.depth}, K={config.spec.num_keypoints}): {problem}; re-export the file"
+        )
+
+
+def verify(path: str | Path) -> ModelConfig:
+    """The header's config, checked against the tensor names and shapes, reading no tensor data.
+
+    What :func:`load` would refuse, found in milliseconds (the service checks this before
+    starting): e.g. a header naming ResNet-50 over ResNet-18 weights.
+
+    Raises:
+        CheckpointError: as :func:`read_config`, or the tensors do not fit the header's model.
+    """
+    config = read_config(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    except Exception as e:
+        raise CheckpointError(f"cannot read the tensors of {path} ({e}); re-create it") from e
+    _check_fits(path, config, shapes)
+    return config
+
+
 def load(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
     """Rebuild the model of a checkpoint from the file alone; eval mode, on ``device``."""
     config = read_config(path)
@@ -158,13 +186,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
         tensors = load_file(str(path), device="cpu")
     except Exception as e:
         raise CheckpointError(f"cannot read the tensors of {path} ({e}); re-create it") from e
-    shapes = {k: tuple(v.shape) for k, v in tensors.items()}
-    problem = _mismatch(_expected_shapes(config), shapes)
-    if problem:
-        raise CheckpointError(
-            f"{path}: the weights do not fit the model its header describes (ResNet-"
-            f"{config.depth}, K={config.spec.num_keypoints}): {problem}; re-export the file"
-        )
+    _check_fits(path, config, {k: tuple(v.shape) for k, v in tensors.items()})
     with torch.device("meta"):
         model = build_model(config)
     model.load_state_dict(tensors, strict=True, assign=True)

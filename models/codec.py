@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import cv2
 import numpy as np
@@ -27,17 +27,19 @@ import torch
 
 from models.keypoints import KeypointSpec
 
-DECODE_MODES = ("argmax", "shift", "dark")
-"""The valid ``mode`` values of :meth:`HeatmapCodec.decode`."""
+DecodeMode = Literal["argmax", "shift", "dark"]
+"""A heatmap decoding of :meth:`HeatmapCodec.decode` (the type; settings and schemas use it)."""
+DECODE_MODES: tuple[DecodeMode, ...] = get_args(DecodeMode)
+"""The valid ``mode`` values of :meth:`HeatmapCodec.decode`, in order of cost."""
 
 _LOG_EPS = 1e-10  # DARK: blurred maps are clamped to this before the log (as mmpose does)
 
 # DARK: (dx, dy) neighbours of the integer argmax read for the finite differences, in this order:
 # centre, x+1, x-1, y+1, y-1, x+2, x-2, y+2, y-2, (x+1,y+1), (x-1,y+1), (x+1,y-1), (x-1,y-1).
-_DARK_TAPS = (
-    (0, 0), (1, 0), (-1, 0), (0, 1), (0, -1), (2, 0), (-2, 0), (0, 2), (0, -2),
-    (1, 1), (-1, 1), (1, -1), (-1, -1),
-)  # fmt: skip
+_TAPS_NEAR = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+_TAPS_FAR = ((2, 0), (-2, 0), (0, 2), (0, -2))
+_TAPS_DIAGONAL = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+_DARK_TAPS = (*_TAPS_NEAR, *_TAPS_FAR, *_TAPS_DIAGONAL)
 
 
 NETWORK_STRIDE = 4
@@ -144,9 +146,11 @@ class HeatmapCodec:
         r = 3.0 * self.sigma
         with np.errstate(invalid="ignore"):
             inside = (
-                (mu[:, 0] + r >= 0) & (mu[:, 0] - r <= w - 1)
-                & (mu[:, 1] + r >= 0) & (mu[:, 1] - r <= h - 1)
-            )  # fmt: skip
+                (mu[:, 0] + r >= 0)
+                & (mu[:, 0] - r <= w - 1)
+                & (mu[:, 1] + r >= 0)
+                & (mu[:, 1] - r <= h - 1)
+            )
         valid = (vis > 0) & np.isfinite(mu).all(axis=1) & inside  # (K,)
         mu = np.where(valid[:, None], mu, 0.0)
         two_var = 2.0 * self.sigma**2

@@ -108,15 +108,16 @@ def _flip_indices(names: tuple[str, ...]) -> tuple[int, ...]:
 
 
 # COCO's own skeleton (person_keypoints categories), converted to 0-based indices.
-_COCO_SKELETON_1BASED = (
-    (16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13), (6, 7), (6, 8),
-    (7, 9), (8, 10), (9, 11), (2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7),
-)  # fmt: skip
+_LEGS_AND_TORSO = ((16, 14), (14, 12), (17, 15), (15, 13), (12, 13), (6, 12), (7, 13))
+_ARMS = ((6, 7), (6, 8), (7, 9), (8, 10), (9, 11))
+_HEAD = ((2, 3), (1, 2), (1, 3), (2, 4), (3, 5), (4, 6), (5, 7))
+_COCO_SKELETON_1BASED = (*_LEGS_AND_TORSO, *_ARMS, *_HEAD)
 
-_COCO_SIGMAS = (
-    0.026, 0.025, 0.025, 0.035, 0.035, 0.079, 0.079, 0.072, 0.072,
-    0.062, 0.062, 0.107, 0.107, 0.087, 0.087, 0.089, 0.089,
-)  # fmt: skip
+# OKS sigmas in keypoint order: face (5), shoulders, elbows, wrists, then hips, knees, ankles.
+_FACE_SIGMAS = (0.026, 0.025, 0.025, 0.035, 0.035)
+_ARM_SIGMAS = (0.079, 0.079, 0.072, 0.072, 0.062, 0.062)
+_LEG_SIGMAS = (0.107, 0.107, 0.087, 0.087, 0.089, 0.089)
+_COCO_SIGMAS = (*_FACE_SIGMAS, *_ARM_SIGMAS, *_LEG_SIGMAS)
 
 COCO_KEYPOINTS = KeypointSpec(
     names=_COCO_NAMES,

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from models.codec import HeatmapCodec
+from models.codec import DECODE_MODES, HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS, KeypointSpec
 from models.network import DEPTHS
 
 FORMAT_VERSION = 1
 ARCHITECTURE = "pose_resnet"
 COLOR_ORDERS = ("RGB", "BGR")
-DECODE_MODES = ("dark", "shift", "argmax")
 IMAGENET_MEAN_RGB = (123.675, 116.28, 103.53)
 """ImageNet mean of R, G, B on the 0..255 pixel scale."""
 IMAGENET_STD_RGB = (58.395, 57.12, 57.375)

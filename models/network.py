@@ -57,8 +57,11 @@ class PoseResNet(nn.Module):
         self.conv1, self.bn1, self.relu = body.conv1, body.bn1, body.relu
         self.maxpool = body.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = (
-            body.layer1, body.layer2, body.layer3, body.layer4,
-        )  # fmt: skip
+            body.layer1,
+            body.layer2,
+            body.layer3,
+            body.layer4,
+        )
         in_ch = 512 if depth < 50 else 2048
         layers: list[nn.Module] = []
         for _ in range(3):

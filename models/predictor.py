@@ -6,75 +6,122 @@ and called one by one by the service's dynamic batcher:
 
 1. :meth:`crop` (CPU, per image): boxes -> regions -> uint8 RGB crops of the input size.
 2. :meth:`heatmaps` (device, any batch of crops): colour order, normalisation, forward pass
-   (channels_last; AMP on CUDA), flip-test merge.
+   (channels_last; AMP on CUDA), flip-test merge. The only place that enters
+   ``torch.inference_mode``.
 3. :meth:`decode` (device, then numpy): heatmaps -> input pixels -> image pixels.
+
+:class:`Crops` joins the crops of many images into one batch (:meth:`Crops.concat`) and turns
+the batch's decoded outputs back into :class:`~models.persons.PersonResult` objects, which
+:func:`split` regroups per image: the one copy of that bookkeeping, used by :meth:`predict` and
+by the service.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
 from models import geometry
 from models.codec import flip_merge
+from models.persons import BoxSource, PersonBoxes, PersonResult
 
 if TYPE_CHECKING:
     from models.checkpoint import ModelBundle
     from models.model_config import ModelConfig
 
+T = TypeVar("T")
+
 
 @dataclass
 class Crops:
-    """Person crops cut out of one image.
+    """Person crops cut out of one image (or, after :meth:`concat`, of many).
 
     Attributes:
         images: ``(N, h, w, 3)`` uint8 RGB crops of the model's input size.
         centers: ``(N, 2)`` region centres, image pixels.
         scales: ``(N, 2)`` region sizes ``(w, h)``, image pixels.
         boxes: ``(N, 4)`` the person boxes ``[x1, y1, x2, y2]``, image pixels.
+        box_scores: ``(N,)`` float64 detector confidences, NaN where the box was not detected.
+        box_sources: ``N`` :data:`~models.persons.BoxSource` values, one per crop.
     """
 
     images: np.ndarray
     centers: np.ndarray
     scales: np.ndarray
     boxes: np.ndarray
+    box_scores: np.ndarray
+    box_sources: tuple[BoxSource, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @staticmethod
+    def concat(parts: Sequence[Crops]) -> Crops:
+        """The crops of several images as one batch, in order (``parts`` must not be empty)."""
+        return Crops(
+            images=np.concatenate([p.images for p in parts]),
+            centers=np.concatenate([p.centers for p in parts]),
+            scales=np.concatenate([p.scales for p in parts]),
+            boxes=np.concatenate([p.boxes for p in parts]),
+            box_scores=np.concatenate([p.box_scores for p in parts]),
+            box_sources=tuple(s for p in parts for s in p.box_sources),
+        )
+
+    def result(
+        self, i: int, keypoints: np.ndarray, scores: np.ndarray, heatmaps: np.ndarray | None
+    ) -> PersonResult:
+        """Crop ``i``'s person: its box, region and box provenance with its decoded keypoints.
+
+        Args:
+            keypoints: ``(K, 2)`` image px; ``scores``: ``(K,)``; ``heatmaps``: ``(K, H, W)``.
+        """
+        box_score = float(self.box_scores[i])
+        return PersonResult(
+            box=self.boxes[i],
+            keypoints=keypoints,
+            scores=scores,
+            center=self.centers[i],
+            scale=self.scales[i],
+            box_score=None if np.isnan(box_score) else box_score,
+            box_source=self.box_sources[i],
+            heatmaps=heatmaps,
+        )
 
 
-@dataclass
-class PersonPose:
-    """One person's result.
-
-    Attributes:
-        box: ``(4,)`` ``[x1, y1, x2, y2]`` image pixels.
-        keypoints: ``(K, 2)`` ``(x, y)`` image pixels.
-        scores: ``(K,)`` heatmap maxima.
-        center: ``(2,)`` and ``scale``: ``(2,)`` the cropped region, image pixels.
-        heatmaps: ``(K, H, W)`` float32 when asked for, else ``None``.
-    """
-
-    box: np.ndarray
-    keypoints: np.ndarray
-    scores: np.ndarray
-    center: np.ndarray
-    scale: np.ndarray
-    heatmaps: np.ndarray | None = None
+def split(items: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
+    """``items`` of one batch regrouped per image: ``counts[i]`` consecutive items each."""
+    if sum(counts) != len(items):
+        raise ValueError(f"{len(items)} items cannot be split into groups of {list(counts)}")
+    out, start = [], 0
+    for n in counts:
+        out.append(list(items[start : start + n]))
+        start += n
+    return out
 
 
-def to_input(crops: torch.Tensor, config: ModelConfig, device: torch.device) -> torch.Tensor:
-    """The network's input convention, for inference and training alike.
+def normalize_crops(
+    crops: np.ndarray | torch.Tensor, config: ModelConfig, device: torch.device
+) -> torch.Tensor:
+    """uint8 RGB crops -> the network's normalised input, for inference and training alike.
 
     Args:
-        crops: ``(B, h, w, 3)`` uint8 RGB crops (input px), on any device.
+        crops: ``(B, h, w, 3)`` uint8 RGB crops (input px), numpy or torch on any device
+            (CPU tensors bound for CUDA are pinned first, so the copy can overlap).
         config: gives the colour order and the mean/std (network channel order, 0..255 scale).
         device: where the result lives.
 
     Returns:
         ``(B, 3, h, w)`` float32 normalised, channels_last, on ``device``.
     """
+    if isinstance(crops, np.ndarray):
+        crops = torch.from_numpy(np.ascontiguousarray(crops))
+    if device.type == "cuda" and crops.device.type == "cpu":
+        crops = crops.pin_memory()
     x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
     if config.color_order == "BGR":
         x = x.flip(1)
@@ -86,18 +133,6 @@ def to_input(crops: torch.Tensor, config: ModelConfig, device: torch.device) -> 
 def default_device() -> torch.device:
     """CUDA when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def parse_boxes(boxes: np.ndarray | list | None, width: int, height: int) -> np.ndarray:
-    """``(N, 4)`` float64 ``[x1, y1, x2, y2]`` boxes; ``None`` = the whole image as one box."""
-    if boxes is None:
-        return np.array([[0.0, 0.0, float(width), float(height)]])
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if not np.isfinite(b).all():
-        raise ValueError("boxes must be finite numbers")
-    if ((b[:, 2] <= b[:, 0]) | (b[:, 3] <= b[:, 1])).any():
-        raise ValueError("boxes must have x2 > x1 and y2 > y1")
-    return b
 
 
 class Predictor:
@@ -136,32 +171,47 @@ class Predictor:
         self.model = bundle.model.to(self.device).eval().to(memory_format=torch.channels_last)
 
     # -- stage 1 -------------------------------------------------------------------------
-    def crop(self, image: np.ndarray, boxes: np.ndarray | list | None = None) -> Crops:
+    def crop(
+        self, image: np.ndarray, boxes: PersonBoxes | np.ndarray | Sequence[Any] | None = None
+    ) -> Crops:
         """Cut the persons out of one image.
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB, image pixels.
-            boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` image pixels, or ``None`` for the whole image.
+            boxes: :class:`~models.persons.PersonBoxes`; or ``(N, 4)`` ``[x1, y1, x2, y2]``
+                image px given by the caller (validated here); or ``None`` for the whole image.
+
+        Raises:
+            ValueError: not an RGB uint8 image; :class:`~models.persons.BoxError` for bad boxes.
         """
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        b = parse_boxes(boxes, image.shape[1], image.shape[0])
-        centers, scales = geometry.box_to_center_scale(geometry.xyxy_to_xywh(b), self.input_size)
+        height, width = image.shape[:2]
+        if boxes is None:
+            boxes = PersonBoxes.whole_image(width, height)
+        elif not isinstance(boxes, PersonBoxes):
+            boxes = PersonBoxes.from_client(boxes, width, height)
+        b = boxes.boxes
         w, h = self.input_size
         out = np.empty((len(b), h, w, 3), np.uint8)
+        if len(b) == 0:
+            centers = scales = np.zeros((0, 2))
+        else:
+            xywh = geometry.xyxy_to_xywh(b)
+            centers, scales = geometry.box_to_center_scale(xywh, self.input_size)
         for i in range(len(b)):
             out[i] = geometry.crop_person(image, centers[i], scales[i], self.input_size)
-        return Crops(out, centers.reshape(-1, 2), scales.reshape(-1, 2), b)
+        box_scores = np.full(len(b), np.nan) if boxes.scores is None else boxes.scores
+        return Crops(
+            images=out,
+            centers=centers.reshape(-1, 2),
+            scales=scales.reshape(-1, 2),
+            boxes=b,
+            box_scores=np.asarray(box_scores, dtype=np.float64),
+            box_sources=(boxes.source,) * len(b),
+        )
 
     # -- stage 2 -------------------------------------------------------------------------
-    def to_input(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """``(B, h, w, 3)`` uint8 RGB -> ``(B, 3, h, w)`` normalised float on the device."""
-        if isinstance(crops, np.ndarray):
-            crops = torch.from_numpy(np.ascontiguousarray(crops))
-        if self.device.type == "cuda" and crops.device.type == "cpu":
-            crops = crops.pin_memory()
-        return to_input(crops, self.config, self.device)
-
     @torch.inference_mode()
     def heatmaps(
         self,
@@ -177,7 +227,7 @@ class Predictor:
         Returns:
             ``(B, K, H, W)`` float32 heatmaps on the device (heatmap pixels).
         """
-        x = self.to_input(crops)
+        x = normalize_crops(crops, self.config, self.device)
         b = x.shape[0]
         mask = np.broadcast_to(
             np.asarray(self.flip_test if flip is None else flip, dtype=bool), (b,)
@@ -221,47 +271,37 @@ class Predictor:
     # -- all three -----------------------------------------------------------------------
     def predict(
         self,
-        images: list[np.ndarray],
-        boxes: list[np.ndarray | list | None] | None = None,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[PersonBoxes | np.ndarray | Sequence[Any] | None] | None = None,
+        *,
         return_heatmaps: bool = False,
         flip_test: bool | None = None,
         decode_mode: str | None = None,
-    ) -> list[list[PersonPose]]:
+    ) -> list[list[PersonResult]]:
         """Keypoints of every person in every image, with one forward pass for all crops.
 
         Args:
             images: ``(H, W, 3)`` uint8 RGB arrays.
-            boxes: per image ``(N, 4)`` ``[x1, y1, x2, y2]`` image pixels, or ``None`` (whole
-                image); ``None`` for the list = whole images everywhere.
+            boxes: per image what :meth:`crop` takes (``None``: the whole image); ``None`` for
+                the list = whole images everywhere.
             return_heatmaps: keep each person's ``(K, H, W)`` heatmaps in the result.
+            flip_test, decode_mode: ``None`` = this predictor's defaults.
+
+        Returns:
+            Per image, per person (in box order) a :class:`~models.persons.PersonResult`.
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         crops = [self.crop(im, None if boxes is None else boxes[i]) for i, im in enumerate(images)]
-        counts = [len(c.images) for c in crops]
+        counts = [len(c) for c in crops]
         if sum(counts) == 0:
             return [[] for _ in images]
-        batch = np.concatenate([c.images for c in crops])
-        centers = np.concatenate([c.centers for c in crops])
-        scales = np.concatenate([c.scales for c in crops])
-        hm = self.heatmaps(batch, flip_test)
-        kps, scores = self.decode(hm, centers, scales, decode_mode)
+        batch = Crops.concat(crops)
+        hm = self.heatmaps(batch.images, flip_test)
+        kps, scores = self.decode(hm, batch.centers, batch.scales, decode_mode)
         hm_np = hm.cpu().numpy() if return_heatmaps else None
-        out: list[list[PersonPose]] = []
-        start = 0
-        for c, n in zip(crops, counts, strict=True):
-            people = []
-            for j in range(start, start + n):
-                people.append(
-                    PersonPose(
-                        box=c.boxes[j - start],
-                        keypoints=kps[j],
-                        scores=scores[j],
-                        center=centers[j],
-                        scale=scales[j],
-                        heatmaps=None if hm_np is None else hm_np[j],
-                    )
-                )
-            out.append(people)
-            start += n
-        return out
+        people = [
+            batch.result(j, kps[j], scores[j], None if hm_np is None else hm_np[j])
+            for j in range(len(batch))
+        ]
+        return split(people, counts)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from models.checkpoint import LAYOUTS, CheckpointError, import_published
-from models.model_config import DECODE_MODES
+from models.codec import DECODE_MODES
 from models.zoo import ZooError, fetch, heatpose_home, list_entries
 
 

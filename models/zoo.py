@@ -26,7 +26,9 @@ MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/top
 OFFLINE_HINT = (
     "to run without downloading, provide a checkpoint: set HEATPOSE_CHECKPOINT to a local "
     ".safetensors file, or convert a .pth you have with `heatpose weights import FILE --out "
-    "X.safetensors`"
+    "X.safetensors`, or train one on synthetic data (`heatpose synth --out data/synth2k`, then "
+    "`heatpose train --data-path data/synth2k --train-split train --val-split val`; see the "
+    "README); or point HEATPOSE_WEIGHTS_URL at a mirror holding the published files"
 )
 
 
@@ -77,7 +79,7 @@ ENTRIES: dict[str, ZooEntry] = {
         ),
     )
 }
-"""The published weights heatpose serves as-is (DESIGN.md), by zoo name."""
+"""The published weights heatpose serves as-is (mmpose 1.x COCO files), by zoo name."""
 
 DEFAULT_MODEL = "res50-dark-coco-256x192"
 """What the service serves when no checkpoint is named: the most accurate published entry."""

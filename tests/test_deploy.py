@@ -152,8 +152,11 @@ def compose_merge(base: Any, over: Any, path: tuple[str, ...] = ()) -> Any:
         )
         return over if replaced else base + over
     if isinstance(over, dict):  # a new subtree: drop the tags in it
-        return {k: compose_merge(None, v, (*path, k)) for k, v in over.items()
-                if not isinstance(v, Reset)}  # fmt: skip
+        return {
+            k: compose_merge(None, v, (*path, k))
+            for k, v in over.items()
+            if not isinstance(v, Reset)
+        }
     return over
 
 
@@ -174,10 +177,18 @@ def duration_s(text: str) -> float:
 
 def check_jsonschema(*files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
-         *map(str, files)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def gpu_devices(service: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,8 +203,10 @@ def test_hadolint_finds_nothing_at_warning_level() -> None:
         pytest.skip("hadolint is not installed (the dev extra installs it on x86_64)")
     r = subprocess.run(
         [hadolint, "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -206,9 +219,12 @@ def test_image_installs_and_starts_the_project_as_the_readme_does() -> None:
     # with the README's extras
     stages = dockerfile_stages()
     project_installs = [
-        (i, t) for i, st in enumerate(stages) for o, rest in st if o == "RUN"
+        (i, t)
+        for i, st in enumerate(stages)
+        for o, rest in st
+        if o == "RUN"
         for t in pip_install_targets(rest)
-    ]  # fmt: skip
+    ]
     assert len(project_installs) == 1, project_installs
     stage, (editable, extras) = project_installs[0]
     assert not editable
@@ -276,16 +292,35 @@ def test_dockerignore_keeps_secrets_and_bulk_out_and_the_build_inputs_in() -> No
         parts = path.split("/")
         prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
         return any(
-            fnmatch(prefix, p) or (p.startswith("**/") and fnmatch(prefix, p[3:]))
+            fnmatch(prefix, p)
+            or (p.startswith("**/") and fnmatch(prefix, p[3:]))
             or (p.startswith("**/") and fnmatch(prefix.rsplit("/", 1)[-1], p[3:]))
-            for p in patterns for prefix in prefixes
-        )  # fmt: skip
+            for p in patterns
+            for prefix in prefixes
+        )
 
-    out = [".venv/bin/python", ".git/HEAD", "data/coco/x.jpg", "outputs/train/x", ".env",
-           "checkpoints/a.safetensors", "models/w.pth", "x.safetensors", ".mypy_cache/x",
-           "app/__pycache__/main.cpython-311.pyc", ".ruff_cache/x"]  # fmt: skip
-    inside = ["pyproject.toml", "README.md", "heatpose_cli.py", "app/main.py",
-              "app/routes/ops.py", "models/zoo.py", "training/train.py"]  # fmt: skip
+    out = [
+        ".venv/bin/python",
+        ".git/HEAD",
+        "data/coco/x.jpg",
+        "outputs/train/x",
+        ".env",
+        "checkpoints/a.safetensors",
+        "models/w.pth",
+        "x.safetensors",
+        ".mypy_cache/x",
+        "app/__pycache__/main.cpython-311.pyc",
+        ".ruff_cache/x",
+    ]
+    inside = [
+        "pyproject.toml",
+        "README.md",
+        "heatpose_cli.py",
+        "app/main.py",
+        "app/routes/ops.py",
+        "models/zoo.py",
+        "training/train.py",
+    ]
     assert [p for p in out if not ignored(p)] == []
     assert [p for p in inside if ignored(p)] == []
 
@@ -369,16 +404,20 @@ def _docker_compose() -> list[str]:
     pytest.skip("no Docker Compose v2 client (docker compose plugin or docker-compose v2)")
 
 
-@pytest.mark.parametrize("files", [["docker-compose.yml"],
-                                   ["docker-compose.yml", "docker-compose.cpu.yml"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.cpu.yml"]]
+)
 def test_docker_compose_config_accepts_the_files(files: list[str]) -> None:
     """``docker compose config`` needs no engine; skipped where the plugin is absent."""
     cmd = _docker_compose()
     args = [a for f in files for a in ("-f", f)]
     r = subprocess.run(
         [*cmd, *args, "--profile", "train", "config", "--format", "json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     services = json.loads(r.stdout)["services"]
     cpu = "docker-compose.cpu.yml" in files
@@ -439,14 +478,16 @@ def _predict_response(persons: int) -> dict[str, Any]:
     person = {"bbox": [0, 0, 192, 256], "score": 0.8, "keypoints": kps, "heatmaps": None}
     return {
         "model": {"name": "res50-dark-coco-256x192", "keypoints": names},
-        "images": [{"filename": "person.jpg", "width": 192, "height": 256,
-                    "persons": [person] * persons}],
+        "images": [
+            {"filename": "person.jpg", "width": 192, "height": 256, "persons": [person] * persons}
+        ],
         "timing": {"total_ms": 1.0, "decode_ms": 0.5, "inference_ms": 0.5},
-    }  # fmt: skip
+    }
 
 
-def _run_smoke(tmp_path: Path, state: str, persons: int) -> tuple[subprocess.CompletedProcess[str],
-                                                                  list[list[str]]]:  # fmt: skip
+def _run_smoke(
+    tmp_path: Path, state: str, persons: int
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     bash = shutil.which("bash")
     if bash is None:
         pytest.skip("no bash")
@@ -492,8 +533,9 @@ def test_smoke_script_passes_against_a_healthy_service(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("tmp.*")), "the work directory is removed"
 
 
-@pytest.mark.parametrize(("state", "persons"), [("running unhealthy", 1), ("exited", 1),
-                                                ("running healthy", 0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("state", "persons"), [("running unhealthy", 1), ("exited", 1), ("running healthy", 0)]
+)
 def test_smoke_script_fails_and_tears_down(tmp_path: Path, state: str, persons: int) -> None:
     r, calls = _run_smoke(tmp_path, state, persons)
     assert r.returncode != 0

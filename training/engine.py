@@ -2,7 +2,7 @@
 
 Batches come from :class:`training.data.CocoKeypoints`: ``image`` ``(B, h, w, 3)`` uint8 RGB
 crops, ``heatmaps`` ``(B, K, H, W)`` targets and ``weights`` ``(B, K)``. The crops are
-normalised on the device by :func:`models.predictor.to_input`, the same function inference
+normalised on the device by :func:`models.predictor.normalize_crops`, the same function inference
 uses (colour order and mean/std from the model's config).
 """
 
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from models.checkpoint import ModelBundle
 from models.model_config import ModelConfig
-from models.predictor import Predictor, to_input
+from models.predictor import Predictor, normalize_crops
 from training.distributed import DistInfo, all_reduce_mean
 from training.evaluate import evaluate
 
@@ -96,7 +96,7 @@ def train_one_epoch(
     total, count = torch.zeros((), device=info.device), 0
     window_t, window_n = time.perf_counter(), 0
     for batch in bar:
-        x = to_input(batch["image"], config, info.device)
+        x = normalize_crops(batch["image"], config, info.device)
         target = batch["heatmaps"].to(info.device, non_blocking=True)
         weights = batch["weights"].to(info.device, non_blocking=True)
         lr = optimizer.param_groups[0]["lr"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.errors import ApiError, error_responses
-from app.routes.uploads import require_api_key, service_of
+from app.batcher import NotServing
+from app.deps import ServiceDep, require_api_key
+from app.errors import error_responses
 from app.schemas import Health, ModelMetadata, Ready
 
 router = APIRouter(tags=["operations"])
@@ -24,13 +25,12 @@ async def health() -> Health:
     responses=error_responses(503),
     summary="Model loaded and batcher running",
 )
-async def ready(request: Request) -> Ready:
+async def ready(service: ServiceDep) -> Ready:
     """200 when requests can be served; 503 (with the reason) while starting, draining or
     after the batcher died."""
-    service = service_of(request)
     reason = service.not_ready_reason()
     if reason is not None or service.predictor is None:
-        raise ApiError(503, "not_ready", reason or "not ready", {"Retry-After": "5"})
+        raise NotServing(reason or "not ready")
     return Ready(model=service.predictor.config.name, device=str(service.predictor.device))
 
 
@@ -40,9 +40,9 @@ async def ready(request: Request) -> Ready:
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
     summary="Prometheus metrics",
 )
-async def metrics(request: Request) -> Response:
+async def metrics(service: ServiceDep) -> Response:
     """Requests, latencies, batch sizes, queue depth, inference time, rejections."""
-    return Response(service_of(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(
@@ -52,9 +52,8 @@ async def metrics(request: Request) -> Response:
     responses=error_responses(401, 503),
     summary="The served checkpoint's metadata",
 )
-async def model(request: Request) -> ModelMetadata:
+async def model(service: ServiceDep) -> ModelMetadata:
     """Name, architecture, keypoint spec, codec, normalisation, provenance, metrics."""
-    service = service_of(request)
     if service.config is None or service.predictor is None:
-        raise ApiError(503, "not_ready", "the model is not loaded", {"Retry-After": "5"})
+        raise NotServing("the model is not loaded")
     return ModelMetadata(**service.model_info())

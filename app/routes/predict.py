@@ -1,4 +1,7 @@
-"""``POST /predict``: images (+ optional person boxes) -> keypoints as JSON."""
+"""``POST /predict``: images (+ optional person boxes) -> keypoints as JSON.
+
+The route parses HTTP and renders; :meth:`app.service.PoseService.predict` does the rest.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,20 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 
-from app.batch_worker import CropResult
-from app.errors import ApiError, error_responses
-from app.routes.uploads import (
-    deadline_of,
-    prepare,
+from app.boxes import parse_boxes_field
+from app.deps import (
+    BoxesParam,
+    DeadlineDep,
+    DecodeParam,
+    FlipParam,
+    ServiceDep,
     require_api_key,
     require_multipart,
-    service_of,
 )
+from app.errors import error_responses
+from app.routes.uploads import read_images
 from app.schemas import (
     Heatmaps,
     ImageResult,
@@ -28,28 +34,20 @@ from app.schemas import (
     Size,
     Timing,
 )
-from app.settings import DecodeMode
+from app.service import PredictOptions
+from models.persons import PersonResult
 from models.predictor import Predictor
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
-FILES_DOC = "One or more images (JPEG, PNG, WebP or BMP)."
-BOXES_DOC = (
-    "JSON: per file, in upload order, a list of person boxes [x1, y1, x2, y2] in pixels of the "
-    "image as displayed, or null for 'the whole image is one person'. Absent = whole images. "
-    "Example for two files: [[[10, 20, 110, 320]], null]"
-)
-FLIP_DOC = "Average with the horizontally flipped crop (default: the service's setting)."
-DECODE_DOC = "Heatmap decoding (default: the service's setting, else the checkpoint's)."
-
-FilesParam = Annotated[list[UploadFile], File(description=FILES_DOC)]
-BoxesParam = Annotated[str | None, Form(description=BOXES_DOC)]
-FlipParam = Annotated[bool | None, Query(description=FLIP_DOC)]
-DecodeParam = Annotated[DecodeMode | None, Query(description=DECODE_DOC)]
+FilesParam = Annotated[
+    list[UploadFile], File(description="One or more images (JPEG, PNG, WebP or BMP).")
+]
+HeatmapsParam = Annotated[bool, Query(description="Include raw heatmaps (base64).")]
 
 
-def model_summary(predictor: Predictor, flip: bool, mode: str) -> ModelSummary:
-    """Which model answered and how (``mode`` is the decode mode used)."""
+def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary:
+    """Which model answered and how (``options`` resolved: the flip test and decode used)."""
     spec = predictor.spec
     w, h = predictor.input_size
     return ModelSummary(
@@ -57,13 +55,13 @@ def model_summary(predictor: Predictor, flip: bool, mode: str) -> ModelSummary:
         keypoints=list(spec.names),
         skeleton=[[int(a), int(b)] for a, b in spec.skeleton],
         input_size=Size(width=w, height=h),
-        flip_test=flip,
-        decode=mode,  # type: ignore[arg-type]
+        flip_test=bool(options.flip_test),
+        decode=options.decode or predictor.decode_mode,  # type: ignore[arg-type]
     )
 
 
-def person(names: tuple[str, ...], box: np.ndarray, r: CropResult) -> Person:
-    """One person's JSON: ``box`` xyxy and keypoints in image pixels."""
+def person(names: tuple[str, ...], r: PersonResult) -> Person:
+    """One person's JSON: its box xyxy and keypoints in image pixels."""
     kps = [
         Keypoint(name=n, x=float(x), y=float(y), score=float(s))
         for n, (x, y), s in zip(names, r.keypoints.tolist(), r.scores.tolist(), strict=True)
@@ -74,7 +72,7 @@ def person(names: tuple[str, ...], box: np.ndarray, r: CropResult) -> Person:
         k, hh, ww = arr.shape
         hm = Heatmaps(shape=[k, hh, ww], data=base64.b64encode(arr.tobytes()).decode("ascii"))
     return Person(
-        bbox=[float(v) for v in box],
+        bbox=[float(v) for v in r.box],
         score=float(np.mean(r.scores)) if len(r.scores) else 0.0,
         keypoints=kps,
         heatmaps=hm,
@@ -89,39 +87,36 @@ def person(names: tuple[str, ...], box: np.ndarray, r: CropResult) -> Person:
     summary="Keypoints of the persons in one or more images",
 )
 async def predict(
-    request: Request,
+    service: ServiceDep,
+    deadline: DeadlineDep,
     response: Response,
     files: FilesParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
     decode: DecodeParam = None,
-    heatmaps: Annotated[bool, Query(description="Include raw heatmaps (base64).")] = False,
+    heatmaps: HeatmapsParam = False,
 ) -> PredictResponse:
     """Per image the persons (given boxes, or the whole image) and their K keypoints."""
     start = time.perf_counter()
-    service = service_of(request)
+    options = service.resolve(PredictOptions(flip_test=flip_test, decode=decode, heatmaps=heatmaps))
     settings = service.settings
-    deadline = deadline_of(request, settings)
-    predictor, _ = service.require_ready()
-    prepared = await prepare(files, boxes, settings, predictor, service.decode_limiter)
-    if time.monotonic() >= deadline:
-        raise ApiError(504, "timeout", "the request passed its deadline while decoding")
+    raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
+    images = await read_images(files, settings, service.decode_limiter)
     decoded = time.perf_counter()
-    flip = predictor.flip_test if flip_test is None else flip_test
-    mode = decode or predictor.decode_mode
-    results = await service.infer(
-        prepared.crops, flip_test=flip, mode=mode, want_heatmaps=heatmaps, deadline=deadline
+    results = await service.predict(
+        [im.pixels for im in images], raw_boxes, options, deadline=deadline
     )
     inferred = time.perf_counter()
+    predictor = service.model
     names = predictor.spec.names
-    images = [
+    answer = [
         ImageResult(
             filename=img.filename,
             width=img.width,
             height=img.height,
-            persons=[person(names, box, r) for box, r in zip(c.boxes, res, strict=True)],
+            persons=[person(names, r) for r in people],
         )
-        for img, c, res in zip(prepared.images, prepared.crops, results, strict=True)
+        for img, people in zip(images, results, strict=True)
     ]
     total = time.perf_counter()
     timing = Timing(
@@ -133,4 +128,4 @@ async def predict(
         f"decode;dur={timing.decode_ms}, inference;dur={timing.inference_ms}, "
         f"total;dur={timing.total_ms}"
     )
-    return PredictResponse(model=model_summary(predictor, flip, mode), images=images, timing=timing)
+    return PredictResponse(model=model_summary(predictor, options), images=answer, timing=timing)

@@ -1,28 +1,44 @@
-"""``POST /visualize``: one image -> a PNG with heatmaps and/or the skeleton drawn over it."""
+"""``POST /visualize``: one image -> a PNG with heatmaps and/or the skeleton drawn over it.
+
+The route parses HTTP and renders; :meth:`app.service.PoseService.predict` does the rest.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 
-from app.errors import ApiError, error_responses
-from app.overlay import Mode, encode_png, render
-from app.routes.predict import BoxesParam, DecodeParam, FlipParam
-from app.routes.uploads import (
-    deadline_of,
-    prepare,
+from app.boxes import parse_boxes_field
+from app.deps import (
+    BoxesParam,
+    DeadlineDep,
+    DecodeParam,
+    FlipParam,
+    ServiceDep,
     require_api_key,
     require_multipart,
-    service_of,
 )
+from app.errors import ApiError, error_responses
+from app.overlay import Mode, encode_png, render
+from app.routes.uploads import read_images
+from app.service import PredictOptions
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "The overlay as a PNG."}
 }
+FileParam = Annotated[UploadFile, File(description="One image (JPEG, PNG, WebP or BMP).")]
+ModeParam = Annotated[Mode, Query(description="What to draw.")]
+KeypointParam = Annotated[
+    str | None, Query(description="Show this keypoint's heatmap only (a name).")
+]
+AlphaParam = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
+ThresholdParam = Annotated[
+    float, Query(ge=0, le=1, description="Draw keypoints scoring at least this.")
+]
 
 
 @router.post(
@@ -33,45 +49,43 @@ PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     summary="Heatmaps and skeleton drawn over one image (PNG)",
 )
 async def visualize(
-    request: Request,
-    file: Annotated[UploadFile, File(description="One image (JPEG, PNG, WebP or BMP).")],
+    service: ServiceDep,
+    deadline: DeadlineDep,
+    file: FileParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
     decode: DecodeParam = None,
-    mode: Annotated[Mode, Query(description="What to draw.")] = "both",
-    keypoint: Annotated[
-        str | None, Query(description="Show this keypoint's heatmap only (a name).")
-    ] = None,
-    alpha: Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")] = 0.5,
-    threshold: Annotated[
-        float, Query(ge=0, le=1, description="Draw keypoints scoring at least this.")
-    ] = 0.3,
+    mode: ModeParam = "both",
+    keypoint: KeypointParam = None,
+    alpha: AlphaParam = 0.5,
+    threshold: ThresholdParam = 0.3,
 ) -> Response:
     """The image at its oriented size, heatmaps blended in their crops, skeleton on top."""
-    service = service_of(request)
-    settings = service.settings
-    deadline = deadline_of(request, settings)
-    predictor, _ = service.require_ready()
+    want = PredictOptions(flip_test=flip_test, decode=decode, heatmaps=mode != "skeleton")
+    options = service.resolve(want)
+    predictor = service.model
     names = predictor.spec.names
     channel = None
     if keypoint is not None:
         if keypoint not in names:
-            raise ApiError(422, "unknown_keypoint",
-                           f"keypoint {keypoint!r} is not one of {', '.join(names)}")  # fmt: skip
+            message = f"keypoint {keypoint!r} is not one of {', '.join(names)}"
+            raise ApiError(422, "unknown_keypoint", message)
         channel = names.index(keypoint)
-    prepared = await prepare([file], boxes, settings, predictor, service.decode_limiter)
-    (results,) = await service.infer(
-        prepared.crops,
-        flip_test=flip_test,
-        mode=decode,
-        want_heatmaps=mode != "skeleton",
-        deadline=deadline,
-    )
-    image, crops = prepared.images[0], prepared.crops[0]
+    raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
+    (image,) = await read_images([file], service.settings, service.decode_limiter)
+    (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
 
     def draw() -> bytes:
-        out = render(image.pixels, crops, results, predictor.spec, predictor.input_size,
-                     mode=mode, channel=channel, alpha=alpha, threshold=threshold)  # fmt: skip
+        out = render(
+            image.pixels,
+            people,
+            predictor.spec,
+            predictor.input_size,
+            mode=mode,
+            channel=channel,
+            alpha=alpha,
+            threshold=threshold,
+        )
         return encode_png(out)
 
     png = await anyio.to_thread.run_sync(draw)

@@ -16,8 +16,9 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from models.checkpoint import ModelConfig, build_model, save
+    from models.checkpoint import build_model, save
     from models.codec import HeatmapCodec
+    from models.model_config import ModelConfig
 
     torch.manual_seed(0)
     codec = HeatmapCodec(input_size=(96, 128), heatmap_size=(24, 32))

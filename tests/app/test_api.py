@@ -271,3 +271,28 @@ def test_json_logs(capsys: pytest.CaptureFixture[str]) -> None:
             logger.handlers.clear()
             logger.propagate = True
             logger.setLevel(logging.NOTSET)
+
+
+async def test_predict_and_visualize_resolve_defaults_the_same_way(serve_app, reference) -> None:
+    a = image(seed=6)
+    up = [("files", ("a.png", encode(a), "image/png"))]
+    one = [("file", ("a.png", encode(a), "image/png"))]
+    async with serve_app(flip_test=False, decode_mode="argmax") as (client, _):
+        r = await client.post("/predict", files=up)
+        assert r.json()["model"]["flip_test"] is False and r.json()["model"]["decode"] == "argmax"
+        (want,) = reference.predict([a], None, flip_test=False, decode_mode="argmax")[0]
+        xy = np.array([[k["x"], k["y"]] for k in r.json()["images"][0]["persons"][0]["keypoints"]])
+        np.testing.assert_allclose(xy, want.keypoints, atol=PX)
+        drawn = {}
+        for name, params in {
+            "default": {},
+            "explicit": {"flip_test": "false", "decode": "argmax"},
+            "other": {"flip_test": "true", "decode": "dark"},
+        }.items():
+            v = await client.post(
+                "/visualize", files=one, params={"mode": "skeleton", "threshold": 0, **params}
+            )
+            assert v.status_code == 200, v.text
+            drawn[name] = np.asarray(Image.open(io.BytesIO(v.content)).convert("RGB"))
+    np.testing.assert_array_equal(drawn["default"], drawn["explicit"])
+    assert not np.array_equal(drawn["default"], drawn["other"])

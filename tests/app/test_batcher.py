@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.batcher import Batcher
-from app.errors import ApiError
+from app.batcher import Batcher, BatchFailed, DeadlineExceeded, NotServing, QueueFull
+from models.predictor import Crops
 
 pytestmark = pytest.mark.anyio
 
@@ -49,23 +49,24 @@ class FakeModel:
         return kp, v
 
 
-def crops_for(ids: list[int]) -> np.ndarray:
-    out = np.zeros((len(ids), 4, 4, 3), np.uint8)
+def crops_for(ids: list[int]) -> Crops:
+    n = len(ids)
+    out = np.zeros((n, 4, 4, 3), np.uint8)
     for i, v in enumerate(ids):
         out[i, 0, 0, 0] = v
-    return out
+    boxes = np.array([[v, 0, v + 1, 1] for v in ids], dtype=np.float64).reshape(n, 4)
+    return Crops(
+        images=out,
+        centers=np.zeros((n, 2)),
+        scales=np.ones((n, 2)),
+        boxes=boxes,
+        box_scores=np.full(n, np.nan),
+        box_sources=("client",) * n,
+    )
 
 
 async def submit(b: Batcher, ids: list[int], timeout: float = 10.0, **kw: Any) -> list[Any]:
-    n = len(ids)
-    return await b.submit(
-        crops_for(ids),
-        False,
-        np.zeros((n, 2)),
-        np.ones((n, 2)),
-        deadline=time.monotonic() + timeout,
-        **kw,
-    )
+    return await b.submit(crops_for(ids), False, deadline=time.monotonic() + timeout, **kw)
 
 
 def make(model: FakeModel, **kw: Any) -> Batcher:
@@ -82,7 +83,8 @@ async def test_concurrent_requests_share_batches_and_get_their_own_results() -> 
     results = await asyncio.gather(*(submit(b, ids) for ids in jobs))
     for ids, res in zip(jobs, results, strict=True):
         assert [int(r.scores[0]) for r in res] == ids  # each request gets its own crops, in order
-        assert res[0].heatmaps is None
+        assert [int(r.box[0]) for r in res] == ids  # ... each with its own box
+        assert res[0].heatmaps is None and res[0].box_source == "client"
     assert max(len(x) for x in model.batches) > 1
     assert all(len(x) <= 8 for x in model.batches)
     assert await b.drain(1.0)
@@ -108,10 +110,9 @@ async def test_exception_fails_only_its_batch_and_loop_keeps_serving() -> None:
     model = FakeModel()
     model.fail_when = lambda ids: RuntimeError("boom") if 13 in ids else None
     b = make(model, max_queue_delay_s=0.0)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(BatchFailed) as e:
         await submit(b, [13])
-    assert e.value.status == 500 and e.value.code == "inference_failed"
-    assert "RuntimeError: boom" in e.value.message
+    assert "RuntimeError: boom" in str(e.value) and isinstance(e.value.__cause__, RuntimeError)
     res = await submit(b, [14])
     assert int(res[0].scores[0]) == 14 and b.alive
     await b.drain(1.0)
@@ -135,9 +136,9 @@ async def test_full_queue_is_503_with_retry_after() -> None:
     await asyncio.sleep(0.05)
     second = asyncio.ensure_future(submit(b, [3, 4, 5]))
     await asyncio.sleep(0.05)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(QueueFull) as e:
         await submit(b, [6, 7])
-    assert e.value.status == 503 and int(e.value.headers["Retry-After"]) >= 1
+    assert e.value.retry_after >= 1 and "limit 4" in str(e.value)
     model.gate.set()
     assert len(await first) == 2 and len(await second) == 3
     await b.drain(1.0)
@@ -149,9 +150,8 @@ async def test_deadline_passed_is_504_and_crops_never_reach_the_model() -> None:
     b = make(model, max_batch_size=1, max_queue_delay_s=0.0)
     blocker = asyncio.ensure_future(submit(b, [1]))
     await asyncio.sleep(0.05)  # the worker is now stuck on crop 1
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(DeadlineExceeded):
         await submit(b, [42, 43], timeout=0.1)
-    assert e.value.status == 504
     model.gate.set()
     await blocker
     await submit(b, [2])  # the queue moves on past the expired crops
@@ -172,9 +172,9 @@ async def test_dead_loop_reports_not_alive_and_refuses() -> None:
     b.start()
     await asyncio.sleep(0.05)
     assert not b.alive and isinstance(b.died, RuntimeError)
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(NotServing) as e:
         await submit(b, [2])
-    assert e.value.status == 503
+    assert e.value.state == "not_ready"
 
 
 async def test_drain_finishes_queued_work_then_refuses() -> None:
@@ -184,9 +184,8 @@ async def test_drain_finishes_queued_work_then_refuses() -> None:
     await asyncio.sleep(0.01)
     assert await b.drain(5.0)
     assert [int((await p)[0].scores[0]) for p in pending] == [1, 2, 3, 4, 5]
-    with pytest.raises(ApiError) as e:
+    with pytest.raises(NotServing):
         await submit(b, [9])
-    assert e.value.status == 503
 
 
 async def test_clients_answered_by_a_batch_can_rejoin_the_next_one() -> None:

@@ -268,3 +268,37 @@ async def test_streamed_upload_over_the_limit_through_the_app(serve_app) -> None
         assert pulled < 20  # 10 MB offered, ~100 kB read
         ok = await client.post("/predict", files=files(GOOD))
         assert ok.status_code == 200
+
+
+def test_each_domain_exception_maps_to_its_status_code_and_headers() -> None:
+    from app.batcher import BatchFailed, DeadlineExceeded, NotServing, QueueFull
+    from app.errors import http_error
+    from models.persons import BoxError
+
+    # (exception, status, code, headers) as the API documents them
+    table = [
+        (QueueFull("12 queued", retry_after=7), 503, "overloaded", {"Retry-After": "7"}),
+        (NotServing("loading"), 503, "not_ready", {"Retry-After": "5"}),
+        (NotServing("bye", state="shutting_down"), 503, "shutting_down", {}),
+        (NotServing("dead", state="failed"), 503, "batcher_died", {}),
+        (DeadlineExceeded("late"), 504, "timeout", {}),
+        (BatchFailed("boom"), 500, "inference_failed", {}),
+        (BoxError("boxes[0][0] = [1] ..."), 422, "invalid_boxes", {}),
+    ]
+    for exc, status, code, headers in table:
+        err = http_error(exc)
+        assert (err.status, err.code, err.headers) == (status, code, headers), exc
+        assert err.message == str(exc)
+    with pytest.raises(TypeError, match="no HTTP mapping for KeyError"):
+        http_error(KeyError("x"))
+
+
+async def test_domain_exceptions_reach_the_client_as_envelopes(serve_app) -> None:
+    async with serve_app() as (client, app):
+        await app.state.service.batcher.drain(1.0)  # the batcher is gone: not serving
+        r = await client.post("/predict", files=files(GOOD))
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        assert r.headers["retry-after"] == "5"
+        box = {"boxes": "[[[10, 10, 10, 50]]]"}  # zero area, but readiness is checked first
+        r = await client.post("/predict", files=files(GOOD), data=box)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"

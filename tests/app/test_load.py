@@ -126,7 +126,8 @@ async def test_timeout_is_504_and_the_service_recovers(serve_app) -> None:
             assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         gate.set()
         await asyncio.sleep(0.1)
-        assert (await client.post("/predict", files=upload(data))).status_code == 200
+        r3 = await client.post("/predict", files=upload(data))
+        assert r3.status_code == 200, r3.text
         assert app.state.service.batcher.metrics.persons._value.get() == 2  # 504'd #2 never ran
 
 

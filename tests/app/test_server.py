@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -66,8 +68,44 @@ def test_default_checkpoint_offline_without_cache_says_how_to_provide_one(tmp_pa
     assert r.returncode == 2
     assert "res50-dark-coco-256x192" in r.stderr and "cannot download" in r.stderr
     assert "HEATPOSE_CHECKPOINT" in r.stderr and "heatpose weights import" in r.stderr
-    assert "Traceback" not in r.stderr
+    # the no-download routes: train on synthetic data (as the README does), or a mirror
+    assert "heatpose synth" in r.stderr and "heatpose train" in r.stderr
+    assert "HEATPOSE_WEIGHTS_URL" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_a_gpu_is_one_line_and_exit_2(app_checkpoint: Path) -> None:
+    r = run(["-m", "app"], HEATPOSE_CHECKPOINT=str(app_checkpoint), HEATPOSE_DEVICE="cuda")
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "HEATPOSE_DEVICE=cuda" in line and "no CUDA device" in line and "cpu" in line
+
+
+def test_header_naming_another_depth_is_one_line_and_exit_2(
+    app_checkpoint: Path, tmp_path: Path
+) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(app_checkpoint), framework="pt") as f:
+        header = json.loads(f.metadata()["heatpose"])
+    header["architecture"]["depth"] = 50  # the tensors are a ResNet-18's
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(load_file(str(app_checkpoint)), str(wrong), metadata={"heatpose": json.dumps(header)})
+    r = run(["-m", "app", str(wrong)])
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "ResNet-50" in line and "do not fit" in line and str(wrong) in line
+
+
+def test_unknown_heatpose_variable_is_named_with_the_closest_known_one(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nope.safetensors")
+    r = run(["-m", "app"], HEATPOSE_CHECKPIONT="x.safetensors", HEATPOSE_CHECKPOINT=missing)
+    warning, error = r.stderr.strip().splitlines()
+    assert "HEATPOSE_CHECKPIONT" in warning and "did you mean HEATPOSE_CHECKPOINT?" in warning
+    assert r.returncode == 2 and "nope.safetensors" in error
 
 
 def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> None:

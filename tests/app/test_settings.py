@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import SettingsError, load_settings
+from app.settings import SettingsError, load_settings, unknown_variables
 
 
 @pytest.fixture(autouse=True)
@@ -76,3 +76,21 @@ def test_default_checkpoint_is_the_published_dark_resnet50() -> None:
     s = load_settings()
     assert s.checkpoint == "res50-dark-coco-256x192"
     assert ENTRIES[s.checkpoint].decode_mode == "dark"
+
+
+def test_unknown_variables_are_named_with_the_closest_known_one() -> None:
+    environ = {
+        "HEATPOSE_CHECKPIONT": "m.safetensors",
+        "HEATPOSE_MAX_BATCHSIZE": "8",
+        "HEATPOSE_CHECKPOINT": "m.safetensors",  # known: settings
+        "HEATPOSE_HOME": "/tmp",  # known: the weight zoo's
+        "HEATPOSE_WEIGHTS_URL": "http://mirror",
+        "HEATPOSE_ZZZ": "1",
+        "PATH": "/bin",
+    }
+    assert unknown_variables(environ) == [
+        "unknown variable HEATPOSE_CHECKPIONT is ignored (did you mean HEATPOSE_CHECKPOINT?)",
+        "unknown variable HEATPOSE_MAX_BATCHSIZE is ignored "
+        "(did you mean HEATPOSE_MAX_BATCH_SIZE?)",
+        "unknown variable HEATPOSE_ZZZ is ignored",
+    ]

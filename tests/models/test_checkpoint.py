@@ -17,16 +17,17 @@ from safetensors.torch import save_file
 
 from models.checkpoint import (
     CheckpointError,
-    ModelConfig,
     _infer_depth,
     _read_pth,
     import_published,
     load,
     read_config,
     save,
+    verify,
 )
 from models.codec import HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS
+from models.model_config import ModelConfig
 from models.network import PoseResNet
 
 
@@ -192,6 +193,29 @@ def test_key_mismatch_names_missing_and_unexpected_keys(
     assert "missing keys (1): final_layer.bias" in message
     assert "unexpected keys (1): extra_head.weight" in message
     assert "bn1.weight (65,) instead of (64,)" in message
+
+
+def test_verify_finds_a_header_naming_another_depth_without_reading_tensors(
+    tmp_path: Path, model18: PoseResNet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = tmp_path / "good.safetensors"
+    save(good, model18, _config())
+    assert verify(good) == _config()
+    wrong = tmp_path / "wrong.safetensors"  # ResNet-18 tensors under a ResNet-34 header
+    tensors = {k: v.contiguous() for k, v in model18.state_dict().items()}
+    header = ModelConfig(depth=34).to_dict()
+    save_file(tensors, str(wrong), metadata={"heatpose": json.dumps(header)})
+    import models.checkpoint as checkpoint
+
+    def no_tensor_reads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("verify must not read tensor data")
+
+    monkeypatch.setattr(checkpoint, "load_file", no_tensor_reads)
+    with pytest.raises(CheckpointError) as err:
+        verify(wrong)
+    message = str(err.value)
+    assert "ResNet-34" in message and "do not fit" in message
+    assert "missing keys" in message  # layer3.2..5 of ResNet-34 are not in a ResNet-18
 
 
 # ---- published .pth files ---------------------------------------------------------------------

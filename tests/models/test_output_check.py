@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, ModelConfig, build_model, load, save
+from models.checkpoint import CheckpointError, build_model, load, save
 from models.codec import HeatmapCodec
+from models.model_config import ModelConfig
 from models.output_check import check_finite, check_finite_heatmaps
 
 CONFIG = ModelConfig(

@@ -16,7 +16,8 @@ from torch import nn
 
 from models.checkpoint import ModelBundle, build_model, load, save
 from models.model_config import ModelConfig
-from models.predictor import Predictor
+from models.persons import BoxError, PersonBoxes
+from models.predictor import Crops, Predictor, normalize_crops, split
 
 INPUT = (96, 128)  # (w, h)
 HEATMAP = (24, 32)
@@ -46,12 +47,8 @@ class SpotDetector(nn.Module):
 
 
 def _config(color_order: str = "RGB") -> ModelConfig:
-    return ModelConfig(
-        depth=18,
-        codec_params={"input_size": list(INPUT), "heatmap_size": list(HEATMAP), "sigma": 2.0,
-                      "blur_kernel": 11},
-        color_order=color_order,
-    )  # fmt: skip
+    codec = {"input_size": list(INPUT), "heatmap_size": list(HEATMAP), "sigma": 2.0}
+    return ModelConfig(depth=18, codec_params={**codec, "blur_kernel": 11}, color_order=color_order)
 
 
 def _scene(
@@ -144,7 +141,7 @@ def test_real_checkpoint_round_trip_through_predictor(tmp_path) -> None:
     crops = pred.crop(image, [[50, 50, 150, 200]])
     hm = pred.heatmaps(crops.images, flip=False)
     with torch.no_grad():
-        ref = model(pred.to_input(crops.images))
+        ref = model(normalize_crops(crops.images, pred.config, pred.device))
     torch.testing.assert_close(hm, ref)
     assert hm.shape == (1, 17, 32, 24)
     # Per-crop flip mask: flipping only the second crop leaves the first untouched.
@@ -161,3 +158,33 @@ def test_cuda_matches_cpu_within_amp_tolerance() -> None:
     cpu = Predictor(ModelBundle(SpotDetector(17), _config()), "cpu").predict([image], [box])
     gpu = Predictor(ModelBundle(SpotDetector(17), _config()), "cuda").predict([image], [box])
     assert np.abs(cpu[0][0].keypoints - gpu[0][0].keypoints).max() < 0.5
+
+
+def test_each_person_carries_its_box_and_where_it_came_from() -> None:
+    a = _scene([(300.0, 500.0)], (255, 0, 0))
+    b = _scene([(700.3, 400.7)], (255, 0, 0))
+    pred = Predictor(ModelBundle(SpotDetector(17), _config()), "cpu", flip_test=False)
+    detected = PersonBoxes(np.array([[600.0, 250, 800, 550]]), np.array([0.8]), "detector")
+    whole, given, found = pred.predict([a, a, b], [None, [[200, 350, 400, 650]], detected])
+    assert [p.box_source for p in whole + given + found] == ["image", "client", "detector"]
+    assert whole[0].box_score is None and given[0].box_score is None
+    assert found[0].box_score == pytest.approx(0.8)
+    np.testing.assert_allclose(given[0].box, [200, 350, 400, 650])
+    np.testing.assert_allclose(found[0].box, [600, 250, 800, 550])
+    zoom = found[0].scale[0] / INPUT[0]
+    assert np.abs(found[0].keypoints - [700.3, 400.7]).max() < 1.1 * zoom
+    with pytest.raises(BoxError, match=r"boxes\[0\] = .*wholly outside the 1200x900 image"):
+        pred.crop(a, [[1300, 0, 1400, 100]])
+
+
+def test_crops_concat_and_split_are_inverse() -> None:
+    pred = Predictor(ModelBundle(SpotDetector(17), _config()), "cpu")
+    image = _scene([(300.0, 500.0)], (255, 0, 0))
+    parts = [pred.crop(image, [[0, 0, 100, 100], [50, 50, 300, 400]]), pred.crop(image, [])]
+    parts.append(pred.crop(image))
+    batch = Crops.concat(parts)
+    assert len(batch) == 3 and batch.box_sources == ("client", "client", "image")
+    np.testing.assert_array_equal(batch.images[2], parts[2].images[0])
+    assert split(list(range(3)), [len(p) for p in parts]) == [[0, 1], [], [2]]
+    with pytest.raises(ValueError, match="cannot be split"):
+        split([0, 1], [1, 2])

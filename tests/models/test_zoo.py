@@ -94,8 +94,14 @@ def server(published: tuple[PoseResNet, bytes]) -> Iterator[tuple[str, _Files, d
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    entry = ZooEntry("tiny", filename, prefix, coco_val_ap=0.5, decode_mode="dark",
-                     base_url="http://127.0.0.1:9/unused")  # fmt: skip
+    entry = ZooEntry(
+        "tiny",
+        filename,
+        prefix,
+        coco_val_ap=0.5,
+        decode_mode="dark",
+        base_url="http://127.0.0.1:9/unused",
+    )
     try:
         yield f"http://127.0.0.1:{httpd.server_address[1]}/mirror", state, {"tiny": entry}
     finally:
@@ -215,7 +221,7 @@ def test_builtin_entries_match_the_published_table() -> None:
     assert set(table) == {"res50-coco-256x192", "res50-dark-coco-256x192"}
     plain, dark = table["res50-coco-256x192"], table["res50-dark-coco-256x192"]
     published = {e.name: (e.sha256_prefix, e.coco_val_ap, e.decode_mode) for e in (plain, dark)}
-    assert published == {  # DESIGN.md's table; mmpose's plain config decodes with the shift
+    assert published == {  # the published table; mmpose's plain config decodes with the shift
         "res50-coco-256x192": ("04af38ce", 0.718, "shift"),
         "res50-dark-coco-256x192": ("c129dcb6", 0.724, "dark"),
     }

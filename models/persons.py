@@ -1,0 +1,137 @@
+"""Persons: the one place where person boxes are validated, and the result type for one person.
+
+A box is ``[x1, y1, x2, y2]`` in image pixels (``(x, y)``, the image as displayed). Boxes come
+from the client, from a person detector, or stand for the whole image; :class:`PersonBoxes`
+records which, and :class:`PersonResult` carries it through to the answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+BoxSource = Literal["client", "detector", "image"]
+"""Where a person box came from: the client's request, a person detector, or the whole image."""
+
+
+class BoxError(ValueError):
+    """A person box that cannot be used; the message names the box (``boxes[i][j] = ...``)."""
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_)
+    )
+
+
+def validate_boxes(
+    boxes: np.ndarray | Sequence[Any], width: int, height: int, *, label: str = "boxes"
+) -> np.ndarray:
+    """Check one image's person boxes against its size.
+
+    A box may stick out of the image, but not lie wholly outside it.
+
+    Args:
+        boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` image px (an array or nested lists).
+        width, height: the image size, pixels.
+        label: how messages name the list (``boxes[2]`` -> ``boxes[2][0] = [...]``).
+
+    Returns:
+        ``(N, 4)`` float64 boxes, image px.
+
+    Raises:
+        BoxError: a box that is not 4 numbers, NaN/inf, too large a number, zero or negative
+            area, or wholly outside the ``width`` x ``height`` image.
+    """
+    if isinstance(boxes, np.ndarray):
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise BoxError(f"{label} must be an (N, 4) array, got shape {boxes.shape}")
+        rows: Sequence[Any] = boxes.tolist()
+    else:
+        rows = boxes
+    out = np.zeros((len(rows), 4), dtype=np.float64)
+    for j, box in enumerate(rows):
+        where = f"{label}[{j}] = {_short(box)}"
+        if not isinstance(box, (list, tuple, np.ndarray)) or len(box) != 4:
+            raise BoxError(f"{label}[{j}] must be a list of 4 numbers [x1, y1, x2, y2]")
+        if not all(_is_number(v) for v in box):
+            raise BoxError(f"{label}[{j}] must contain numbers only, got {_short(box)}")
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box)
+        except OverflowError:
+            raise BoxError(f"{where} contains a number too large for a pixel coordinate") from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise BoxError(f"{where} contains NaN or infinity")
+        if x2 <= x1 or y2 <= y1:
+            raise BoxError(f"{where} has zero or negative area (need x2 > x1 and y2 > y1)")
+        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+            raise BoxError(f"{where} lies wholly outside the {width}x{height} image")
+        out[j] = (x1, y1, x2, y2)
+    return out
+
+
+@dataclass(frozen=True)
+class PersonBoxes:
+    """The persons of one image: where they are, how sure, and who said so.
+
+    Build them with :meth:`from_client` (validated) or :meth:`whole_image`; a person detector
+    builds them directly with ``source="detector"`` and its scores.
+
+    Attributes:
+        boxes: ``(N, 4)`` float64 ``[x1, y1, x2, y2]`` image px.
+        scores: ``(N,)`` detector confidences, or ``None`` (boxes from the client or the image).
+        source: where the boxes came from.
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray | None
+    source: BoxSource
+
+    @classmethod
+    def from_client(
+        cls, boxes: np.ndarray | Sequence[Any], width: int, height: int, *, label: str = "boxes"
+    ) -> PersonBoxes:
+        """A caller's boxes, validated by :func:`validate_boxes` (raises :class:`BoxError`)."""
+        return cls(validate_boxes(boxes, width, height, label=label), None, "client")
+
+    @classmethod
+    def whole_image(cls, width: int, height: int) -> PersonBoxes:
+        """One person filling the ``width`` x ``height`` image."""
+        return cls(np.array([[0.0, 0.0, float(width), float(height)]]), None, "image")
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class PersonResult:
+    """One person's answer, carrying everything needed to report or draw it.
+
+    Attributes:
+        box: ``(4,)`` ``[x1, y1, x2, y2]`` image px.
+        keypoints: ``(K, 2)`` float32 ``(x, y)`` image px.
+        scores: ``(K,)`` float32 heatmap maxima.
+        center: ``(2,)`` centre and ``scale``: ``(2,)`` size ``(w, h)`` of the region that was
+            cropped, image px.
+        box_score: the detector's confidence in ``box``; ``None`` when the box was not detected.
+        box_source: ``"client"``, ``"detector"`` or ``"image"`` (the whole image).
+        heatmaps: ``(K, H, W)`` float32 heatmap px when asked for, else ``None``.
+    """
+
+    box: np.ndarray
+    keypoints: np.ndarray
+    scores: np.ndarray
+    center: np.ndarray
+    scale: np.ndarray
+    box_score: float | None = None
+    box_source: BoxSource = "client"
+    heatmaps: np.ndarray | None = None
