@@ -374,3 +374,14 @@ def test_cli_lists_both_kinds(tmp_path: Path, monkeypatch, capsys) -> None:
     assert re.search(r"^person-rcnn-r50-fpn +0\.546 +- +no +detector +keypointrcnn_", out, re.M)
     assert re.search(r"^person-frcnn-mbv3 +0\.328 +- +no +detector +fasterrcnn_", out, re.M)
     assert re.search(r"^res50-dark-coco-256x192 +0\.724 +dark +no +pose ", out, re.M)
+
+
+def test_cli_fetches_a_detector(tmp_path: Path, detector_server, monkeypatch, capsys) -> None:
+    url, _, entries = detector_server
+    monkeypatch.setattr(zoo, "ENTRIES", entries)
+    monkeypatch.setenv("HEATPOSE_WEIGHTS_URL", url)
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
+    assert weights_cli.main(["fetch", "det"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "det.safetensors")
+    assert weights_cli.main(["list"]) == 0
+    assert re.search(r"^det +0\.300 +- +yes +detector +fasterrcnn_", capsys.readouterr().out, re.M)
