@@ -147,7 +147,8 @@ class PersonDetector:
     with the same ``detect`` stands in for it.
 
     Args:
-        model: a model from :func:`build_torchvision_model` with its weights loaded.
+        model: a model from :func:`build_torchvision_model` with its weights loaded; the
+            detector adapts it in place (no keypoint head, person-vs-rest box predictor).
         device: ``None`` = cuda if available, else cpu. On CUDA the forward pass runs under
             autocast (fp16); box decoding and scores stay float32.
     """
@@ -157,6 +158,8 @@ class PersonDetector:
             device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
         )
         heads: Any = model.roi_heads
+        if isinstance(heads.box_predictor, _PersonVsRest):
+            raise ValueError("this model already belongs to a PersonDetector; build a new one")
         heads.keypoint_roi_pool = heads.keypoint_head = heads.keypoint_predictor = None
         assert not heads.has_keypoint()  # RoIHeads skips the keypoint branch
         heads.box_predictor = _PersonVsRest(heads.box_predictor)
