@@ -38,14 +38,19 @@ __all__ = [
     "CheckpointError",
     "ModelBundle",
     "build_model",
+    "check_state_dict",
     "import_published",
     "load",
     "read_config",
+    "read_state_dict",
     "save",
+    "save_state_dict",
     "verify",
 ]
 
 METADATA_KEY = "heatpose"
+DETECTOR_KEY = "heatpose_detector"
+"""Header key of a person detector's ``.safetensors`` (JSON: arch, source); not a pose model."""
 LAYOUTS = ("mmpose", "simplebaselines")
 
 
@@ -90,12 +95,13 @@ def _mismatch(expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ..
     return "; ".join(f"{what} ({len(ks)}): {_listed(ks)}" for what, ks in named.items() if ks)
 
 
-def _write(path: str | Path, tensors: dict[str, torch.Tensor], config: ModelConfig) -> None:
-    """Atomically write ``tensors`` and ``config`` to ``path`` (temp file, then os.replace)."""
+def _write(path: str | Path, tensors: dict[str, torch.Tensor], key: str, value: Any) -> None:
+    """Atomically write ``tensors`` to ``path`` (temp file, then os.replace) with ``value`` as
+    JSON under ``key`` in the header."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    metadata = {"format": "pt", METADATA_KEY: json.dumps(config.to_dict())}
+    metadata = {"format": "pt", key: json.dumps(value)}
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
         os.replace(tmp, path)
@@ -118,7 +124,7 @@ def save(path: str | Path, model: torch.nn.Module, config: ModelConfig) -> None:
             f"the model does not match its config (ResNet-{config.depth}, "
             f"K={config.spec.num_keypoints}): {problem}; pass the config the model was built with"
         )
-    _write(path, state, config)
+    _write(path, state, METADATA_KEY, config.to_dict())
 
 
 def read_config(path: str | Path) -> ModelConfig:
@@ -137,6 +143,10 @@ def read_config(path: str | Path) -> ModelConfig:
             f"{path} is not a readable safetensors file ({e}); a published .pth must be "
             f"converted first: heatpose weights import {path} --out model.safetensors"
         ) from e
+    if metadata and DETECTOR_KEY in metadata:
+        raise CheckpointError(
+            f"{path} is a person detector's weights, not a pose model; give a pose checkpoint"
+        )
     if not metadata or METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{path} has no '{METADATA_KEY}' metadata: it is not a heatpose model. Convert "
@@ -373,5 +383,46 @@ def import_published(
     problem = _mismatch(expected, {key: tuple(v.shape) for key, v in state.items()})
     if problem:
         raise CheckpointError(f"{src} does not fit the {layout} layout{hint}: {problem}")
-    _write(dst, state, config)
+    _write(dst, state, METADATA_KEY, config.to_dict())
     return config
+
+
+# ---- third-party state dicts (the person detector's) ----------------------------------------
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a bare state dict: a ``.safetensors`` file, or a ``.pth`` read with
+    ``torch.load(weights_only=True)`` and the numpy allow-list (nothing pickled runs code).
+
+    A ``{'state_dict': ...}`` wrapper and a DataParallel ``module.`` prefix are removed.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or not a state dict of tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"file not found: {path}; give a .pth or .safetensors state dict")
+    if path.suffix != ".safetensors":
+        return _state_dict(_read_pth(path), path)[0]
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:
+        raise CheckpointError(f"cannot read the tensors of {path} ({e})") from e
+
+
+def check_state_dict(
+    state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], what: str
+) -> None:
+    """Raise :class:`CheckpointError` naming missing/unexpected keys and wrong shapes when
+    ``state`` does not match ``expected`` (key -> shape); ``what`` names the file and model."""
+    problem = _mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
+    if problem:
+        raise CheckpointError(f"{what}: {problem}")
+
+
+def save_state_dict(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> None:
+    """Atomically write a bare state dict as ``.safetensors``; ``metadata`` (JSON-ready) goes
+    into the header under :data:`DETECTOR_KEY`."""
+    _write(path, tensors, DETECTOR_KEY, metadata)

@@ -50,11 +50,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _list() -> None:
     home = heatpose_home()
-    print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  source")
+    print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  {'kind':<8}  source")
     for e in list_entries():
         cached = "yes" if (home / f"{e.name}.safetensors").is_file() else "no"
-        print(f"{e.name:<26} {e.coco_val_ap:>7.3f}  {e.decode_mode:<6}  {cached:<6}  {e.filename}")
-    print(f"cache: {home}")
+        decode = e.decode_mode or "-"
+        print(
+            f"{e.name:<26} {e.coco_val_ap:>7.3f}  {decode:<6}  {cached:<6}  {e.kind:<8}  "
+            f"{e.filename}"
+        )
+    print(f"COCO AP: keypoint AP of pose models, box AP of detectors. cache: {home}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,8 +2,10 @@
 
 ``fetch`` downloads a published ``.pth`` to ``<home>/downloads/<file>.part`` (resuming with HTTP
 Range requests), checks that its sha256 starts with the published prefix *before* anything
-reads it, and converts it with :func:`models.checkpoint.import_published` to
-``<home>/<name>.safetensors``. ``<home>`` is ``HEATPOSE_HOME`` (default ``~/.cache/heatpose``);
+reads it, and converts it to ``<home>/<name>.safetensors``: a pose model with
+:func:`models.checkpoint.import_published`, a person detector's torchvision state dict with
+:func:`models.checkpoint.save_state_dict` (tensors as published, arch and source in the header).
+``<home>`` is ``HEATPOSE_HOME`` (default ``~/.cache/heatpose``);
 ``HEATPOSE_WEIGHTS_URL`` replaces the download base URL (mirrors, tests).
 """
 
@@ -20,9 +22,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.checkpoint import CheckpointError, file_sha256, import_published
+from models.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    import_published,
+    read_state_dict,
+    save_state_dict,
+)
 
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
+TORCHVISION_URL = "https://download.pytorch.org/models"
 OFFLINE_HINT = (
     "to run without downloading, provide a checkpoint: set HEATPOSE_CHECKPOINT to a local "
     ".safetensors file, or convert a .pth you have with `heatpose weights import FILE --out "
@@ -30,6 +39,13 @@ OFFLINE_HINT = (
     "`heatpose train --data-path data/synth2k --train-split train --val-split val`; see the "
     "README); or point HEATPOSE_WEIGHTS_URL at a mirror holding the published files"
 )
+DETECTOR_OFFLINE_HINT = (
+    "to run without downloading, provide the detector's weights: a local torchvision state "
+    "dict (.pth or .safetensors, e.g. the published file copied from a machine that has it) "
+    "given as the detector (HEATPOSE_DETECTOR, `heatpose eval --detector FILE`), or put it "
+    "under HEATPOSE_HOME with `heatpose weights fetch NAME` on a mirror (HEATPOSE_WEIGHTS_URL)"
+)
+KINDS = ("pose", "detector")
 
 
 class ZooError(RuntimeError):
@@ -43,21 +59,34 @@ class ZooEntry:
     Attributes:
         name: the zoo name (``res50-coco-256x192``).
         filename: the published file name; the URL is ``<base_url>/<filename>``.
-        sha256_prefix: the hex digits the file's sha256 must start with (mmpose's file names
-            carry the first 8).
-        coco_val_ap: the published COCO val2017 AP.
-        decode_mode: the decode it was published with (``shift`` or ``dark``).
-        layout: ``mmpose`` or ``simplebaselines`` (sets the colour order: RGB or BGR).
+        sha256_prefix: the hex digits the file's sha256 must start with (mmpose's and
+            torchvision's file names carry the first 8).
+        coco_val_ap: the published COCO val2017 AP: keypoint AP of a pose model, box AP of a
+            detector (torchvision's ``box_map``).
+        decode_mode: the decode a pose model was published with (``shift`` or ``dark``);
+            ``""`` for a detector.
+        layout: ``mmpose`` or ``simplebaselines`` (sets the colour order: RGB or BGR);
+            ``torchvision`` for a detector.
         base_url: where the file lives; ``HEATPOSE_WEIGHTS_URL`` or ``fetch(base_url=)`` win.
+        kind: ``pose`` or ``detector``.
+        arch: a detector's architecture (:data:`models.detector.ARCHS`); ``None`` for pose.
+        gflops: published compute of one forward pass (torchvision's ``_ops``), if known.
     """
 
     name: str
     filename: str
     sha256_prefix: str
     coco_val_ap: float
-    decode_mode: str
+    decode_mode: str = ""
     layout: str = "mmpose"
     base_url: str = MMPOSE_COCO_URL
+    kind: str = "pose"
+    arch: str | None = None
+    gflops: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS or (self.kind == "detector") != (self.arch is not None):
+            raise ValueError(f"zoo entry {self.name}: kind {self.kind!r}, arch {self.arch!r}")
 
 
 ENTRIES: dict[str, ZooEntry] = {
@@ -76,6 +105,29 @@ ENTRIES: dict[str, ZooEntry] = {
             sha256_prefix="c129dcb6",
             coco_val_ap=0.724,
             decode_mode="dark",
+        ),
+        # torchvision's COCO_V1 weights (url, box_map, _ops of the weight enums)
+        ZooEntry(
+            name="person-rcnn-r50-fpn",
+            filename="keypointrcnn_resnet50_fpn_coco-fc266e95.pth",
+            sha256_prefix="fc266e95",
+            coco_val_ap=0.546,  # person box AP (the model knows persons only)
+            layout="torchvision",
+            base_url=TORCHVISION_URL,
+            kind="detector",
+            arch="person-rcnn-r50-fpn",
+            gflops=137.42,
+        ),
+        ZooEntry(
+            name="person-frcnn-mbv3",
+            filename="fasterrcnn_mobilenet_v3_large_fpn-fb6a3cc7.pth",
+            sha256_prefix="fb6a3cc7",
+            coco_val_ap=0.328,  # box AP over the 80 COCO classes
+            layout="torchvision",
+            base_url=TORCHVISION_URL,
+            kind="detector",
+            arch="person-frcnn-mbv3",
+            gflops=4.494,
         ),
     )
 }
@@ -102,7 +154,7 @@ def _entry(name: str, entries: Mapping[str, ZooEntry] | None) -> ZooEntry:
     return table[name]
 
 
-def _download_once(url: str, part: Path, progress: bool) -> bool:
+def _download_once(url: str, part: Path, progress: bool, hint: str = OFFLINE_HINT) -> bool:
     """Append the rest of ``url`` to ``part``; True when the file is complete.
 
     Sends ``Range: bytes=<size of part>-`` when ``part`` exists; restarts from zero if the
@@ -121,7 +173,7 @@ def _download_once(url: str, part: Path, progress: bool) -> bool:
         raise ZooError(f"downloading {url} failed: HTTP {e.code} {e.reason}") from e
     except OSError as e:  # URLError (refused, unknown host, ...) is an OSError
         reason = getattr(e, "reason", e)
-        raise ZooError(f"cannot download {url} ({reason}); {OFFLINE_HINT}") from e
+        raise ZooError(f"cannot download {url} ({reason}); {hint}") from e
     with response:
         if offset and response.status != 206:
             offset = 0  # the server sent the whole file
@@ -149,10 +201,10 @@ def _download_once(url: str, part: Path, progress: bool) -> bool:
     return total is None or received >= total
 
 
-def _download(url: str, part: Path, progress: bool, attempts: int = 3) -> None:
+def _download(url: str, part: Path, progress: bool, hint: str, attempts: int = 3) -> None:
     """Download ``url`` into ``part``, resuming after broken connections."""
     for _ in range(attempts):
-        if _download_once(url, part, progress):
+        if _download_once(url, part, progress, hint):
             return
     raise ZooError(
         f"the download of {url} broke off {attempts} times; run the same command again to "
@@ -189,7 +241,8 @@ def fetch(
     base = base_url or os.environ.get("HEATPOSE_WEIGHTS_URL") or entry.base_url
     url = f"{base.rstrip('/')}/{entry.filename}"
     part = downloads / f"{entry.filename}.part"
-    _download(url, part, progress)
+    detector = entry.kind == "detector"
+    _download(url, part, progress, DETECTOR_OFFLINE_HINT if detector else OFFLINE_HINT)
     digest = file_sha256(part)
     if not digest.startswith(entry.sha256_prefix.lower()):
         part.unlink()
@@ -201,15 +254,19 @@ def fetch(
     verified = downloads / entry.filename
     os.replace(part, verified)
     try:
-        import_published(
-            verified,
-            dst,
-            layout=entry.layout,
-            name=entry.name,
-            decode_mode=entry.decode_mode,
-            metrics={"coco_val_ap": entry.coco_val_ap},
-            provenance={"url": url, "zoo_name": entry.name},
-        )
+        if detector:
+            source = {"arch": entry.arch, "url": url, "sha256": digest, "zoo_name": entry.name}
+            save_state_dict(dst, read_state_dict(verified), source)
+        else:
+            import_published(
+                verified,
+                dst,
+                layout=entry.layout,
+                name=entry.name,
+                decode_mode=entry.decode_mode,
+                metrics={"coco_val_ap": entry.coco_val_ap},
+                provenance={"url": url, "zoo_name": entry.name},
+            )
     except CheckpointError as e:
         raise ZooError(f"converting {verified} failed: {e}") from e
     verified.unlink()  # the artifact holds everything; its provenance keeps the sha256
@@ -222,8 +279,11 @@ def resolve(
     *,
     progress: bool = True,
     entries: Mapping[str, ZooEntry] | None = None,
+    kind: str | None = None,
 ) -> Path:
     """A checkpoint path: an existing file as is; a zoo name -> its cached artifact, fetched once.
+
+    ``kind`` (``pose`` | ``detector``) limits the names to that kind's entries.
 
     Raises:
         ZooError: neither a file nor a zoo name, or the weights cannot be downloaded; the
@@ -233,10 +293,11 @@ def resolve(
     if path.is_file():
         return path
     table = ENTRIES if entries is None else entries
+    table = {k: e for k, e in table.items() if kind in (None, e.kind)}
     name = str(name_or_path)
     if name not in table:
+        hint = DETECTOR_OFFLINE_HINT if kind == "detector" else OFFLINE_HINT
         raise ZooError(
-            f"{name!r} is neither an existing file nor a zoo name ({', '.join(table)}); "
-            f"{OFFLINE_HINT}"
+            f"{name!r} is neither an existing file nor a zoo name ({', '.join(table)}); {hint}"
         )
     return fetch(name, home=home, progress=progress, entries=table)

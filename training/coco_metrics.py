@@ -22,6 +22,21 @@ from models.similarity import oks_matrix
 
 STAT_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 """The ten numbers of ``COCOeval.stats`` for keypoints, in order."""
+BOX_STAT_NAMES = (
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
+)
+"""The twelve numbers of ``COCOeval.stats`` for boxes, in order."""
 
 
 @dataclass
@@ -106,14 +121,36 @@ def coco_keypoint_eval(
     Returns the ten :data:`STAT_NAMES` values (all 0 when there are no results). With
     ``verbose`` the pycocotools table is printed.
     """
+    return _coco_eval(gt, results, "keypoints", STAT_NAMES, sigmas=sigmas, verbose=verbose)
+
+
+def coco_box_eval(gt: COCO, results: list[dict], verbose: bool = False) -> dict[str, float]:
+    """Person box AP/AR: pycocotools ``COCOeval(iouType="bbox")`` over ``gt``'s images, person
+    category only, for detection results (``image_id``, ``category_id``, ``bbox`` xywh image
+    px, ``score``). Returns the twelve :data:`BOX_STAT_NAMES` values (0 without results)."""
+    return _coco_eval(gt, results, "bbox", BOX_STAT_NAMES, cat_ids=[1], verbose=verbose)
+
+
+def _coco_eval(
+    gt: COCO,
+    results: list[dict],
+    iou_type: str,
+    names: tuple[str, ...],
+    *,
+    sigmas: np.ndarray | None = None,
+    cat_ids: list[int] | None = None,
+    verbose: bool = False,
+) -> dict[str, float]:
     if not results:
-        return dict.fromkeys(STAT_NAMES, 0.0)
+        return dict.fromkeys(names, 0.0)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        dt = gt.loadRes(results)
-        ev = COCOeval(gt, dt, "keypoints")
+        dt = gt.loadRes([dict(r) for r in results])  # loadRes adds keys to the dicts
+        ev = COCOeval(gt, dt, iou_type)
         if sigmas is not None:
             ev.params.kpt_oks_sigmas = np.asarray(sigmas)
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
         ev.params.useSegm = None
         ev.params.imgIds = sorted(gt.getImgIds())
         ev.evaluate()
@@ -121,7 +158,7 @@ def coco_keypoint_eval(
         ev.summarize()
     if verbose:
         print("\n".join(line for line in out.getvalue().splitlines() if "Average" in line))
-    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats, strict=True)}
+    return {name: float(v) for name, v in zip(names, ev.stats, strict=True)}
 
 
 def write_results(path: str | Path, results: list[dict]) -> None:
@@ -133,9 +170,9 @@ def write_results(path: str | Path, results: list[dict]) -> None:
     tmp.replace(path)
 
 
-def format_table(stats: dict[str, float]) -> str:
-    """A two-line text table of the stats (names, then values to 3 decimals)."""
-    names = [n for n in STAT_NAMES if n in stats]
+def format_table(stats: dict[str, float], names: tuple[str, ...] = STAT_NAMES) -> str:
+    """A two-line text table of the stats (``names`` present, then values to 3 decimals)."""
+    names = tuple(n for n in names if n in stats)
     return (
         " | ".join(f"{n:>5}" for n in names) + "\n" + " | ".join(f"{stats[n]:5.3f}" for n in names)
     )

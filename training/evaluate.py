@@ -1,10 +1,14 @@
 """COCO keypoint evaluation through the shared :class:`models.predictor.Predictor`.
 
-``python -m training.evaluate --checkpoint X --data-path D [--split val2017] [--boxes det.json]``
-crops every person box (ground truth by default, or a COCO detection-results file with its
-scores), runs the predictor (flip test on by default), rescores (box score x mean keypoint
+``python -m training.evaluate --checkpoint X --data-path D [--split val2017]
+[--boxes gt|detector|det.json] [--detector NAME_OR_FILE]`` crops every person box (ground truth
+by default, a COCO detection-results file with its scores, or the boxes of our person detector
+run over the split with the COCO protocol: score threshold 0, up to 100 an image), runs the
+predictor (flip test on by default), rescores (box score x mean keypoint
 score above 0.2), applies OKS-NMS (0.9), writes the COCO results JSON and prints pycocotools'
-AP table. The trainer calls :func:`evaluate` with the same defaults.
+AP table. With the detector, its detection results file is written too and the person box AP
+(pycocotools ``bbox``) is reported next to the keypoint AP. The trainer calls :func:`evaluate`
+with the same defaults.
 """
 
 from __future__ import annotations
@@ -20,10 +24,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from models.checkpoint import CheckpointError, load
+from models.detector import COCO_PROTOCOL, PersonDetector, load_detector
 from models.predictor import Predictor
+from models.zoo import ZooError
 from training.cli_args import ArgumentParser, non_negative_int
 from training.coco_metrics import (
+    BOX_STAT_NAMES,
     PosePrediction,
+    coco_box_eval,
     coco_keypoint_eval,
     format_table,
     postprocess,
@@ -71,6 +79,53 @@ def detection_boxes(path: str | Path, coco: Any, score_thr: float = 0.0) -> Boxe
             boxes.append([box[0], box[1], box[0] + box[2], box[1] + box[3]])
             scores.append(float(d["score"]))
     return {k: (np.array(b, dtype=np.float64), np.array(s)) for k, (b, s) in out.items()}
+
+
+def detector_boxes(
+    detector: PersonDetector,
+    coco: Any,
+    image_dir: Path,
+    *,
+    score_thr: float = 0.0,
+    batch_size: int = 4,
+    workers: int = 0,
+) -> tuple[Boxes, list[dict]]:
+    """Run ``detector`` over every image of the split, ``batch_size`` images a call, with the
+    COCO protocol (:data:`models.detector.COCO_PROTOCOL`; ``score_thr`` 0 keeps every box).
+
+    Returns the boxes by image id and the COCO detection results (``image_id``,
+    ``category_id`` 1, ``bbox`` xywh image px, ``score``). Only :meth:`detect` is called.
+    """
+    ids = sorted(coco.imgs)
+    loader = DataLoader(
+        _Images(coco, image_dir, ids), batch_size=None, num_workers=workers, collate_fn=_as_is
+    )
+    protocol = {**COCO_PROTOCOL, "score_thr": score_thr}
+    boxes: Boxes = {}
+    results: list[dict] = []
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        found = detector.detect([image for _, image in batch], **protocol)
+        for (image_id, _), det in zip(batch, found, strict=True):
+            if len(det.scores):
+                boxes[image_id] = (det.boxes.astype(np.float64), det.scores.astype(np.float64))
+            for (x1, y1, x2, y2), score in zip(
+                det.boxes.tolist(), det.scores.tolist(), strict=True
+            ):
+                xywh = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
+                results.append(
+                    {"image_id": image_id, "category_id": 1, "bbox": xywh, "score": score}
+                )
+        batch.clear()
+
+    for item in loader:
+        batch.append(item)
+        if len(batch) >= max(batch_size, 1):
+            flush()
+    if batch:
+        flush()
+    return boxes, results
 
 
 class _Images(Dataset):
@@ -140,21 +195,38 @@ def evaluate(
     workers: int = 0,
     nms_threshold: float | None = 0.9,
     verbose: bool = False,
+    *,
+    detector: PersonDetector | None = None,
+    detections_path: str | Path | None = None,
+    det_score_thr: float = 0.0,
+    det_batch_size: int = 4,
 ) -> dict[str, float]:
-    """COCO keypoint AP/AR of ``predictor`` on ``DATA``'s ``split`` (see the module doc)."""
+    """COCO keypoint AP/AR of ``predictor`` on ``DATA``'s ``split`` (see the module doc).
+
+    With ``detector`` (anything with :meth:`PersonDetector.detect`) its boxes are used instead
+    of ``boxes_file``/ground truth, written to ``detections_path`` if given, and the person
+    box stats are added as ``box_<name>`` (:data:`BOX_STAT_NAMES`).
+    """
     coco = load_coco(data_path, split)
     image_dir = Path(data_path) / split
-    boxes = (
-        ground_truth_boxes(coco, image_dir)
-        if boxes_file is None
-        else detection_boxes(boxes_file, coco)
-    )
+    box_stats: dict[str, float] = {}
+    if detector is not None:
+        options = {"score_thr": det_score_thr, "batch_size": det_batch_size, "workers": workers}
+        boxes, detections = detector_boxes(detector, coco, image_dir, **options)
+        if detections_path is not None:
+            write_results(detections_path, detections)
+        box = coco_box_eval(coco, detections, verbose=verbose)
+        box_stats = {f"box_{k}": v for k, v in box.items()}
+    elif boxes_file is None:
+        boxes = ground_truth_boxes(coco, image_dir)
+    else:
+        boxes = detection_boxes(boxes_file, coco)
     sigmas = np.asarray(predictor.spec.sigmas)
     preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size, workers)
     results = to_coco_results(postprocess(preds, sigmas, nms_threshold))
     if results_path is not None:
         write_results(results_path, results)
-    return coco_keypoint_eval(coco, results, sigmas, verbose=verbose)
+    return coco_keypoint_eval(coco, results, sigmas, verbose=verbose) | box_stats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,7 +239,30 @@ def main(argv: list[str] | None = None) -> int:
     add("--checkpoint", required=True, type=Path, help="model file (.safetensors)")
     add("--data-path", required=True, type=Path, help="data set root (DATA/annotations, ...)")
     add("--split", default="val2017", help="split name (default val2017)")
-    add("--boxes", type=Path, default=None, help="COCO detection results JSON (default: GT)")
+    add(
+        "--boxes",
+        default="gt",
+        help="gt (ground-truth boxes, the default), detector (run --detector over the split), "
+        "or a COCO detection results JSON",
+    )
+    add(
+        "--detector",
+        default="person-rcnn-r50-fpn",
+        help="with --boxes detector: a zoo name or a torchvision state dict (.pth/.safetensors) "
+        "(default person-rcnn-r50-fpn)",
+    )
+    add(
+        "--det-score-thr",
+        type=float,
+        default=0.0,
+        help="with --boxes detector: keep boxes scoring at least this (default 0, COCO's)",
+    )
+    add(
+        "--det-batch-size",
+        type=non_negative_int("--det-batch-size"),
+        default=4,
+        help="with --boxes detector: images a detector pass (default 4)",
+    )
     add("--no-flip", action="store_true", help="disable the flip test")
     add("--decode-mode", choices=("dark", "shift", "argmax"), default=None,
         help="heatmap decoding (default: the checkpoint's)")  # fmt: skip
@@ -178,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--output", type=Path, default=None, help="results JSON (default: next to checkpoint)")
     args = parser.parse_args(argv)
     single_threaded_opencv()
-    if args.boxes is not None and not args.boxes.is_file():
-        parser.error(f"--boxes file not found: {args.boxes}")
+    boxes_file = None if args.boxes in ("gt", "detector") else Path(args.boxes)
+    if boxes_file is not None and not boxes_file.is_file():
+        parser.error(f"--boxes file not found: {args.boxes} (or give gt or detector)")
     try:
         bundle = load(args.checkpoint, device="cpu")
     except CheckpointError as e:
@@ -189,15 +285,27 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or args.checkpoint.with_name(
         f"{args.checkpoint.stem}_{args.split}_keypoints.json"
     )
+    detector, detections = None, output.with_name(f"{output.stem}_person_boxes.json")
+    if args.boxes == "detector":
+        try:
+            detector = load_detector(args.detector, device)
+        except (ZooError, CheckpointError) as e:
+            parser.error(f"--detector: {e}")
     try:
         stats = evaluate(
-            predictor, args.data_path, args.split, args.boxes, output,
+            predictor, args.data_path, args.split, boxes_file, output,
             max(args.batch_size, 1), args.workers, args.nms_thr, verbose=True,
+            detector=detector, detections_path=detections, det_score_thr=args.det_score_thr,
+            det_batch_size=max(args.det_batch_size, 1),
         )  # fmt: skip
     except DataError as e:  # from a loader worker the message ends with the original error
         print(f"{parser.prog}: error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 2
     print(format_table(stats))
+    if detector is not None:
+        box = {k.removeprefix("box_"): v for k, v in stats.items() if k.startswith("box_")}
+        print(f"person boxes ({args.detector}):\n{format_table(box, BOX_STAT_NAMES)}")
+        print(f"detections: {detections}")
     print(f"results: {output}")
     return 0
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import json
 import re
 import socket
 import threading
@@ -14,11 +17,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from torchvision.models.detection import (
+    FasterRCNN_MobileNet_V3_Large_FPN_Weights,
+    KeypointRCNN_ResNet50_FPN_Weights,
+)
 
 from models import weights_cli, zoo
-from models.checkpoint import load
+from models.checkpoint import DETECTOR_KEY, CheckpointError, load, read_state_dict
+from models.detector import ARCHS, PersonDetector, load_detector
 from models.network import PoseResNet
 from models.zoo import ZooEntry, ZooError, fetch, resolve
+from tests.models.test_detector import SIZES, images, published_state
 
 
 @dataclass
@@ -91,9 +101,6 @@ def server(published: tuple[PoseResNet, bytes]) -> Iterator[tuple[str, _Files, d
     prefix = hashlib.sha256(data).hexdigest()[:8]
     filename = f"td-hm_res18_test-{prefix}_20240101.pth"
     state = _Files(files={filename: data})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
     entry = ZooEntry(
         "tiny",
         filename,
@@ -102,8 +109,18 @@ def server(published: tuple[PoseResNet, bytes]) -> Iterator[tuple[str, _Files, d
         decode_mode="dark",
         base_url="http://127.0.0.1:9/unused",
     )
+    with _serving(state) as url:
+        yield f"{url}/mirror", state, {"tiny": entry}
+
+
+@contextlib.contextmanager
+def _serving(state: _Files) -> Iterator[str]:
+    """A loopback HTTP server for ``state`` while the block runs; yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/mirror", state, {"tiny": entry}
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
@@ -218,7 +235,10 @@ def test_home_defaults_to_user_cache(monkeypatch, tmp_path: Path) -> None:
 
 def test_builtin_entries_match_the_published_table() -> None:
     table = {e.name: e for e in zoo.list_entries()}
-    assert set(table) == {"res50-coco-256x192", "res50-dark-coco-256x192"}
+    assert {n for n, e in table.items() if e.kind == "pose"} == {
+        "res50-coco-256x192",
+        "res50-dark-coco-256x192",
+    }
     plain, dark = table["res50-coco-256x192"], table["res50-dark-coco-256x192"]
     published = {e.name: (e.sha256_prefix, e.coco_val_ap, e.decode_mode) for e in (plain, dark)}
     assert published == {  # the published table; mmpose's plain config decodes with the shift
@@ -251,3 +271,123 @@ def test_cli_fetch_and_list(tmp_path: Path, server, monkeypatch, capsys) -> None
     assert "Traceback" not in err
     assert weights_cli.main(["fetch", "nope"]) == 2
     assert "unknown zoo name 'nope'" in capsys.readouterr().err
+
+
+# ---- person detectors: torchvision state dicts through the same zoo ---------------------------
+
+
+@pytest.fixture(scope="module")
+def detector_file() -> tuple[dict[str, torch.Tensor], bytes]:
+    """A random MobileNetV3 Faster R-CNN state dict in torchvision's published layout, and its
+    bytes as torchvision's ``.pth`` files are (``torch.save`` of the bare state dict)."""
+    state = published_state("person-frcnn-mbv3")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return state, buffer.getvalue()
+
+
+@pytest.fixture
+def detector_server(detector_file) -> Iterator[tuple[str, _Files, dict]]:
+    """(base URL, server state, zoo table with a detector entry for the served file)."""
+    data = detector_file[1]
+    prefix = hashlib.sha256(data).hexdigest()[:8]
+    filename = f"fasterrcnn_mobilenet_v3_large_fpn-{prefix}.pth"
+    state = _Files(files={filename: data})
+    entry = ZooEntry(
+        "det",
+        filename,
+        prefix,
+        coco_val_ap=0.3,
+        layout="torchvision",
+        base_url="http://127.0.0.1:9/unused",
+        kind="detector",
+        arch="person-frcnn-mbv3",
+        gflops=4.5,
+    )
+    with _serving(state) as url:
+        yield f"{url}/m", state, {"det": entry}
+
+
+def _boxes(detector: PersonDetector) -> list[np.ndarray]:
+    return [np.hstack([d.boxes, d.scores[:, None]]) for d in detector.detect(images()[:2])]
+
+
+def test_detector_fetch_verifies_caches_and_loads_as_published(
+    tmp_path: Path, detector_server, detector_file
+) -> None:
+    url, state, entries = detector_server
+    path = fetch("det", home=tmp_path, base_url=url, progress=False, entries=entries)
+    assert path == tmp_path / "det.safetensors" and _files(tmp_path) == ["det.safetensors"]
+    with safe_open(str(path), framework="pt") as f:
+        source = json.loads(f.metadata()[DETECTOR_KEY])
+    assert source["arch"] == "person-frcnn-mbv3"
+    assert source["sha256"] == hashlib.sha256(detector_file[1]).hexdigest()
+    cached = read_state_dict(path)
+    assert set(cached) == set(detector_file[0])
+    assert all(torch.equal(cached[k], v) for k, v in detector_file[0].items())
+    # the zoo name and the published .pth give the same detector
+    published = tmp_path / "published.pth"
+    published.write_bytes(detector_file[1])
+    by_name = load_detector("det", "cpu", home=tmp_path, entries=entries, **SIZES)
+    by_file = PersonDetector.from_file(published, "person-frcnn-mbv3", "cpu", **SIZES)
+    for a, b in zip(_boxes(by_name), _boxes(by_file), strict=True):
+        assert len(a) > 0
+        np.testing.assert_array_equal(a, b)
+    assert len(state.requests) == 1  # load_detector used the cache
+    with pytest.raises(CheckpointError, match="person detector's weights, not a pose model"):
+        load(path)
+
+
+def test_detector_hash_mismatch_resume_and_offline(tmp_path: Path, detector_server) -> None:
+    url, state, entries = detector_server
+    wrong = {"det": ZooEntry(**{**entries["det"].__dict__, "sha256_prefix": "0" * 8})}
+    with pytest.raises(ZooError, match=r"starts with 00000000.*nothing was cached"):
+        fetch("det", home=tmp_path, base_url=url, progress=False, entries=wrong)
+    assert _files(tmp_path) == []
+    state.cut_next = 1  # the connection breaks halfway: the rest comes with a Range request
+    fetch("det", home=tmp_path, base_url=url, progress=False, entries=entries)
+    assert state.requests[-1]["range"] is not None and state.requests[-1]["range"] != "bytes=0-"
+    with pytest.raises(ZooError, match=r"cannot download.*detector's weights.*HEATPOSE_DETECTOR"):
+        fetch("det", home=tmp_path / "empty", base_url=_closed_port_url(), entries=entries)
+    with pytest.raises(ZooError, match=r"neither an existing file nor a zoo name \(det\)"):
+        resolve("res50-coco-256x192", home=tmp_path, kind="detector", entries=entries)
+
+
+def test_detector_entries_match_torchvision_weight_enums() -> None:
+    """URL, sha256 prefix, box AP and GFLOPs as the installed torchvision publishes them."""
+    enums = {
+        "person-rcnn-r50-fpn": KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
+        "person-frcnn-mbv3": FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
+    }
+    detectors = {e.name: e for e in zoo.list_entries() if e.kind == "detector"}
+    assert set(detectors) == set(enums) == set(ARCHS)
+    for name, weights in enums.items():
+        e = detectors[name]
+        assert f"{e.base_url}/{e.filename}" == weights.url
+        assert re.fullmatch(rf".*-{e.sha256_prefix}\.pth", weights.url)
+        box_ap = weights.meta["_metrics"]["COCO-val2017"]["box_map"] / 100
+        assert e.coco_val_ap == pytest.approx(box_ap)
+        assert e.gflops == pytest.approx(weights.meta["_ops"])
+        assert e.arch == name and e.layout == "torchvision"
+    assert detectors["person-rcnn-r50-fpn"].sha256_prefix == "fc266e95"
+    assert detectors["person-frcnn-mbv3"].sha256_prefix == "fb6a3cc7"
+
+
+def test_cli_lists_both_kinds(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
+    assert weights_cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^person-rcnn-r50-fpn +0\.546 +- +no +detector +keypointrcnn_", out, re.M)
+    assert re.search(r"^person-frcnn-mbv3 +0\.328 +- +no +detector +fasterrcnn_", out, re.M)
+    assert re.search(r"^res50-dark-coco-256x192 +0\.724 +dark +no +pose ", out, re.M)
+
+
+def test_cli_fetches_a_detector(tmp_path: Path, detector_server, monkeypatch, capsys) -> None:
+    url, _, entries = detector_server
+    monkeypatch.setattr(zoo, "ENTRIES", entries)
+    monkeypatch.setenv("HEATPOSE_WEIGHTS_URL", url)
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
+    assert weights_cli.main(["fetch", "det"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "det.safetensors")
+    assert weights_cli.main(["list"]) == 0
+    assert re.search(r"^det +0\.300 +- +yes +detector +fasterrcnn_", capsys.readouterr().out, re.M)

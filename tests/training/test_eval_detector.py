@@ -1,0 +1,131 @@
+"""`--boxes detector`: evaluation runs a person detector over the split, writes its COCO detection
+file and reports person box AP next to the keypoint AP from those boxes.
+
+The detector here is a test double behind ``PersonDetector.detect``: the ground-truth boxes of
+the image it is given (found by the image's bytes), with noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.checkpoint import load, save
+from models.detector import Detections
+from models.model_config import ModelConfig
+from models.network import PoseResNet
+from models.predictor import Predictor
+from training import evaluate as evaluate_module
+from training import synthetic
+from training.data import load_coco, read_image
+from training.evaluate import evaluate
+
+
+class GroundTruthDetector:
+    """Ground-truth boxes (every non-crowd person annotation) jittered by ``noise`` x the box
+    size per coordinate, scores uniform in [0.5, 1); records its calls."""
+
+    def __init__(self, data: Path, split: str, noise: float, seed: int = 0) -> None:
+        coco = load_coco(data, split)
+        rng = np.random.default_rng(seed)
+        self.by_image: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for info in coco.dataset["images"]:
+            image = cv2.cvtColor(read_image(data / split / info["file_name"]), cv2.COLOR_BGR2RGB)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=info["id"], iscrowd=False))
+            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+            boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            boxes += rng.normal(0.0, noise, boxes.shape) * np.tile(xywh[:, 2:], 2)
+            self.by_image[_key(image)] = (boxes, rng.uniform(0.5, 1.0, len(boxes)))
+        self.calls: list[tuple[int, float, float, int]] = []
+
+    def detect(self, images: list[np.ndarray], *, score_thr, nms_thr, max_persons) -> list:
+        self.calls.append((len(images), score_thr, nms_thr, max_persons))
+        out = []
+        for image in images:
+            boxes, scores = self.by_image[_key(image)]
+            order = [i for i in np.argsort(-scores) if scores[i] >= score_thr][:max_persons]
+            found = boxes[order].astype(np.float32), scores[order].astype(np.float32)
+            out.append(Detections(*found))
+        return out
+
+
+def _key(image: np.ndarray) -> str:
+    return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("evdet") / "data"
+    args = ["--out", str(out), "--train", "0", "--val", "8", "--seed", "4"]
+    synthetic.main([*args, "--width", "160", "--height", "128"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    ckpt = tmp_path_factory.mktemp("m") / "m.safetensors"
+    codec = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
+    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18, codec_params=codec))
+    return Predictor(load(ckpt), device="cpu")
+
+
+def test_exact_boxes_give_box_ap_one(data: Path, predictor: Predictor) -> None:
+    detector = GroundTruthDetector(data, "val", noise=0.0)
+    stats = evaluate(predictor, data, "val", batch_size=16, detector=detector, det_batch_size=3)
+    assert stats["box_AP"] == pytest.approx(1.0)
+    assert [c[0] for c in detector.calls] == [3, 3, 2]  # 8 images, 3 a detector call
+    assert {c[1:] for c in detector.calls} == {(0.0, 0.5, 100)}  # the COCO protocol
+
+
+def test_noisy_boxes_report_both_aps_and_match_a_detection_file(
+    data: Path, predictor: Predictor, tmp_path: Path
+) -> None:
+    detector = GroundTruthDetector(data, "val", noise=0.06)
+    dets, out = tmp_path / "dets.json", tmp_path / "kps.json"
+    stats = evaluate(predictor, data, "val", None, out, 16, detector=detector, detections_path=dets)
+    assert 0.2 < stats["box_AP"] < 0.95  # noisy boxes: good, not perfect
+    assert stats["box_AP50"] > 0.9
+    assert {"AP", "AP50", "AR", "box_AP", "box_AR100"} <= set(stats)
+    written = json.loads(dets.read_text())
+    total = sum(len(b) for b, _ in detector.by_image.values())
+    assert len(written) == total and all(d["category_id"] == 1 for d in written)
+    assert json.loads(out.read_text())  # the keypoint results from those boxes
+    # the same boxes read back from the written file give the same keypoint stats
+    from_file = evaluate(predictor, data, "val", dets, None, 16)
+    assert from_file == {k: v for k, v in stats.items() if not k.startswith("box_")}
+
+
+def test_cli_boxes_detector(data: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    ckpt = tmp_path / "m.safetensors"
+    codec = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
+    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18, codec_params=codec))
+    double = GroundTruthDetector(data, "val", noise=0.06)
+    monkeypatch.setattr(evaluate_module, "load_detector", lambda name, device: double)
+    out = tmp_path / "out" / "kps.json"
+    args = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val", "-j", "0"]
+    args += ["--boxes", "detector", "--detector", "x", "--output", str(out), "--device", "cpu"]
+    assert evaluate_module.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "person boxes (x):" in printed and "AR100" in printed
+    assert (tmp_path / "out" / "kps_person_boxes.json").is_file() and out.is_file()
+
+
+def test_cli_boxes_errors_are_one_line(data: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
+    ckpt = tmp_path / "m.safetensors"
+    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18))
+    args = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val"]
+    for extra, message in (
+        (["--boxes", "nope.json"], "--boxes file not found: nope.json"),
+        (["--boxes", "detector", "--detector", "nope"], "--detector: 'nope' is neither"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_module.main([*args, *extra])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
