@@ -26,6 +26,7 @@ from app.errors import ApiError
 from app.metrics import Metrics
 from app.settings import Settings
 from models import zoo
+from models.backends import BackendError
 from models.checkpoint import CheckpointError, ModelConfig, load
 from models.predictor import Crops, Predictor
 from models.zoo import ZooError
@@ -98,8 +99,11 @@ class PoseService:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
-        predictor = Predictor(bundle, device=device, flip_test=s.flip_test,
-                              decode_mode=s.decode_mode)  # fmt: skip
+        try:
+            predictor = Predictor(bundle, device=device, flip_test=s.flip_test,
+                                  decode_mode=s.decode_mode, backend=s.backend)  # fmt: skip
+        except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
+            raise StartupError(str(e)) from e
         self.predictor, self.config, self.checkpoint_path = predictor, bundle.config, path
         if s.warmup:
             await anyio.to_thread.run_sync(self._warmup)
