@@ -41,6 +41,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 METADATA_KEY = "heatpose"  # the same key as the .safetensors header's
 DEFAULT_OPSET = 17
+OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (2.14: up to 20)
 INSTALL_HINT = "pip install 'heatpose[onnx]' (CUDA hosts: 'heatpose[gpu]')"
 
 
@@ -177,7 +178,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .safetensors checkpoint (models.checkpoint.save)")
     p.add_argument("--format", choices=FORMATS, required=True, help="the output format")
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default 17)")
+    p.add_argument(
+        "--opset",
+        type=int,
+        choices=OPSETS,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[-1]} (default {DEFAULT_OPSET})",
+    )
     p.add_argument(
         "--no-verify",
         action="store_true",

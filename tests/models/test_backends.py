@@ -82,17 +82,27 @@ class TinyNet(nn.Module):
 
 
 @pytest.mark.slow
-def test_compile_heatmaps_equal_eager(lively_r18: ModelBundle) -> None:
+def test_compile_heatmaps_equal_eager_and_warm_up_covers_every_batch(
+    lively_r18: ModelBundle,
+) -> None:
+    from torch._dynamo.utils import counters
+
     torch.manual_seed(0)
     tiny = ModelBundle(TinyNet().eval(), lively_r18.config)
     eager = Predictor(tiny, "cpu", flip_test=True)
     compiled = Predictor(tiny, "cpu", flip_test=True, backend="compile")
     assert compiled.forward.name == "compile"
-    for batch in (1, 2, 5):  # forward batches 2, 4, 10 with the flip test: one dynamic graph
+    counters.clear()
+    for flip in (False, True):  # the service's warm-up: forward batches 1 and 2
+        compiled.heatmaps(_crops(1, seed=0), flip)
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs == 2
+    for batch in (1, 2, 5):  # forward batches 2, 4, 10: no new graph after the warm-up
         crops = _crops(batch, seed=10 + batch)
         torch.testing.assert_close(
             compiled.heatmaps(crops), eager.heatmaps(crops), atol=1e-4, rtol=1e-4
         )
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_unknown_backend_names_the_setting_and_the_choices(lively_r18: ModelBundle) -> None:

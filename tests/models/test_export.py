@@ -85,6 +85,13 @@ def test_cli_prints_parity_and_errors_name_the_file(exported, tmp_path, capsys) 
     assert len(err.strip().splitlines()) == 1
     assert heatpose_cli.main(["export", "m.safetensors", "--format", "tflite", "--out", "x"]) == 2
     assert "--format" in capsys.readouterr().err
+    assert (
+        heatpose_cli.main(
+            ["export", "m.safetensors", "--format", "onnx", "--out", "x", "--opset", "99"]
+        )
+        == 2
+    )
+    assert "--opset" in capsys.readouterr().err
 
 
 def test_read_config_refuses_a_foreign_onnx(tmp_path) -> None:
