@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("training.evaluate", "evaluate a checkpoint with COCO OKS AP"),
     "synth": ("training.synthetic", "write a synthetic COCO-format keypoint data set"),
     "weights": ("models.weights_cli", "list, fetch or import published weights"),
+    "export": ("models.export", "export a checkpoint for ONNX Runtime / TensorRT (ONNX)"),
 }
 
 

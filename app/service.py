@@ -32,6 +32,7 @@ from app.batcher import Batcher, DeadlineExceeded, NotServing
 from app.metrics import Metrics
 from app.settings import Settings
 from models import zoo
+from models.backends import BackendError
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
 from models.model_config import ModelConfig
@@ -123,9 +124,16 @@ class PoseService:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
-        predictor = Predictor(
-            bundle, device=device, flip_test=s.flip_test, decode_mode=s.decode_mode
-        )
+        try:
+            predictor = Predictor(
+                bundle,
+                device=device,
+                flip_test=s.flip_test,
+                decode_mode=s.decode_mode,
+                backend=s.backend,
+            )
+        except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
+            raise StartupError(str(e)) from e
         self.predictor, self.config, self.checkpoint_path = predictor, bundle.config, path
         try:
             # Without warm-up one pass still runs: a NaN checkpoint must not start serving.

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         "ResNet-50 COCO 256x192 weights.",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
+    backend: Literal["torch", "onnxruntime", "tensorrt", "compile"] = Field(
+        "torch",
+        description="Who runs the forward pass (models/backends.py): torch, onnxruntime (pip "
+        "install 'heatpose[onnx]'; CUDA: 'heatpose[gpu]'), tensorrt (CUDA only) or compile.",
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Crops in one forward pass.")
     max_queue_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest wait for a batch to fill after its first crop."

@@ -12,8 +12,12 @@ The only module that builds affine warps. Conventions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import cv2
 import numpy as np
+import torch
+from torch.nn import functional as nn_functional
 
 
 def xyxy_to_xywh(box: np.ndarray | list[float]) -> np.ndarray:
@@ -159,3 +163,80 @@ def crop_to_image(
     zoom = np.asarray(scales, dtype=np.float64)[:, None, :1] / float(input_size[0])  # px/px
     half = np.array([input_size[0] * 0.5, input_size[1] * 0.5])
     return (p - half) * zoom + c
+
+
+def crop_persons_batched(
+    images: Sequence[torch.Tensor],
+    image_index: np.ndarray | Sequence[int],
+    centers: np.ndarray,
+    scales: np.ndarray,
+    input_size: tuple[int, int],
+    rot_deg: np.ndarray | Sequence[float] | None = None,
+) -> torch.Tensor:
+    """:func:`crop_person` for every person of a batch, with one ``affine_grid`` and one
+    ``grid_sample`` call on the images' device (CPU or CUDA): the on-device crop path.
+
+    The images are laid out one below the other in a single zero canvas (one zero row between
+    them), so no image is copied per person. Conventions match ``cv2.warpAffine`` with
+    ``INTER_LINEAR`` and a constant zero border: pixel centres sit at integer image pixels,
+    which with ``align_corners=False`` means the normalised coordinate of pixel ``x`` in a
+    width ``W`` is ``(2x + 1) / W - 1`` (a half-pixel shift); a sample within one pixel outside
+    the image blends with the zero border, a sample further out is zero.
+    cv2 interpolates in fixed point, this path in float32: on random boxes, rotations and
+    image sizes the crops differ by at most 1 grey level, on average by under 0.001 (measured
+    by tests/models/test_geometry.py, on smooth and on pixel-noise images).
+
+    Args:
+        images: ``N`` tensors ``(H_i, W_i, 3)`` uint8 (image px), all on one device.
+        image_index: ``(B,)`` which image each person is cut from.
+        centers: ``(B, 2)`` region centres, image pixels of their image.
+        scales: ``(B, 2)`` region sizes ``(w, h)``, image pixels (the width sets the zoom).
+        input_size: ``(w, h)`` of the crops, input px.
+        rot_deg: ``(B,)`` region rotations in degrees (counter-clockwise), ``None`` = 0.
+
+    Returns:
+        ``(B, h, w, 3)`` uint8 crops on the images' device.
+    """
+    w, h = int(input_size[0]), int(input_size[1])
+    idx = np.asarray(image_index, dtype=np.int64).reshape(-1)
+    b = len(idx)
+    device = images[0].device
+    heights = np.array([im.shape[0] for im in images])
+    widths = np.array([im.shape[1] for im in images])
+    tops = np.concatenate([[0], np.cumsum(heights + 1)[:-1]])  # each image's first canvas row
+    canvas = torch.zeros(
+        (int(heights.sum() + len(images) - 1), int(widths.max()), 3),
+        dtype=torch.uint8,
+        device=device,
+    )
+    for top, im in zip(tops, images, strict=True):
+        canvas[top : top + im.shape[0], : im.shape[1]] = im
+    rots = np.zeros(b) if rot_deg is None else np.asarray(rot_deg, dtype=np.float64)
+    # theta: normalised output coordinates -> image pixels (affine_grid's own base grid is
+    # normalised; (w/2, (w-1)/2) undoes its half-pixel convention).
+    from_norm = np.array([[w / 2, 0, (w - 1) / 2], [0, h / 2, (h - 1) / 2], [0, 0, 1]])
+    theta = np.stack(
+        [
+            get_warp_matrix(centers[i], scales[i], float(rots[i]), (w, h), inverse=True) @ from_norm
+            for i in range(b)
+        ]
+    )
+    grid = nn_functional.affine_grid(
+        torch.from_numpy(theta).to(device, torch.float32), [b, 1, h, w], align_corners=False
+    )  # (B, h, w, 2) image pixels (x, y)
+    sizes = torch.from_numpy(np.stack([widths[idx], heights[idx]], 1)).to(device)
+    inside = ((grid > -1) & (grid < sizes[:, None, None, :].float())).all(-1, keepdim=True)
+    offset = torch.from_numpy(tops[idx]).to(device, torch.float32)
+    grid = grid + torch.stack([torch.zeros_like(offset), offset], 1)[:, None, None, :]
+    hw = torch.tensor([canvas.shape[1], canvas.shape[0]], device=device, dtype=torch.float32)
+    grid = torch.where(inside, (2 * grid + 1) / hw - 1, torch.full_like(grid, -2.0))
+    src = canvas.permute(2, 0, 1)[None].float()  # (1, 3, Hc, Wc)
+    out = nn_functional.grid_sample(
+        src,
+        grid.reshape(1, b * h, w, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    out = out.reshape(3, b, h, w).permute(1, 2, 3, 0)
+    return out.round_().clamp_(0, 255).to(torch.uint8)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from models import geometry
+from models import backends, geometry
 from models.codec import flip_merge
 from models.persons import BoxSource, PersonBoxes, PersonResult
 
@@ -144,6 +144,7 @@ class Predictor:
         flip_test: default for flip-test averaging.
         decode_mode: default decode mode; ``None`` = the checkpoint's own default.
         amp: autocast on CUDA (bf16 where supported, else fp16); ``None`` = on for CUDA.
+        backend: who runs the forward call, one of :data:`models.backends.BACKENDS`.
     """
 
     def __init__(
@@ -153,6 +154,7 @@ class Predictor:
         flip_test: bool = True,
         decode_mode: str | None = None,
         amp: bool | None = None,
+        backend: str = "torch",
     ) -> None:
         self.config = bundle.config
         self.spec = bundle.config.spec
@@ -169,6 +171,8 @@ class Predictor:
         # channels_last on every device: cuDNN and oneDNN both run convolutions faster in it
         # (about 1.45x for ResNet-50 on a 2-core CPU, benchmarks/bench_service.py).
         self.model = bundle.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        # The forward call only (models/backends.py); everything around it stays here.
+        self.forward = backends.create(backend, self.model, self.config, device=self.device)
 
     # -- stage 1 -------------------------------------------------------------------------
     def crop(
@@ -237,7 +241,7 @@ class Predictor:
             x = torch.cat([x, x.index_select(0, idx).flip(-1)])
         amp = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
         with amp:
-            out = self.model(x)
+            out = self.forward(x)
         out = out.float()
         hm = out[:b]
         if len(idx):

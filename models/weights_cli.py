@@ -13,25 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
 from models.checkpoint import LAYOUTS, CheckpointError, import_published
+from models.cli_parser import Parser, parse_or_report
 from models.codec import DECODE_MODES
 from models.zoo import ZooError, fetch, heatpose_home, list_entries
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise _UsageError(f"{self.prog}: error: {message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="list the weight zoo and what is cached")
     fetch_p = sub.add_parser("fetch", help="download, verify and convert a zoo model")
     fetch_p.add_argument("name", help="zoo name (see `heatpose weights list`)")
@@ -63,10 +54,8 @@ def _list() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``heatpose weights`` with ``argv`` (the arguments after ``weights``); exit status."""
-    try:
-        args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
-    except _UsageError as e:
-        print(e, file=sys.stderr)
+    args = parse_or_report(_parser(), argv)
+    if args is None:
         return 2
     try:
         if args.command == "list":

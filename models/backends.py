@@ -1,0 +1,272 @@
+"""Backends: the network's forward call, and nothing else, run by torch, ONNX Runtime or TensorRT.
+
+A backend is called with the predictor's normalised input ``(B, 3, h, w)`` float32 on the
+predictor's device (input px) and returns ``(B, K, H, W)`` heatmaps on that device (heatmap px).
+Colour order and normalisation (:func:`models.predictor.normalize_crops`), the flip test,
+decoding and everything after stay in :class:`models.predictor.Predictor`, shared by all backends.
+
+- ``torch`` (default): the module itself.
+- ``compile``: ``torch.compile`` of the module, warmed for batch 1 and the dynamic-batch graph
+  that serves every larger batch.
+- ``onnxruntime``: the model exported by :mod:`models.export`, run by ONNX Runtime: the CPU
+  execution provider on the CPU, the CUDA one on CUDA devices (``heatpose[gpu]``).
+- ``tensorrt``: ONNX Runtime's TensorRT execution provider, fp16 engines for a few batch-size
+  profiles; CUDA hosts with onnxruntime-gpu and TensorRT only.
+
+The ONNX file and the TensorRT engines are built on first start and cached under
+``cache_dir`` (default ``$HEATPOSE_HOME/backends``), keyed by :func:`weights_sha256`, so a
+restart with the same weights reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from models.export import INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, require
+from models.model_config import ModelConfig
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt", "compile")
+TRT_PROFILES = ((1, 8, 8), (9, 32, 32), (33, 128, 64))
+"""TensorRT profiles ``(min, max, opt)`` of the batch axis; larger batches are split."""
+
+
+class BackendError(ValueError):
+    """A backend that cannot run here; the message names the setting and the fix."""
+
+
+class Backend(Protocol):
+    """The forward call: ``(B, 3, h, w)`` normalised float32 -> ``(B, K, H, W)`` heatmaps."""
+
+    name: str
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def _setting(name: str) -> str:
+    return f"backend {name!r} (HEATPOSE_BACKEND={name})"
+
+
+def weights_sha256(model: torch.nn.Module, config: ModelConfig) -> str:
+    """sha256 of the checkpoint's content: its config JSON and every tensor, by name.
+
+    Equal for the same checkpoint wherever its file lies (copies, renames), different as soon
+    as one weight or one config entry changes; what the backend caches are keyed by.
+    """
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for key, value in sorted(model.state_dict().items()):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cached_onnx(model: torch.nn.Module, config: ModelConfig, cache_dir: Path) -> Path:
+    """The model's ONNX export under ``cache_dir``, written on first use (``<sha256>.onnx``)."""
+    path = cache_dir / f"{weights_sha256(model, config)}.onnx"
+    if not path.is_file():
+        export_onnx(model, config, path)
+    return path
+
+
+class TorchBackend:
+    """The module itself (eager PyTorch)."""
+
+    name = "torch"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class CompileBackend:
+    """``torch.compile`` of the module; every batch size after warm-up reuses a compiled graph.
+
+    Batch 1 gets its own graph (torch specialises sizes 0 and 1); the batch axis of larger
+    inputs is marked dynamic, so one more graph serves every batch of 2 or more.
+    """
+
+    name = "compile"
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.fn: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model)  # type: ignore[assignment]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.maybe_mark_dynamic(x, 0)
+        return self.fn(x)
+
+
+class OrtBackend:
+    """An ONNX Runtime session over the exported model.
+
+    Args:
+        path: the ``.onnx`` file (:func:`models.export.export_onnx`).
+        device: CPU, or a CUDA device (data stays on it through ORT's I/O binding).
+        providers: ORT execution providers with options, in order of preference.
+        out_shape: ``(K, H, W)`` of one crop's heatmaps.
+        max_batch: larger inputs are run in chunks of this size (``None`` = no limit).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        device: torch.device,
+        providers: Sequence[Any],
+        out_shape: tuple[int, int, int],
+        name: str = "onnxruntime",
+        max_batch: int | None = None,
+    ) -> None:
+        ort = require("onnxruntime")
+        self.name, self.device, self.out_shape, self.max_batch = name, device, out_shape, max_batch
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = torch.get_num_threads()  # HEATPOSE_TORCH_THREADS applies
+        self.session = ort.InferenceSession(str(path), options, providers=list(providers))
+        self.providers = self.session.get_providers()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        step = self.max_batch or x.shape[0]
+        parts = [self._run(x[i : i + step]) for i in range(0, x.shape[0], step)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float().contiguous()  # NCHW, as exported
+        if self.device.type == "cpu":
+            out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+            return torch.from_numpy(out)
+        out_t = torch.empty((x.shape[0], *self.out_shape), device=x.device, dtype=torch.float32)
+        binding = self.session.io_binding()
+        index = x.device.index or 0
+        binding.bind_input(INPUT_NAME, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
+        shape = tuple(out_t.shape)
+        binding.bind_output(OUTPUT_NAME, "cuda", index, np.float32, shape, out_t.data_ptr())
+        torch.cuda.current_stream(x.device).synchronize()  # x is written before ORT reads it
+        self.session.run_with_iobinding(binding)
+        return out_t
+
+
+def _onnxruntime(path: Path, device: torch.device, out_shape: tuple[int, int, int]) -> OrtBackend:
+    ort = require("onnxruntime")
+    if device.type == "cpu":
+        providers: list[Any] = ["CPUExecutionProvider"]
+    elif device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise BackendError(
+                f"{_setting('onnxruntime')} on {device} needs onnxruntime-gpu: "
+                "pip install 'heatpose[gpu]' (it replaces the CPU-only onnxruntime)"
+            )
+        providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
+    else:
+        raise BackendError(f"{_setting('onnxruntime')} runs on cpu or cuda, not {device}")
+    return OrtBackend(path, device=device, providers=providers, out_shape=out_shape)
+
+
+def _tensorrt(
+    path: Path, device: torch.device, out_shape: tuple[int, int, int], engines: Path
+) -> OrtBackend:
+    setting = _setting("tensorrt")
+    if device.type != "cuda" or not torch.cuda.is_available():
+        raise BackendError(
+            f"{setting} needs a CUDA device (this one is {device}): use HEATPOSE_BACKEND=torch, "
+            "onnxruntime or compile on this host"
+        )
+    ort = require("onnxruntime")
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        raise BackendError(
+            f"{setting} needs ONNX Runtime's TensorRT execution provider: "
+            "pip install 'heatpose[gpu]' and the TensorRT libraries it was built for"
+        )
+    engines.mkdir(parents=True, exist_ok=True)
+    shape = "x".join(str(v) for v in (3, *_input_hw(path)))
+
+    def profiles(col: int) -> str:
+        return ",".join(f"{INPUT_NAME}:{p[col]}x{shape}" for p in TRT_PROFILES)
+
+    index = device.index or 0
+    trt = {
+        "device_id": index,
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(engines),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(engines),
+        "trt_profile_min_shapes": profiles(0),
+        "trt_profile_max_shapes": profiles(1),
+        "trt_profile_opt_shapes": profiles(2),
+    }
+    providers = [
+        ("TensorrtExecutionProvider", trt),
+        ("CUDAExecutionProvider", {"device_id": index}),
+    ]
+    backend = OrtBackend(
+        path,
+        device=device,
+        providers=providers,
+        out_shape=out_shape,
+        name="tensorrt",
+        max_batch=TRT_PROFILES[-1][1],
+    )
+    if backend.providers[0] != "TensorrtExecutionProvider":  # ORT falls back silently
+        raise BackendError(f"{setting}: TensorRT failed to load (providers {backend.providers})")
+    for p in TRT_PROFILES:  # build (or load) the engine of every profile now, not mid-request
+        backend(torch.zeros(p[2], 3, *_input_hw(path), device=device))
+    return backend
+
+
+def _input_hw(path: Path) -> tuple[int, int]:
+    from models.export import read_onnx_config
+
+    w, h = read_onnx_config(path).input_size
+    return h, w
+
+
+def create(
+    name: str,
+    model: torch.nn.Module,
+    config: ModelConfig,
+    *,
+    device: torch.device,
+    cache_dir: str | Path | None = None,
+) -> Backend:
+    """The backend ``name`` for ``model`` (already on ``device``, eval mode).
+
+    Args:
+        name: one of :data:`BACKENDS`.
+        cache_dir: where ONNX files and TensorRT engines are kept; ``None`` =
+            ``$HEATPOSE_HOME/backends``.
+
+    Raises:
+        BackendError: an unknown name, a missing package, or a backend this host cannot run;
+            the message names the setting and what to do.
+    """
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r} (HEATPOSE_BACKEND): one of {BACKENDS}")
+    if name == "torch":
+        return TorchBackend(model)
+    if name == "compile":
+        return CompileBackend(model)
+    from models.zoo import heatpose_home
+
+    root = Path(cache_dir) if cache_dir is not None else heatpose_home() / "backends"
+    k = config.spec.num_keypoints
+    hw, hh = config.codec.heatmap_size
+    out_shape = (k, int(hh), int(hw))
+    try:
+        if name == "tensorrt" and device.type != "cuda":
+            return _tensorrt(Path(), device, out_shape, root)  # raises the CUDA-only error
+        path = cached_onnx(model, config, root)
+        if name == "onnxruntime":
+            return _onnxruntime(path, device, out_shape)
+        return _tensorrt(path, device, out_shape, root / f"{path.stem}.trt")
+    except ExportError as e:
+        raise BackendError(f"{_setting(name)}: {e}") from e

@@ -1,0 +1,214 @@
+"""ONNX artifacts: export a model, read its config back, check it against torch.
+
+    heatpose export CHECKPOINT --format onnx --out X.onnx [--opset N] [--no-verify]
+
+An exported ``.onnx`` is as self-describing as our ``.safetensors``: the model's
+:meth:`~models.model_config.ModelConfig.to_dict` JSON sits in the ONNX ``metadata_props`` under
+the key ``heatpose``, and :func:`read_onnx_config` rebuilds the config from the file alone.
+The graph is the network only: input ``input`` ``(B, 3, h, w)`` float32 normalised as
+:func:`models.predictor.normalize_crops` makes it (input px), output ``heatmaps`` ``(B, K, H, W)``
+float32 (heatmap px); the batch axis ``B`` is dynamic. Colour order, normalisation, flip test
+and decoding stay with the predictor.
+
+This module owns the ONNX artifact (a derived file: it is never loaded back into torch; the
+weights' source of truth stays :mod:`models.checkpoint`). ``onnx`` and ``onnxruntime`` are
+optional (``pip install 'heatpose[onnx]'``) and, like torch, imported only when needed, so
+``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.cli_parser import Parser, parse_or_report
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.model_config import ModelConfig
+
+FORMATS = ("onnx",)
+INPUT_NAME = "input"
+OUTPUT_NAME = "heatmaps"
+METADATA_KEY = "heatpose"  # the same key as the .safetensors header's
+DEFAULT_OPSET = 17
+OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (2.14: up to 20)
+INSTALL_HINT = "pip install 'heatpose[onnx]' (CUDA hosts: 'heatpose[gpu]')"
+
+
+class ExportError(ValueError):
+    """An export or an ONNX file that cannot be used; the message says how to fix it."""
+
+
+def require(module: str) -> Any:
+    """Import an optional ONNX package, or raise :class:`ExportError` saying how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ExportError(f"the {module} package is not installed: {INSTALL_HINT}") from e
+
+
+def onnx_bytes(model: torch.nn.Module, config: ModelConfig, *, opset: int = DEFAULT_OPSET) -> bytes:
+    """The serialised, checked ONNX model of ``model`` with ``config`` in its metadata.
+
+    Exported with torch's TorchScript-based exporter (``dynamo=False``): it needs only ``onnx``,
+    while the dynamo exporter (torch's default) also needs ``onnxscript`` and takes longer for
+    the same graph. The model is traced on a CPU float32 copy; ``model`` is left as it was.
+
+    Raises:
+        ExportError: ``onnx`` is missing or the checker rejects the graph.
+    """
+    import copy
+
+    import torch
+
+    onnx = require("onnx")
+    w, h = config.input_size
+    net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    dummy = torch.zeros(2, 3, h, w)  # batch 2: nothing may specialise on a batch of one
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+        torch.onnx.export(
+            net,
+            (dummy,),
+            buf,  # type: ignore[arg-type]  # a file object: the TorchScript exporter takes one
+            dynamo=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(config.to_dict())
+    proto.producer_name = "heatpose"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the exported graph fails onnx.checker: {e}") from e
+    return bytes(proto.SerializeToString())
+
+
+def export_onnx(
+    model: torch.nn.Module, config: ModelConfig, out: str | Path, *, opset: int = DEFAULT_OPSET
+) -> Path:
+    """Write :func:`onnx_bytes` to ``out`` atomically (a temporary file, then a rename)."""
+    out = Path(out)
+    data = onnx_bytes(model, config, opset=opset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def read_onnx_config(path: str | Path) -> ModelConfig:
+    """The :class:`ModelConfig` stored in an exported ``.onnx`` file's metadata.
+
+    Raises:
+        ExportError: no such file, not ONNX, or no heatpose metadata.
+    """
+    from models.model_config import ModelConfig
+
+    onnx = require("onnx")
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"{p}: no such file")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ExportError(f"{p}: not an ONNX model ({e})") from e
+    meta = {m.key: m.value for m in proto.metadata_props}
+    if METADATA_KEY not in meta:
+        raise ExportError(f"{p}: no '{METADATA_KEY}' metadata: export it with `heatpose export`")
+    try:
+        return ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
+    except ValueError as e:
+        raise ExportError(f"{p}: {e}") from e
+
+
+def max_abs_diff(
+    model: torch.nn.Module, path: str | Path, *, batch_sizes: Sequence[int] = (1, 3), seed: int = 0
+) -> float:
+    """Largest ``|torch - onnxruntime|`` heatmap difference on random inputs (CPU, float32).
+
+    Args:
+        model: the torch network the file was exported from.
+        path: the ``.onnx`` file.
+        batch_sizes: batches of standard-normal ``(B, 3, h, w)`` inputs to compare.
+    """
+    import numpy as np
+    import torch
+
+    ort = require("onnxruntime")
+    config = read_onnx_config(path)
+    w, h = config.input_size
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    net = model.cpu().float().eval()
+    gen = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    for b in batch_sizes:
+        x = torch.randn(b, 3, h, w, generator=gen)
+        with torch.inference_mode():
+            ref = net(x).numpy()
+        got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
+        worst = max(worst, float(np.abs(got - ref).max()))
+    return worst
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = Parser(prog="heatpose export", description="Export a checkpoint for another runtime.")
+    p.add_argument("checkpoint", help="a .safetensors checkpoint (models.checkpoint.save)")
+    p.add_argument("--format", choices=FORMATS, required=True, help="the output format")
+    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    p.add_argument(
+        "--opset",
+        type=int,
+        choices=OPSETS,
+        default=DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[-1]} (default {DEFAULT_OPSET})",
+    )
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the onnxruntime parity check against the torch model",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``heatpose export`` with ``argv`` (the arguments after ``export``); exit status."""
+    args = parse_or_report(_parser(), argv)
+    if args is None:
+        return 2
+    from models.checkpoint import CheckpointError, load
+
+    try:
+        bundle = load(args.checkpoint)
+        out = export_onnx(bundle.model, bundle.config, args.out, opset=args.opset)
+        print(f"wrote {out}: {bundle.config.name}, ResNet-{bundle.config.depth}, dynamic batch")
+        if not args.no_verify:
+            diff = max_abs_diff(bundle.model, out)
+            print(f"onnxruntime vs torch: max |diff| {diff:.2e} on random inputs")
+    except (CheckpointError, ExportError, OSError) as e:
+        print(f"heatpose export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
