@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import json
 import os
 import shutil
@@ -26,6 +27,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from fastapi import WebSocket
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-test-key-7"
@@ -443,6 +445,136 @@ def test_webcam_mode_streams_and_draws_tracks(
         page.click("#cam-stop")
         ws = [u for u in s.requests if urlsplit(u).path == "/v1/stream"]
         assert all(u.startswith("ws://") for u in ws) and ws
+        assert not s.foreign_requests(), s.foreign_requests()
+        assert not s.errors, s.errors
+    finally:
+        s.close()
+
+
+@pytest.fixture
+def stream_stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A test double of ``WS /v1/stream`` (issue 10 §1) next to the real page files, in a thread.
+
+    It wants the API key as ``api_key`` (else it closes with 1008, as the service will), answers
+    each frame after 100 ms with two persons (track IDs 3 and 8) and logs what it received.
+    """
+    import asyncio
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from app.routes.page import install_page
+    from models.keypoints import COCO_KEYPOINTS
+
+    log: list[dict[str, Any]] = []
+    app = FastAPI()
+    install_page(app)
+
+    @app.get("/v1/model")
+    async def model() -> dict[str, Any]:
+        return {"keypoints": COCO_KEYPOINTS.to_dict()}
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await ws.accept()
+        if ws.query_params.get("api_key") != KEY:
+            await ws.close(code=1008)
+            return
+        meta: dict[str, Any] | None = None
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                meta = json.loads(message["text"])
+                continue
+            frame = cv2.imdecode(np.frombuffer(message["bytes"], np.uint8), cv2.IMREAD_COLOR)
+            h, w = frame.shape[:2]
+            log.append({"meta": meta, "size": (w, h), "received_ms": time.time() * 1e3})
+            await asyncio.sleep(0.1)  # slower than the page's 30 frames/s
+            persons = []
+            for track_id, cx in ((3, 0.3), (8, 0.7)):
+                kps = [
+                    {
+                        "name": n,
+                        "x": cx * w + 8 * np.sin(k),
+                        "y": (0.15 + 0.04 * k) * h,
+                        "score": 0.9,
+                        "visible": True,
+                    }
+                    for k, n in enumerate(COCO_KEYPOINTS.names)
+                ]
+                box = [cx * w - 30, 0.1 * h, cx * w + 30, 0.9 * h]
+                persons.append(
+                    {
+                        "track_id": track_id,
+                        "bbox": box,
+                        "bbox_score": 0.9,
+                        "score": 0.9,
+                        "keypoints": kps,
+                    }
+                )
+            answer = {
+                "seq": (meta or {}).get("seq"),
+                "ts_ms": (meta or {}).get("ts_ms"),
+                "latency_ms": 100.0,
+                "dropped": 1,
+                "width": w,
+                "height": h,
+                "persons": persons,
+            }
+            log[-1]["answered_ms"] = time.time() * 1e3
+            await ws.send_text(json.dumps(answer))
+            meta = None
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", log
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_webcam_mode_speaks_the_stream_protocol(browser: Any, stream_stand_in: Any) -> None:
+    """The page against a stand-in of the stream: the key after a 1008 close, one frame in
+    flight at a time, a text header before each JPEG, track IDs drawn, the readouts."""
+    base, log = stream_stand_in
+    s = Session(browser, base, viewport={"width": 900, "height": 900})
+    try:
+        page = s.page
+        page.goto(base + "/")
+        page.wait_for_selector("body[data-ready=true]")
+        page.click("#mode-webcam")
+        page.select_option("#rate", "30")
+        page.click("#cam-start")
+        page.wait_for_selector("#key-dialog[open]")  # the stream closed with 1008
+        page.fill("#key-input", KEY)
+        page.click("#key-ok")
+        page.wait_for_function("Number(document.querySelector('#cam-fps').textContent) > 0")
+        page.wait_for_function("Number(document.querySelector('#cam-dropped').textContent) >= 5")
+        assert page.inner_text("#cam-tracks") == "3, 8"
+        assert page.inner_text("#cam-latency") == "100 ms"
+        colours = page.evaluate(
+            "ids => import('/static/js/draw.js').then(m => ids.map(i => m.colorOf(i)))", [3, 8]
+        )
+        for colour in colours:
+            assert page.evaluate(COUNT_COLOUR, ["#overlay", colour]) > 100, colour
+        page.click("#cam-stop")
+        frames = list(log)
+        assert len(frames) >= 5
+        assert all(f["size"] == (320, 240) for f in frames)  # the fake camera's clip
+        seqs = [f["meta"]["seq"] for f in frames]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # a header before every frame
+        # Never a new frame before the previous answer (30 frames/s asked, 10 answered).
+        for prev, cur in itertools.pairwise(frames):
+            assert cur["meta"]["ts_ms"] >= prev["answered_ms"] - 5, (prev, cur)
+        assert float(page.inner_text("#cam-fps")) < 12
         assert not s.foreign_requests(), s.foreign_requests()
         assert not s.errors, s.errors
     finally:
