@@ -368,6 +368,12 @@ def test_photo_mode_draws_and_lists_what_predict_returns(session: Session, tmp_p
     page.wait_for_selector("#results[data-layer=image]")
     assert page.evaluate(DIGEST, canvas) == before
 
+    # Phone-sized: nothing wider than the screen (the table scrolls inside its own box).
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.locator("#files").is_visible() and page.locator("#kpt-thr").is_visible()
+    screenshot(page, "page-phone.png")
+
     assert not session.foreign_requests(), session.foreign_requests()
     # The one 401 that told the page to ask for the key is logged by the browser; nothing else.
     assert session.errors == [
