@@ -395,6 +395,21 @@ def test_errors_are_explained(session: Session, tmp_path: Path) -> None:
     big.write_bytes(b"\x89PNG" + os.urandom(MAX_UPLOAD + 1000))
     page.set_input_files("#files", str(big))
     page.wait_for_function("document.querySelector('#message').innerText.includes('Too large')")
+    # 503 (overloaded) and 401 read as people need them: when to retry, what is missing.
+    said = page.evaluate(
+        """import('/static/js/api.js').then((m) => [
+             m.describeError(503, {error: {code: 'overloaded', message: 'queue full'}}, '7'),
+             m.describeError(401, {error: {code: 'unauthorized', message: 'missing API key'}})])"""
+    )
+    assert "Try again in 7 s" in said[0] and "queue full" in said[0]
+    assert "API key" in said[1]
+    # Keyboard: Tab reaches the mode switch, Enter opens webcam mode.
+    for _ in range(10):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "mode-webcam":
+            break
+    page.keyboard.press("Enter")
+    assert page.locator("#webcam").is_visible() and not page.locator("#photo").is_visible()
     assert not session.foreign_requests()
     # The browser logs failed loads (the 415 and 413 answers) as console errors; nothing else.
     assert all("Failed to load resource" in e for e in session.errors), session.errors
