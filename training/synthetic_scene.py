@@ -1,9 +1,10 @@
 """One synthetic photo with a chosen number of people side by side (demos, docs, page tests).
 
-``python -m training.synthetic_scene --out docs/sample.jpg --people 1 --width 320 --height 400``
+``python -m training.synthetic_scene --out docs/sample.jpg --people 1 --width 320 --height 400
+--seed 1``
 writes the repository's sample image. Unlike :mod:`training.synthetic` (random scenes for a data
-set), the people here stand in a row, each in its own column, fully inside the image, so a
-caller knows how many persons the picture shows and where.
+set), the people here stand in a row, each in its own column, head to feet inside the image
+(a hand may reach past the side edges), so a caller knows how many persons it shows and where.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ def people_scene(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(image (height, width, 3) BGR uint8, keypoints (people, 17, 2) image px (x, y))``.
 
-    Person ``i`` stands in column ``i`` of ``people`` equal columns, about 0.8 x ``height``
-    tall, its pelvis at mid-height. The image depends only on the arguments.
+    Person ``i`` stands in column ``i`` of ``people`` equal columns (its pelvis at the column's
+    centre), about 0.8 x ``height`` tall, its pelvis at mid-height. The image depends only on
+    the arguments.
     """
     rng = np.random.default_rng(seed)
     img = _background(rng, width, height)
