@@ -28,6 +28,8 @@ from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.routes import ops, predict, visualize
+from app.routes.docs import install_docs
+from app.routes.page import install_page
 from app.service import PoseService, StartupError
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 
@@ -85,7 +87,14 @@ def create_app(settings: Settings) -> FastAPI:
             await service.stop()
             restore()
 
-    app = FastAPI(title="heatpose", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="heatpose",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # install_docs: offline Swagger UI and ReDoc
+        redoc_url=None,
+    )
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
@@ -93,6 +102,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(visualize.router)
     app.include_router(ops.router)
+    install_page(app)
+    install_docs(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
