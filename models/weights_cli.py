@@ -5,7 +5,8 @@
     heatpose weights import FILE --out X.safetensors [--layout mmpose|simplebaselines]
                             [--name N] [--decode dark|shift|argmax]
 
-Errors print one line naming the flag or file and exit with status 2.
+Errors print one line naming the flag or file and exit with status 2. torch is imported only
+after the arguments are parsed, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from models.checkpoint import LAYOUTS, CheckpointError, import_published
-from models.model_config import DECODE_MODES
-from models.zoo import ZooError, fetch, heatpose_home, list_entries
+from models.choices import DECODE_MODES, LAYOUTS
 
 
 class _UsageError(Exception):
@@ -30,7 +29,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="heatpose weights",
+        description="List the weight zoo, fetch a zoo model, or import a published .pth.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the weight zoo and what is cached")
     fetch_p = sub.add_parser("fetch", help="download, verify and convert a zoo model")
@@ -49,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
+    from models.zoo import heatpose_home, list_entries
+
     home = heatpose_home()
     print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  source")
     for e in list_entries():
@@ -64,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as e:
         print(e, file=sys.stderr)
         return 2
+    # after parsing: torch (through the checkpoint code) only for real work, not for --help
+    from models.checkpoint import CheckpointError, import_published
+    from models.zoo import ZooError, fetch
+
     try:
         if args.command == "list":
             _list()

@@ -1,6 +1,7 @@
 """COCO keypoint evaluation through the shared :class:`models.predictor.Predictor`.
 
-``python -m training.evaluate --checkpoint X --data-path D [--split val2017] [--boxes det.json]``
+``heatpose eval --checkpoint X --data-path D [--split val2017] [--boxes det.json]`` (flags in
+:mod:`training.evaluate_args`; ``--split`` may be left out when the data set has one split)
 crops every person box (ground truth by default, or a COCO detection-results file with its
 scores), runs the predictor (flip test on by default), rescores (box score x mean keypoint
 score above 0.2), applies OKS-NMS (0.9), writes the COCO results JSON and prints pycocotools'
@@ -21,7 +22,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.checkpoint import CheckpointError, load
 from models.predictor import Predictor
-from training.cli_args import ArgumentParser, non_negative_int
 from training.coco_metrics import (
     PosePrediction,
     coco_keypoint_eval,
@@ -32,12 +32,14 @@ from training.coco_metrics import (
 )
 from training.data import (
     DataError,
+    available_splits,
     clip_box,
     load_coco,
     person_records,
     read_image,
     single_threaded_opencv,
 )
+from training.evaluate_args import parse_args
 
 Boxes = dict[int, tuple[np.ndarray, np.ndarray]]
 """image id -> (boxes ``(N, 4)`` xyxy image px, box scores ``(N,)``)."""
@@ -96,6 +98,7 @@ def predict_boxes(
     coco: Any,
     image_dir: Path,
     boxes: Boxes,
+    *,
     batch_size: int = 64,
     workers: int = 0,
 ) -> list[PosePrediction]:
@@ -134,6 +137,7 @@ def evaluate(
     predictor: Predictor,
     data_path: str | Path,
     split: str,
+    *,
     boxes_file: str | Path | None = None,
     results_path: str | Path | None = None,
     batch_size: int = 64,
@@ -150,56 +154,72 @@ def evaluate(
         else detection_boxes(boxes_file, coco)
     )
     sigmas = np.asarray(predictor.spec.sigmas)
-    preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size, workers)
+    preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size=batch_size, workers=workers)
     results = to_coco_results(postprocess(preds, sigmas, nms_threshold))
     if results_path is not None:
         write_results(results_path, results)
     return coco_keypoint_eval(coco, results, sigmas, verbose=verbose)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad arguments or files)."""
-    parser = ArgumentParser(
-        prog="python -m training.evaluate",
-        description="COCO keypoint AP of a heatpose .safetensors model on a COCO-format split.",
-    )
-    add = parser.add_argument
-    add("--checkpoint", required=True, type=Path, help="model file (.safetensors)")
-    add("--data-path", required=True, type=Path, help="data set root (DATA/annotations, ...)")
-    add("--split", default="val2017", help="split name (default val2017)")
-    add("--boxes", type=Path, default=None, help="COCO detection results JSON (default: GT)")
-    add("--no-flip", action="store_true", help="disable the flip test")
-    add("--decode-mode", choices=("dark", "shift", "argmax"), default=None,
-        help="heatmap decoding (default: the checkpoint's)")  # fmt: skip
-    add("--nms-thr", type=float, default=0.9, help="OKS-NMS threshold (default 0.9)")
-    add("-b", "--batch-size", type=non_negative_int("--batch-size"), default=64)
-    add("-j", "--workers", type=non_negative_int("--workers"), default=2)
-    add("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    add("--output", type=Path, default=None, help="results JSON (default: next to checkpoint)")
-    args = parser.parse_args(argv)
+def resolve_split(data_path: Path, split: str | None) -> str:
+    """``split``, or the data set's only split when it is ``None``; :class:`DataError` naming
+    the splits there when ``split`` is not one of them or several leave the choice open."""
+    splits = available_splits(data_path)
+    if split is not None and (split in splits or not splits):
+        return split  # no splits at all: load_coco names the missing annotation file
+    if split is None and len(splits) == 1:
+        return splits[0]
+    if not splits:
+        raise DataError(
+            f"--data-path {data_path} has no split: no annotations/person_keypoints_<split>.json"
+        )
+    names = ", ".join(splits)
+    if split is None:
+        raise DataError(f"--split is needed: {data_path} has splits {names}")
+    raise DataError(f"--split {split} is not in {data_path}, which has splits {names}")
+
+
+def run(args: Any) -> int:
+    """Evaluate as the parsed flags say (:func:`training.evaluate_args.parse_args`); prints the
+    AP table and the results file; exit status (2 with one line naming a bad file or split)."""
     single_threaded_opencv()
-    if args.boxes is not None and not args.boxes.is_file():
-        parser.error(f"--boxes file not found: {args.boxes}")
     try:
         bundle = load(args.checkpoint, device="cpu")
     except CheckpointError as e:
-        parser.error(f"--checkpoint: {e}")
-    device = torch.device(args.device) if args.device else None
-    predictor = Predictor(bundle, device, flip_test=not args.no_flip, decode_mode=args.decode_mode)
-    output = args.output or args.checkpoint.with_name(
-        f"{args.checkpoint.stem}_{args.split}_keypoints.json"
-    )
+        print(f"heatpose eval: error: --checkpoint: {e}", file=sys.stderr)
+        return 2
     try:
+        split = resolve_split(args.data_path, args.split)
+        device = torch.device(args.device) if args.device else None
+        predictor = Predictor(
+            bundle, device, flip_test=not args.no_flip, decode_mode=args.decode_mode
+        )
+        output = args.output or args.checkpoint.with_name(
+            f"{args.checkpoint.stem}_{split}_keypoints.json"
+        )
         stats = evaluate(
-            predictor, args.data_path, args.split, args.boxes, output,
-            max(args.batch_size, 1), args.workers, args.nms_thr, verbose=True,
-        )  # fmt: skip
+            predictor,
+            args.data_path,
+            split,
+            boxes_file=args.boxes,
+            results_path=output,
+            batch_size=max(args.batch_size, 1),
+            workers=args.workers,
+            nms_threshold=args.nms_thr,
+            verbose=True,
+        )
     except DataError as e:  # from a loader worker the message ends with the original error
-        print(f"{parser.prog}: error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"heatpose eval: error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 2
     print(format_table(stats))
+    print(f"split: {split}")
     print(f"results: {output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.evaluate``: the flags of ``heatpose eval``; exit status."""
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":
