@@ -1,7 +1,9 @@
 """The ``heatpose`` console script: one front door, subcommands imported lazily.
 
 ``heatpose serve`` imports only the service (never the training code), ``heatpose train``
-only the trainer, and so on: each subcommand's module is imported when it is chosen.
+only the trainer, and so on: each subcommand's module is imported when it is chosen. Each
+module's ``main`` parses its flags before it imports torch, so ``heatpose COMMAND --help``
+answers without loading torch (``tests/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import sys
 # subcommand -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.cli", "start the inference service (uvicorn)"),
-    "train": ("training.train", "train a model (torchrun-compatible)"),
-    "eval": ("training.evaluate", "evaluate a checkpoint with COCO OKS AP"),
-    "synth": ("training.synthetic", "write a synthetic COCO-format keypoint data set"),
+    "train": ("training.train_args", "train a model (torchrun-compatible)"),
+    "eval": ("training.evaluate_args", "evaluate a checkpoint with COCO OKS AP"),
+    "synth": ("training.synthetic_args", "write a synthetic COCO-format keypoint data set"),
     "weights": ("models.weights_cli", "list, fetch or import published weights"),
     "export": ("models.export", "export a checkpoint for ONNX Runtime / TensorRT (ONNX)"),
 }

@@ -5,7 +5,8 @@
     heatpose weights import FILE --out X.safetensors [--layout mmpose|simplebaselines]
                             [--name N] [--decode dark|shift|argmax]
 
-Errors print one line naming the flag or file and exit with status 2.
+Errors print one line naming the flag or file and exit with status 2. torch is imported only
+after the arguments are parsed, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from models.checkpoint import LAYOUTS, CheckpointError, import_published
+from models.choices import DECODE_MODES, LAYOUTS
 from models.cli_parser import Parser, parse_or_report
-from models.codec import DECODE_MODES
-from models.zoo import ZooError, fetch, heatpose_home, list_entries
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
+    parser = Parser(
+        prog="heatpose weights",
+        description="List the weight zoo, fetch a zoo model, or import a published .pth.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     sub.add_parser("list", help="list the weight zoo and what is cached")
     fetch_p = sub.add_parser("fetch", help="download, verify and convert a zoo model")
@@ -40,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
+    from models.zoo import heatpose_home, list_entries
+
     home = heatpose_home()
     print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  {'kind':<8}  source")
     for e in list_entries():
@@ -57,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_or_report(_parser(), argv)
     if args is None:
         return 2
+    # after parsing: torch (through the checkpoint code) only for real work, not for --help
+    from models.checkpoint import CheckpointError, import_published
+    from models.zoo import ZooError, fetch
+
     try:
         if args.command == "list":
             _list()

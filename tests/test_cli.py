@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
 import heatpose_cli
+from models import choices
 
 
 def test_help_lists_every_command(capsys) -> None:
@@ -29,3 +32,47 @@ def test_serve_never_imports_training() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+HEAVY = ("torch", "torchvision", "cv2", "training.train", "training.evaluate", "training.synthetic")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--help"],
+        ["eval", "--help"],
+        ["synth", "--help"],
+        ["weights", "--help"],
+        ["weights", "import", "--help"],
+        ["train", "--data-path", "/no/such/dir"],  # a flag error answers as quickly
+    ],
+)
+def test_help_and_flag_errors_never_import_torch(argv: list[str]) -> None:
+    """`heatpose COMMAND --help` parses before importing torch, OpenCV or the trainer: this is
+    what makes it answer in a fraction of a second (figures in docs/training.md)."""
+    code = (
+        "import sys, heatpose_cli\n"
+        f"try:\n    code = heatpose_cli.main({argv!r})\n"
+        "except SystemExit as e:\n    code = e.code\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "print('EXIT', code, 'HEAVY', heavy)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = r.stdout.strip().splitlines()[-1]
+    expected_exit = 0 if "--help" in argv else 2
+    assert last == f"EXIT {expected_exit} HEAVY []", r.stdout[-2000:] + r.stderr[-2000:]
+    if "--help" in argv:
+        assert r.stdout.startswith(f"usage: heatpose {' '.join(argv[:-1])} "), r.stdout[:200]
+    else:
+        error = "heatpose train: error: --data-path is not a directory: /no/such/dir"
+        assert r.stderr.strip() == error, r.stderr
+
+
+def test_cli_choices_equal_their_owners() -> None:
+    """models.choices copies names for torch-free parsers; the owners are the truth."""
+    from models import checkpoint, codec, network
+
+    assert choices.DEPTHS == network.DEPTHS
+    assert sorted(choices.DECODE_MODES) == sorted(codec.DECODE_MODES)
+    assert choices.LAYOUTS == checkpoint.LAYOUTS

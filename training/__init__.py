@@ -1,0 +1,51 @@
+"""Training and evaluation of heatpose models on COCO-format keypoint data.
+
+Command lines: ``heatpose train`` (:mod:`training.train`, flags in :mod:`training.train_args`),
+``heatpose eval`` (:mod:`training.evaluate`), ``heatpose synth`` (:mod:`training.synthetic`),
+``python -m training.learning_curve``. The names below are the package's public API for code.
+
+They are imported on first use (PEP 562 ``__getattr__``, as scientific Python's lazy loading
+does), not when the package is: the command-line parsers live in this package and must not
+pull in torch before ``--help`` has answered.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The public API: name -> the module that owns it.
+_OWNERS = {
+    "AugmentParams": "training.transforms",
+    "NO_AUGMENT": "training.transforms",
+    "Sample": "training.transforms",
+    "TopDownTransform": "training.transforms",
+    "CocoKeypoints": "training.data",
+    "DataError": "training.data",
+    "available_splits": "training.data",
+    "load_coco": "training.data",
+    "KeypointMSELoss": "training.engine",
+    "StepRecord": "training.engine",
+    "WarmupMultiStep": "training.engine",
+    "evaluate_model": "training.engine",
+    "train_one_epoch": "training.engine",
+    "coco_keypoint_eval": "training.coco_metrics",
+    "ResumeError": "training.resume",
+    "load_resume": "training.resume",
+    "write_split": "training.synthetic",
+}
+
+__all__ = list(_OWNERS)
+
+
+def __getattr__(name: str) -> Any:
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module 'training' has no attribute {name!r}")
+    value = getattr(importlib.import_module(owner), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

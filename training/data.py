@@ -30,12 +30,22 @@ def annotation_path(data_path: str | Path, split: str) -> Path:
     return Path(data_path) / "annotations" / f"person_keypoints_{split}.json"
 
 
+def available_splits(data_path: str | Path) -> list[str]:
+    """The splits of ``DATA``, sorted: the ``<split>`` of each
+    ``DATA/annotations/person_keypoints_<split>.json``."""
+    prefix, suffix = "person_keypoints_", ".json"
+    files = (Path(data_path) / "annotations").glob(f"{prefix}*{suffix}")
+    return sorted(f.name[len(prefix) : -len(suffix)] for f in files if f.is_file())
+
+
 def load_coco(data_path: str | Path, split: str) -> COCO:
     """The split's annotations through pycocotools (its progress prints silenced)."""
     path = annotation_path(data_path, split)
     if not path.is_file():
+        splits = available_splits(data_path)
+        found = f"splits there: {', '.join(splits)}" if splits else "no split there"
         raise DataError(
-            f"annotation file not found: {path} (expected DATA/annotations/"
+            f"annotation file not found: {path} ({found}; expected DATA/annotations/"
             f"person_keypoints_<split>.json; check --data-path and the split name)"
         )
     try:

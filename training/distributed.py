@@ -137,9 +137,12 @@ def _convert_cpu(module: nn.Module) -> nn.Module:
     out = module
     if isinstance(module, nn.BatchNorm2d) and not isinstance(module, SyncBatchNorm):
         out = SyncBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine,
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
             module.track_running_stats,
-        )  # fmt: skip
+        )
         out.load_state_dict(module.state_dict())
         out.train(module.training)
     for name, child in module.named_children():

@@ -44,7 +44,7 @@ class WarmupMultiStep:
     """
 
     def __init__(
-        self, warmup_iters: int, warmup_factor: float, milestones: list[int], gamma: float
+        self, *, warmup_iters: int, warmup_factor: float, milestones: list[int], gamma: float
     ) -> None:
         self.warmup_iters, self.warmup_factor = int(warmup_iters), float(warmup_factor)
         self.milestones, self.gamma = [int(m) for m in milestones], float(gamma)
@@ -56,9 +56,18 @@ class WarmupMultiStep:
         return warm * self.gamma ** sum(it >= m for m in self.milestones)
 
 
-@dataclass
+def epoch_label(epoch: int, epochs: int | None = None) -> str:
+    """The progress bar's label of 1-based ``epoch``: ``"epoch 3/10"`` (``"epoch 3"``)."""
+    return f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
+
+
+@dataclass(kw_only=True)
 class StepRecord:
-    """What one optimiser step did: the mean loss over all ranks and the LR it used."""
+    """What one optimiser step did: the mean loss over all ranks and the LR it used.
+
+    ``step`` counts optimiser steps from the start of training (1 for the first); ``epoch``
+    is 1-based (1 for the first epoch), as in the progress bar and every log record.
+    """
 
     step: int
     epoch: int
@@ -69,14 +78,16 @@ class StepRecord:
 
 def train_one_epoch(
     model: nn.Module,
+    loader: Iterable[dict],
+    *,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loader: Iterable[dict],
     config: ModelConfig,
     info: DistInfo,
     epoch: int,
     step: int,
+    epochs: int | None = None,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
     log_every: int = 20,
@@ -86,13 +97,20 @@ def train_one_epoch(
 ) -> tuple[int, float]:
     """Train over ``loader`` once; returns ``(step after the epoch, mean loss over ranks)``.
 
-    ``step`` counts optimiser steps since the start of training. ``on_log`` gets a
-    :class:`StepRecord` every ``log_every`` steps (every step with ``sync_loss_every_step``,
-    whose loss is then all-reduced each step). The scheduler steps once per iteration.
+    ``epoch`` is this epoch's 1-based number (shown in the progress bar as ``epoch E/epochs``
+    and put in each :class:`StepRecord`); ``step`` counts optimiser steps since the start of
+    training. ``on_log`` gets a :class:`StepRecord` every ``log_every`` steps (every step with
+    ``sync_loss_every_step``, whose loss is then all-reduced each step). The scheduler steps
+    once per iteration.
     """
     model.train()
-    bar = tqdm(loader, desc=f"epoch {epoch}", disable=not (progress and info.is_main),
-               dynamic_ncols=True, leave=False)  # fmt: skip
+    bar = tqdm(
+        loader,
+        desc=epoch_label(epoch, epochs),
+        disable=not (progress and info.is_main),
+        dynamic_ncols=True,
+        leave=False,
+    )
     total, count = torch.zeros((), device=info.device), 0
     window_t, window_n = time.perf_counter(), 0
     for batch in bar:
@@ -125,7 +143,7 @@ def train_one_epoch(
             mean_loss = float(all_reduce_mean(loss.detach(), info))
             bar.set_postfix(loss=f"{mean_loss:.3e}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
             if on_log is not None:
-                on_log(StepRecord(step, epoch, mean_loss, lr, rate))
+                on_log(StepRecord(step=step, epoch=epoch, loss=mean_loss, lr=lr, images_per_s=rate))
     mean = float(all_reduce_mean(total / max(count, 1), info))
     return step, mean
 
@@ -133,6 +151,7 @@ def train_one_epoch(
 def evaluate_model(
     model: nn.Module,
     config: ModelConfig,
+    *,
     data_path: str | Path,
     split: str,
     device: torch.device,
@@ -147,7 +166,14 @@ def evaluate_model(
     bundle = ModelBundle(model, config)  # type: ignore[arg-type]  # a PoseResNet, maybe SyncBN
     predictor = Predictor(bundle, device=device, flip_test=flip_test)
     try:
-        return evaluate(predictor, data_path, split, None, results_path, batch_size, workers,
-                        verbose=verbose)  # fmt: skip
+        return evaluate(
+            predictor,
+            data_path,
+            split,
+            results_path=results_path,
+            batch_size=batch_size,
+            workers=workers,
+            verbose=verbose,
+        )
     finally:
         model.train()

@@ -1,10 +1,11 @@
 """COCO keypoint evaluation through the shared :class:`models.predictor.Predictor`.
 
-``python -m training.evaluate --checkpoint X --data-path D [--split val2017]
-[--boxes gt|detector|det.json] [--detector NAME_OR_FILE]`` crops every person box (ground truth
-by default, a COCO detection-results file with its scores, or the boxes of our person detector
-run over the split with the COCO protocol: score threshold 0, up to 100 an image), runs the
-predictor (flip test on by default), rescores (box score x mean keypoint
+``heatpose eval --checkpoint X --data-path D [--split val2017] [--boxes gt|detector|det.json]
+[--detector NAME_OR_FILE]`` (flags in :mod:`training.evaluate_args`; ``--split`` may be left
+out when the data set has one split) crops every person box (ground truth by default, a COCO
+detection-results file with its scores, or the boxes of our person detector run over the split
+with the COCO protocol: score threshold 0, up to 100 an image), runs the predictor (flip test
+on by default), rescores (box score x mean keypoint
 score above 0.2), applies OKS-NMS (0.9), writes the COCO results JSON and prints pycocotools'
 AP table. With the detector, its detection results file is written too and the person box AP
 (pycocotools ``bbox``) is reported next to the keypoint AP. The trainer calls :func:`evaluate`
@@ -27,7 +28,6 @@ from models.checkpoint import CheckpointError, load
 from models.detector import COCO_PROTOCOL, PersonDetector, load_detector
 from models.predictor import Predictor
 from models.zoo import ZooError
-from training.cli_args import ArgumentParser, non_negative_int
 from training.coco_metrics import (
     BOX_STAT_NAMES,
     PosePrediction,
@@ -40,12 +40,14 @@ from training.coco_metrics import (
 )
 from training.data import (
     DataError,
+    available_splits,
     clip_box,
     load_coco,
     person_records,
     read_image,
     single_threaded_opencv,
 )
+from training.evaluate_args import parse_args
 
 Boxes = dict[int, tuple[np.ndarray, np.ndarray]]
 """image id -> (boxes ``(N, 4)`` xyxy image px, box scores ``(N,)``)."""
@@ -151,6 +153,7 @@ def predict_boxes(
     coco: Any,
     image_dir: Path,
     boxes: Boxes,
+    *,
     batch_size: int = 64,
     workers: int = 0,
 ) -> list[PosePrediction]:
@@ -189,13 +192,13 @@ def evaluate(
     predictor: Predictor,
     data_path: str | Path,
     split: str,
+    *,
     boxes_file: str | Path | None = None,
     results_path: str | Path | None = None,
     batch_size: int = 64,
     workers: int = 0,
     nms_threshold: float | None = 0.9,
     verbose: bool = False,
-    *,
     detector: PersonDetector | None = None,
     detections_path: str | Path | None = None,
     det_score_thr: float = 0.0,
@@ -222,92 +225,88 @@ def evaluate(
     else:
         boxes = detection_boxes(boxes_file, coco)
     sigmas = np.asarray(predictor.spec.sigmas)
-    preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size, workers)
+    preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size=batch_size, workers=workers)
     results = to_coco_results(postprocess(preds, sigmas, nms_threshold))
     if results_path is not None:
         write_results(results_path, results)
     return coco_keypoint_eval(coco, results, sigmas, verbose=verbose) | box_stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad arguments or files)."""
-    parser = ArgumentParser(
-        prog="python -m training.evaluate",
-        description="COCO keypoint AP of a heatpose .safetensors model on a COCO-format split.",
-    )
-    add = parser.add_argument
-    add("--checkpoint", required=True, type=Path, help="model file (.safetensors)")
-    add("--data-path", required=True, type=Path, help="data set root (DATA/annotations, ...)")
-    add("--split", default="val2017", help="split name (default val2017)")
-    add(
-        "--boxes",
-        default="gt",
-        help="gt (ground-truth boxes, the default), detector (run --detector over the split), "
-        "or a COCO detection results JSON",
-    )
-    add(
-        "--detector",
-        default="person-rcnn-r50-fpn",
-        help="with --boxes detector: a zoo name or a torchvision state dict (.pth/.safetensors) "
-        "(default person-rcnn-r50-fpn)",
-    )
-    add(
-        "--det-score-thr",
-        type=float,
-        default=0.0,
-        help="with --boxes detector: keep boxes scoring at least this (default 0, COCO's)",
-    )
-    add(
-        "--det-batch-size",
-        type=non_negative_int("--det-batch-size"),
-        default=4,
-        help="with --boxes detector: images a detector pass (default 4)",
-    )
-    add("--no-flip", action="store_true", help="disable the flip test")
-    add("--decode-mode", choices=("dark", "shift", "argmax"), default=None,
-        help="heatmap decoding (default: the checkpoint's)")  # fmt: skip
-    add("--nms-thr", type=float, default=0.9, help="OKS-NMS threshold (default 0.9)")
-    add("-b", "--batch-size", type=non_negative_int("--batch-size"), default=64)
-    add("-j", "--workers", type=non_negative_int("--workers"), default=2)
-    add("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
-    add("--output", type=Path, default=None, help="results JSON (default: next to checkpoint)")
-    args = parser.parse_args(argv)
+def resolve_split(data_path: Path, split: str | None) -> str:
+    """``split``, or the data set's only split when it is ``None``; :class:`DataError` naming
+    the splits there when ``split`` is not one of them or several leave the choice open."""
+    splits = available_splits(data_path)
+    if split is not None and (split in splits or not splits):
+        return split  # no splits at all: load_coco names the missing annotation file
+    if split is None and len(splits) == 1:
+        return splits[0]
+    if not splits:
+        raise DataError(
+            f"--data-path {data_path} has no split: no annotations/person_keypoints_<split>.json"
+        )
+    names = ", ".join(splits)
+    if split is None:
+        raise DataError(f"--split is needed: {data_path} has splits {names}")
+    raise DataError(f"--split {split} is not in {data_path}, which has splits {names}")
+
+
+def run(args: Any) -> int:
+    """Evaluate as the parsed flags say (:func:`training.evaluate_args.parse_args`); prints the
+    AP table and the results file; exit status (2 with one line naming a bad file or split)."""
     single_threaded_opencv()
-    boxes_file = None if args.boxes in ("gt", "detector") else Path(args.boxes)
-    if boxes_file is not None and not boxes_file.is_file():
-        parser.error(f"--boxes file not found: {args.boxes} (or give gt or detector)")
     try:
         bundle = load(args.checkpoint, device="cpu")
     except CheckpointError as e:
-        parser.error(f"--checkpoint: {e}")
+        print(f"heatpose eval: error: --checkpoint: {e}", file=sys.stderr)
+        return 2
     device = torch.device(args.device) if args.device else None
-    predictor = Predictor(bundle, device, flip_test=not args.no_flip, decode_mode=args.decode_mode)
-    output = args.output or args.checkpoint.with_name(
-        f"{args.checkpoint.stem}_{args.split}_keypoints.json"
-    )
-    detector, detections = None, output.with_name(f"{output.stem}_person_boxes.json")
+    detector: PersonDetector | None = None
     if args.boxes == "detector":
         try:
             detector = load_detector(args.detector, device)
         except (ZooError, CheckpointError) as e:
-            parser.error(f"--detector: {e}")
+            print(f"heatpose eval: error: --detector: {e}", file=sys.stderr)
+            return 2
     try:
+        split = resolve_split(args.data_path, args.split)
+        predictor = Predictor(
+            bundle, device, flip_test=not args.no_flip, decode_mode=args.decode_mode
+        )
+        output = args.output or args.checkpoint.with_name(
+            f"{args.checkpoint.stem}_{split}_keypoints.json"
+        )
+        detections = output.with_name(f"{output.stem}_person_boxes.json")
         stats = evaluate(
-            predictor, args.data_path, args.split, boxes_file, output,
-            max(args.batch_size, 1), args.workers, args.nms_thr, verbose=True,
-            detector=detector, detections_path=detections, det_score_thr=args.det_score_thr,
+            predictor,
+            args.data_path,
+            split,
+            boxes_file=None if args.boxes in ("gt", "detector") else Path(args.boxes),
+            results_path=output,
+            batch_size=max(args.batch_size, 1),
+            workers=args.workers,
+            nms_threshold=args.nms_thr,
+            verbose=True,
+            detector=detector,
+            detections_path=detections,
+            det_score_thr=args.det_score_thr,
             det_batch_size=max(args.det_batch_size, 1),
-        )  # fmt: skip
+        )
     except DataError as e:  # from a loader worker the message ends with the original error
-        print(f"{parser.prog}: error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
+        print(f"heatpose eval: error: {str(e).strip().splitlines()[-1]}", file=sys.stderr)
         return 2
     print(format_table(stats))
     if detector is not None:
         box = {k.removeprefix("box_"): v for k, v in stats.items() if k.startswith("box_")}
         print(f"person boxes ({args.detector}):\n{format_table(box, BOX_STAT_NAMES)}")
         print(f"detections: {detections}")
+    print(f"split: {split}")
     print(f"results: {output}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.evaluate``: the flags of ``heatpose eval``; exit status."""
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

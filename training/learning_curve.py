@@ -35,10 +35,16 @@ def plot(groups: dict[str, list[dict]], out: Path, title: str = "") -> None:
     train = groups.get("train", [])
     epochs = groups.get("epoch", [])
     evals = groups.get("eval", [])
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, alpha=0.6,
-                 label="training loss (logged steps)")  # fmt: skip
-    ax_loss.plot([r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-",
-                 label="epoch mean")  # fmt: skip
+    ax_loss.plot(
+        [r["step"] for r in train],
+        [r["loss"] for r in train],
+        lw=0.8,
+        alpha=0.6,
+        label="training loss (logged steps)",
+    )
+    ax_loss.plot(
+        [r["step"] for r in epochs], [r["train_loss"] for r in epochs], "o-", label="epoch mean"
+    )
     ax_loss.set_xlabel("optimiser step")
     ax_loss.set_ylabel("weighted heatmap MSE")
     ax_loss.legend(loc="upper right")

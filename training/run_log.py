@@ -1,23 +1,30 @@
 """What a training run records: JSON lines, TensorBoard scalars, and an optional step trace.
 
 Rank 0 appends to ``OUTPUT/metrics.jsonl`` (one JSON object a line with a ``type``: ``start``,
-``train``, ``epoch``, ``eval``) and writes TensorBoard scalars under ``OUTPUT/tb``. With a trace
-directory every rank writes ``rank<R>.jsonl`` with each step's mean loss, LR and a digest of
-its own weights, which is how the DDP test checks that ranks stay identical.
+``train``, ``epoch``, ``eval``) and writes TensorBoard scalars under ``OUTPUT/tb``. Epoch
+numbers are 1-based, as in the progress bar: ``train`` records of epoch E are its steps,
+``epoch`` and ``eval`` records of epoch E are written when it ends, ``start`` names the first
+epoch the run trains (E + 1 after resuming from a file written at the end of epoch E). With a
+trace directory every rank writes ``rank<R>.jsonl`` with each step's mean loss, LR and a digest
+of its own weights, which is how the DDP test checks that ranks stay identical.
+:func:`checkpoint_summary` is what the trainer prints at its end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from models.checkpoint import read_config
 from training.distributed import DistInfo
 from training.engine import StepRecord
+from training.resume import RESUME_FILE
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -67,8 +74,13 @@ class RunLog:
 
     def train_step(self, rec: StepRecord, digest: str | None = None) -> None:
         """A logged training step (loss already averaged over the ranks)."""
-        fields = {"epoch": rec.epoch, "step": rec.step, "loss": rec.loss, "lr": rec.lr,
-                  "img_s": round(rec.images_per_s, 2)}  # fmt: skip
+        fields = {
+            "epoch": rec.epoch,
+            "step": rec.step,
+            "loss": rec.loss,
+            "lr": rec.lr,
+            "img_s": round(rec.images_per_s, 2),
+        }
         self._write({"type": "train", **fields})
         if self.tb is not None:
             self.tb.add_scalar("train/loss", rec.loss, rec.step)
@@ -84,3 +96,31 @@ class RunLog:
                 f.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def checkpoint_summary(out_dir: Path) -> str:
+    """Where the run's checkpoints are and how to serve the best one, read from the files.
+
+    One line each for ``best.safetensors`` (best val AP), ``last.safetensors`` and the resume
+    file, with the epoch (and val AP) stored in each export, then the ``heatpose serve``
+    command for the best export (the last one when no evaluation ran).
+    """
+    lines = [f"checkpoints in {out_dir}:"]
+    best, last = out_dir / "best.safetensors", out_dir / "last.safetensors"
+    for path in (best, last):
+        if not path.is_file():
+            why = "no evaluation ran: see --eval-every" if path == best else "no epoch ran"
+            lines.append(f"  {path.name:<17} not written ({why})")
+            continue
+        metrics = read_config(path).metrics
+        ap = f", val AP {metrics['val_AP']:.4f}" if "val_AP" in metrics else ""
+        lines.append(f"  {path.name:<17} {path}  (epoch {metrics.get('epoch')}{ap})")
+    resume = out_dir / RESUME_FILE
+    if resume.is_file():
+        lines.append(f"  {RESUME_FILE:<17} {resume}  (continue: add --resume {resume})")
+    serve = best if best.is_file() else last
+    if serve.is_file():
+        which = "best" if serve == best else "last"
+        command = f"HEATPOSE_CHECKPOINT={shlex.quote(str(serve))} heatpose serve"
+        lines.append(f"serve the {which} model: {command}")
+    return "\n".join(lines)

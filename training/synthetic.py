@@ -1,6 +1,7 @@
 """A synthetic COCO-format keypoint data set of procedurally drawn people (no download needed).
 
-``python -m training.synthetic --out DIR --train N --val M --seed S`` writes
+``heatpose synth --out DIR --train N --val M --seed S`` (flags in :mod:`training.synthetic_args`)
+writes
 
 - ``DIR/train/000000000001.jpg`` ... and ``DIR/val/...`` (JPEG, BGR as cv2 writes them),
 - ``DIR/annotations/person_keypoints_train.json`` and ``..._val.json`` (COCO keypoints format,
@@ -29,7 +30,7 @@ import cv2
 import numpy as np
 
 from models.keypoints import COCO_KEYPOINTS
-from training.cli_args import ArgumentParser, non_negative_int
+from training.synthetic_args import parse_args
 from training.synthetic_people import draw_person, sample_person
 
 SPLITS = ("train", "val")
@@ -171,7 +172,7 @@ def categories() -> list[dict[str, Any]]:
 
 
 def write_split(
-    out: Path, split: str, count: int, seed: int, width: int, height: int, workers: int = 0
+    out: Path, split: str, count: int, *, seed: int, width: int, height: int, workers: int = 0
 ) -> Path:
     """Write ``count`` images of ``split`` and its annotation file; returns the JSON path."""
     img_dir = out / split
@@ -206,36 +207,33 @@ def write_split(
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad arguments)."""
-    parser = ArgumentParser(
-        prog="python -m training.synthetic",
-        description="Write a synthetic COCO-format person keypoint data set "
-        "(DIR/{train,val}/*.jpg, DIR/annotations/person_keypoints_{train,val}.json).",
-    )
-    add = parser.add_argument
-    add("--out", required=True, type=Path, help="output directory")
-    add("--train", type=non_negative_int("--train"), default=2000, help="train images")
-    add("--val", type=non_negative_int("--val"), default=500, help="val images")
-    add("--seed", type=int, default=0, help="random seed (the output is a function of it)")
-    add("--width", type=non_negative_int("--width"), default=640, help="image width, px")
-    add("--height", type=non_negative_int("--height"), default=480, help="image height, px")
-    add("-j", "--workers", type=non_negative_int("--workers"), default=0,
-        help="worker processes (0: all in this process)")  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.width < 64 or args.height < 64:
-        parser.error("--width and --height must be at least 64 pixels")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"--out {args.out} exists and is not a directory")
+def run(args: Any) -> int:
+    """Write the data set the parsed flags describe (:func:`training.synthetic_args.parse_args`);
+    exit status (2 with one line naming ``--out`` when it cannot be written)."""
     try:
         for split, count in (("train", args.train), ("val", args.val)):
-            path = write_split(args.out, split, count, args.seed, args.width, args.height,
-                               args.workers)  # fmt: skip
+            path = write_split(
+                args.out,
+                split,
+                count,
+                seed=args.seed,
+                width=args.width,
+                height=args.height,
+                workers=args.workers,
+            )
             print(f"{split}: {count} images -> {path}")
     except OSError as e:
-        print(f"error: cannot write the data set under --out {args.out}: {e}", file=sys.stderr)
+        print(
+            f"heatpose synth: error: cannot write the data set under --out {args.out}: {e}",
+            file=sys.stderr,
+        )
         return 2
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.synthetic``: the flags of ``heatpose synth``; exit status."""
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
-"""Train a PoseResNet on COCO-format keypoints: ``python -m training.train`` (one process) or
-``torchrun --nproc_per_node=N -m training.train`` (DDP; NCCL on CUDA, gloo on CPU).
+"""Train a PoseResNet on COCO-format keypoints: ``heatpose train`` or ``python -m training.train``
+(one process), ``torchrun --nproc_per_node=N -m training.train`` (DDP; NCCL on CUDA, gloo on CPU).
 
-Flags follow torchvision's references; defaults are the published SimpleBaselines/mmpose COCO
-recipe (ResNet-50 256x192, Adam 5e-4, 500 warm-up iterations, x0.1 at epochs 170 and 200 of
-210, 64 images a process on 8 GPUs = 512). Files in ``--output-dir``: ``resume.pt`` (every
-epoch, atomic), ``last.safetensors`` and ``best.safetensors`` (our model artifact with the
-training metrics in its config), ``metrics.jsonl``, TensorBoard scalars under ``tb/``.
+Flags (:mod:`training.train_args`) follow torchvision's references; defaults are the published
+SimpleBaselines/mmpose COCO recipe (ResNet-50 256x192, Adam 5e-4, 500 warm-up iterations, x0.1
+at epochs 170 and 200 of 210, 64 images a process on 8 GPUs = 512). Files in ``--output-dir``:
+``resume.pt`` (every epoch, atomic), ``last.safetensors`` and ``best.safetensors`` (our model
+artifact with the training metrics in its config), ``metrics.jsonl``, TensorBoard scalars under
+``tb/``. Epochs are numbered from 1 everywhere (progress bar, logs, file names); at the end rank
+0 prints where each checkpoint is and the command that serves the best one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from training.resume import (
     save_resume,
     set_rng_state,
 )
-from training.run_log import RunLog, weights_digest
+from training.run_log import RunLog, checkpoint_summary, weights_digest
 from training.train_args import parse_args
 from training.transforms import AugmentParams, TopDownTransform
 
@@ -60,27 +62,41 @@ def build_config(args: Any) -> ModelConfig:
         depth=args.depth,
         codec_params=codec.to_dict(),
         decode_mode=args.decode_mode,
-        provenance={"trainer": "heatpose training.train", "data_path": str(args.data_path),
-                    "train_split": args.train_split, "val_split": args.val_split},
-    )  # fmt: skip
+        provenance={
+            "trainer": "heatpose training.train",
+            "data_path": str(args.data_path),
+            "train_split": args.train_split,
+            "val_split": args.val_split,
+        },
+    )
 
 
 def make_loader(args: Any, config: ModelConfig, info: DistInfo) -> tuple[CocoKeypoints, Any]:
     params = AugmentParams(
-        flip_prob=args.flip_prob, half_body_prob=args.half_body_prob,
-        shift_factor=args.shift_factor, scale_range=tuple(args.scale_range),
-        rotate_factor=args.rotate_factor, photometric=args.photometric,
-    )  # fmt: skip
+        flip_prob=args.flip_prob,
+        half_body_prob=args.half_body_prob,
+        shift_factor=args.shift_factor,
+        scale_range=tuple(args.scale_range),
+        rotate_factor=args.rotate_factor,
+        photometric=args.photometric,
+    )
     transform = TopDownTransform(config.codec, config.spec, params)
-    dataset = CocoKeypoints(args.data_path, args.train_split, transform, args.seed,
-                            repeat=args.repeat_dataset)  # fmt: skip
+    dataset = CocoKeypoints(
+        args.data_path, args.train_split, transform, seed=args.seed, repeat=args.repeat_dataset
+    )
     sampler: DistributedSampler = DistributedSampler(
         dataset, info.world_size, info.rank, shuffle=True, seed=args.seed, drop_last=True
     )
-    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler,
-                        num_workers=args.workers, pin_memory=info.device.type == "cuda",
-                        drop_last=True, worker_init_fn=worker_init,
-                        persistent_workers=False)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        num_workers=args.workers,
+        pin_memory=info.device.type == "cuda",
+        drop_last=True,
+        worker_init_fn=worker_init,
+        persistent_workers=False,
+    )
     if len(loader) == 0:
         raise DataError(
             f"{len(dataset)} training persons split over {info.world_size} process(es) give no "
@@ -96,8 +112,9 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     config = build_config(args)
     out = Path(args.output_dir)
-    model: torch.nn.Module = PoseResNet(args.depth, config.spec.num_keypoints,
-                                        pretrained_backbone=args.pretrained_backbone)  # fmt: skip
+    model: torch.nn.Module = PoseResNet(
+        args.depth, config.spec.num_keypoints, pretrained_backbone=args.pretrained_backbone
+    )
     if args.weights:
         model.load_state_dict(load(args.weights).model.state_dict())
     if args.sync_bn and info.distributed:
@@ -107,9 +124,18 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
     bare = model
 
     def evaluate_now(results: Path | None = None) -> dict[str, float]:
-        return evaluate_model(bare, config, args.data_path, args.val_split, info.device,
-                              not args.no_flip_test, args.batch_size, args.workers, results,
-                              verbose=True)  # fmt: skip
+        return evaluate_model(
+            bare,
+            config,
+            data_path=args.data_path,
+            split=args.val_split,
+            device=info.device,
+            flip_test=not args.no_flip_test,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            results_path=results,
+            verbose=True,
+        )
 
     if args.test_only:
         if args.resume:
@@ -124,8 +150,12 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
         model = DistributedDataParallel(model, device_ids=ids)
     optimizer = torch.optim.Adam(bare.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     iters = len(loader)
-    schedule = WarmupMultiStep(args.warmup_iters, args.warmup_factor,
-                               [e * iters for e in args.lr_steps], args.lr_gamma)  # fmt: skip
+    schedule = WarmupMultiStep(
+        warmup_iters=args.warmup_iters,
+        warmup_factor=args.warmup_factor,
+        milestones=[e * iters for e in args.lr_steps],
+        gamma=args.lr_gamma,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     amp_dtype, scaler = None, None
     if args.amp and info.device.type == "cuda":
@@ -144,31 +174,55 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
         best_ap = float(state.get("best_ap", -1.0))
         set_rng_state(state["rng"])
     log = RunLog(out, info, trace_dir=args.trace_steps)
-    log.event("start", epoch=start_epoch, step=step, lr=optimizer.param_groups[0]["lr"],
-              world_size=info.world_size, iters_per_epoch=iters)  # fmt: skip
+    log.event(
+        "start",
+        epoch=start_epoch + 1,  # the first epoch this run trains
+        step=step,
+        lr=optimizer.param_groups[0]["lr"],
+        world_size=info.world_size,
+        iters_per_epoch=iters,
+    )
 
     def on_log(rec: StepRecord) -> None:
         log.train_step(rec, weights_digest(bare) if args.trace_steps else None)
 
     metrics: dict[str, Any] = {}
-    for epoch in range(start_epoch, args.epochs):
+    for index in range(start_epoch, args.epochs):  # index 0-based (sampler seeds)
+        epoch = index + 1  # what the bar, the logs and the file names show
         t0 = time.perf_counter()
-        dataset.set_epoch(epoch)
-        loader.sampler.set_epoch(epoch)
-        step, loss = train_one_epoch(model, KeypointMSELoss(), optimizer, scheduler, loader,
-                                     config, info, epoch, step, scaler, amp_dtype,
-                                     args.print_freq, on_log, bool(args.trace_steps),
-                                     progress=not args.no_progress)  # fmt: skip
-        metrics = {"epoch": epoch + 1, "step": step, "train_loss": loss,
-                   "lr": optimizer.param_groups[0]["lr"]}  # fmt: skip
+        dataset.set_epoch(index)
+        loader.sampler.set_epoch(index)
+        step, loss = train_one_epoch(
+            model,
+            loader,
+            loss_fn=KeypointMSELoss(),
+            optimizer=optimizer,
+            scheduler=scheduler,
+            config=config,
+            info=info,
+            epoch=epoch,
+            epochs=args.epochs,
+            step=step,
+            scaler=scaler,
+            amp_dtype=amp_dtype,
+            log_every=args.print_freq,
+            on_log=on_log,
+            sync_loss_every_step=bool(args.trace_steps),
+            progress=not args.no_progress,
+        )
+        metrics = {
+            "epoch": epoch,
+            "step": step,
+            "train_loss": loss,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         log.event("epoch", time_s=round(time.perf_counter() - t0, 2), **metrics)
-        do_eval = args.eval_every > 0 and ((epoch + 1) % args.eval_every == 0 or
-                                           epoch + 1 == args.epochs)  # fmt: skip
+        do_eval = args.eval_every > 0 and (epoch % args.eval_every == 0 or epoch == args.epochs)
         if info.is_main:
             if do_eval:
-                stats = evaluate_now(out / f"results_epoch{epoch + 1}.json")
+                stats = evaluate_now(out / f"results_epoch{epoch}.json")
                 metrics.update({f"val_{k}": v for k, v in stats.items()})
-                log.event("eval", epoch=epoch + 1, step=step, **stats)
+                log.event("eval", epoch=epoch, step=step, **stats)
             ap = metrics.get("val_AP", -1.0)
             export_cfg = replace(config, metrics=metrics)
             save(out / "last.safetensors", bare, export_cfg)
@@ -176,36 +230,47 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
                 best_ap = ap
                 save(out / "best.safetensors", bare, export_cfg)
             resume_state = {
-                "model": bare.state_dict(), "optimizer": optimizer.state_dict(),
+                "model": bare.state_dict(),
+                "optimizer": optimizer.state_dict(),
                 "lr_scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict() if scaler is not None else None,
-                "epoch": epoch + 1, "step": step, "best_ap": best_ap, "rng": rng_state(),
+                "epoch": epoch,  # epochs done
+                "step": step,
+                "best_ap": best_ap,
+                "rng": rng_state(),
                 "args": {k: str(v) for k, v in vars(args).items()},
-            }  # fmt: skip
+            }
             save_resume(out / RESUME_FILE, resume_state)
             if args.keep_resume:
-                keep_copy(out / RESUME_FILE, out / f"resume_epoch{epoch + 1}.pt")
+                keep_copy(out / RESUME_FILE, out / f"resume_epoch{epoch}.pt")
         barrier(info)
     log.close()
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for bad arguments or files)."""
-    args = parse_args(argv)
+def run(args: Any) -> int:
+    """Train as the parsed flags say (:func:`training.train_args.parse_args`); exit status
+    (2 for bad data or files, with one line naming them)."""
     single_threaded_opencv()
     info = init_dist(args.device)
     try:
         metrics = train(args, info)
         if info.is_main:
             print(json.dumps(metrics))
+            if not args.test_only:
+                print(checkpoint_summary(Path(args.output_dir)))
         return 0
     except (DataError, ResumeError, CheckpointError, PretrainedWeightsError) as e:
-        print(f"python -m training.train: error: {str(e).strip().splitlines()[-1]}",
-              file=sys.stderr)  # fmt: skip
+        message = str(e).strip().splitlines()[-1]
+        print(f"heatpose train: error: {message}", file=sys.stderr)
         return 2
     finally:
         cleanup(info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m training.train``: the flags of ``heatpose train``; exit status."""
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
-"""Command-line flags of ``python -m training.train`` (torchvision references style).
+"""Command-line flags of ``heatpose train`` (torchvision references style), and its entry point.
 
-Defaults are the published COCO recipe (see ``../shared/DESIGN.md``): ResNet-50 at 256x192,
-Adam lr 5e-4, 500-iteration linear warm-up from 0.001, x0.1 at epochs 170 and 200 of 210,
-batch 64 a process (x 8 GPUs = 512), ImageNet-pretrained backbone, evaluation every 10 epochs.
+Defaults are the published SimpleBaselines / mmpose COCO recipe (docs/training.md): ResNet-50
+at 256x192, Adam lr 5e-4, 500-iteration linear warm-up from 0.001, x0.1 at epochs 170 and 200
+of 210, batch 64 a process (x 8 GPUs = 512), ImageNet-pretrained backbone, evaluation every 10
+epochs.
+
+Neither torch nor the trainer is imported here until the flags are parsed: ``--help`` and flag
+errors answer at once. ``python -m training.train`` (and torchrun) reach the same parser.
 """
 
 from __future__ import annotations
@@ -10,22 +14,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from models.network import DEPTHS
+from models.choices import DECODE_MODES, DEPTHS
 from training.cli_args import ArgumentParser, input_size, non_negative_int
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
-        prog="python -m training.train",
+        prog="heatpose train",
         description="Train a SimpleBaselines PoseResNet on a COCO-format keypoint data set. "
-        "DDP: torchrun --nproc_per_node=N -m training.train ... (NCCL on CUDA, gloo on CPU).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "Several processes (DDP, NCCL on CUDA, gloo on CPU): "
+        "torchrun --nproc_per_node=N -m training.train FLAGS.",
     )
     add = parser.add_argument
     add(
         "--data-path",
         type=Path,
         required=True,
+        metavar="DATA",
         help="data set root: DATA/annotations/person_keypoints_<split>.json, DATA/<split>/",
     )
     add("--train-split", default="train2017", help="training split")
@@ -88,12 +93,14 @@ def build_parser() -> ArgumentParser:
         "--weights",
         type=Path,
         default=None,
+        metavar="FILE",
         help="start from a heatpose .safetensors model (fine-tuning)",
     )
     add(
         "--resume",
         type=Path,
         default=None,
+        metavar="PATH",
         help="resume file (OUTPUT/resume.pt) or its directory: continue where it stopped",
     )
     add(
@@ -101,7 +108,13 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="also keep OUTPUT/resume_epoch<E>.pt for every epoch (resume.pt is the latest)",
     )
-    add("--output-dir", type=Path, default=Path("outputs/train"), help="where files are written")
+    add(
+        "--output-dir",
+        type=Path,
+        default=Path("outputs/train"),
+        metavar="OUTPUT",
+        help="where files are written",
+    )
     add(
         "--eval-every",
         type=non_negative_int("--eval-every"),
@@ -135,18 +148,23 @@ def build_parser() -> ArgumentParser:
     )
     add(
         "--decode-mode",
-        choices=("dark", "shift", "argmax"),
+        choices=DECODE_MODES,
         default="dark",
         help="heatmap decoding stored in the exported model",
     )
-    add("--name", default=None, help="model name stored in the export (default res<D>-<HxW>)")
+    add("--name", default=None, help="model name stored in the export (default: res<D>-<HxW>)")
     add("--seed", type=int, default=0, help="seed of init, shuffling and augmentation")
-    add("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    add("--device", default=None, help="cpu or cuda (default: cuda where available)")
     add("--print-freq", type=int, default=20, help="log every N steps")
     add("--no-progress", action="store_true", help="no progress bar")
-    add("--trace-steps", type=Path, default=None,
+    add(
+        "--trace-steps",
+        type=Path,
+        default=None,
+        metavar="DIR",
         help="debug: every rank writes DIR/rank<R>.jsonl with each step's loss, LR and a "
-        "digest of its weights (to check that DDP ranks stay identical)")  # fmt: skip
+        "digest of its weights (to check that DDP ranks stay identical)",
+    )
     return parser
 
 
@@ -169,3 +187,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.pretrained_backbone.lower() == "none" or args.weights is not None:
         args.pretrained_backbone = None
     return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``heatpose train``: parse the flags, then import the trainer and run it; exit status."""
+    args = parse_args(argv)
+    from training.train import run  # after parsing: torch only once the flags are good
+
+    return run(args)

@@ -23,7 +23,7 @@ from models.codec import HeatmapCodec
 from models.keypoints import KeypointSpec
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AugmentParams:
     """Training augmentation; the defaults are the published COCO recipe."""
 
@@ -41,7 +41,17 @@ class AugmentParams:
     photometric: bool = False
 
 
-NO_AUGMENT = AugmentParams(0.0, 0.0, 9, 1.5, 0.7, 0.0, 0.0, (1.0, 1.0), 0.0, 0.0, 0.0, False)
+NO_AUGMENT = AugmentParams(
+    flip_prob=0.0,
+    half_body_prob=0.0,
+    shift_factor=0.0,
+    shift_prob=0.0,
+    scale_range=(1.0, 1.0),
+    scale_prob=0.0,
+    rotate_factor=0.0,
+    rotate_prob=0.0,
+    photometric=False,
+)
 """Evaluation: the plain ground-truth region, unrotated."""
 
 

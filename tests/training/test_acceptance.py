@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from models.checkpoint import load, read_config
 from models.network import PoseResNet
-from training import synthetic, train
+from training import train
 from training.engine import evaluate_model
 from training.resume import load_resume
 from training.train_args import parse_args
@@ -29,15 +29,14 @@ EPOCHS = 6
 
 
 def _argv(data: Path, out: Path) -> list[str]:
-    return [
-        "--data-path", str(data), "--train-split", "train", "--val-split", "train",
-        "--depth", "18", "--input-size", "96x64", "-b", "16", "-j", "0",
-        "--epochs", str(EPOCHS), "--repeat-dataset", "10", "--lr", "1e-3", "--lr-steps", "5",
-        "--lr-gamma", "0.3", "--warmup-iters", "3", "--pretrained-backbone", "none",
-        "--eval-every", str(EPOCHS), "--print-freq", "1", "--no-progress", "--seed", "5",
-        "--rotate-factor", "0", "--scale-range", "1", "1", "--shift-factor", "0",
-        "--half-body-prob", "0", "--flip-prob", "0", "--output-dir", str(out),
-    ]  # fmt: skip
+    flags = (
+        "--train-split train --val-split train --depth 18 --input-size 96x64 -b 16 -j 0"
+        f" --epochs {EPOCHS} --repeat-dataset 10 --lr 1e-3 --lr-steps 5 --lr-gamma 0.3"
+        f" --warmup-iters 3 --pretrained-backbone none --eval-every {EPOCHS} --print-freq 1"
+        " --no-progress --seed 5 --rotate-factor 0 --scale-range 1 1 --shift-factor 0"
+        " --half-body-prob 0 --flip-prob 0"
+    )
+    return ["--data-path", str(data), *flags.split(), "--output-dir", str(out)]
 
 
 def _records(out: Path, kind: str) -> list[dict]:
@@ -46,11 +45,9 @@ def _records(out: Path, kind: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(tmp_path_factory: pytest.TempPathFactory, make_synthetic) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("accept")
-    data = root / "data"
-    synthetic.main(["--out", str(data), "--train", "8", "--val", "0", "--seed", "11",
-                    "--width", "256", "--height", "192"])  # fmt: skip
+    data = make_synthetic("accept-data", "--train 8 --val 0 --seed 11 --width 256 --height 192")
     full, resumed = root / "full", root / "resumed"
     assert train.main([*_argv(data, full), "--keep-resume"]) == 0
     saved = full / f"resume_epoch{EPOCHS - 1}.pt"
@@ -70,8 +67,14 @@ def test_ap_beats_the_untrained_model(runs: dict[str, Path]) -> None:
     args = parse_args(_argv(runs["data"], runs["full"]))
     torch.manual_seed(args.seed)  # the trainer's own initial weights
     untrained = PoseResNet(18, 17)
-    before = evaluate_model(untrained, train.build_config(args), runs["data"], "train",
-                            torch.device("cpu"), batch_size=32)  # fmt: skip
+    before = evaluate_model(
+        untrained,
+        train.build_config(args),
+        data_path=runs["data"],
+        split="train",
+        device=torch.device("cpu"),
+        batch_size=32,
+    )
     (after,) = _records(runs["full"], "eval")
     assert after["AP"] > before["AP"] + 0.005, (before, after)
     assert after["AP50"] > before["AP50"] + 0.02, (before, after)

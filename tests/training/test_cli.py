@@ -3,32 +3,99 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from models.checkpoint import save
+from models.checkpoint import read_config, save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
-from training import evaluate, learning_curve, synthetic, train
+from training import (
+    evaluate,
+    evaluate_args,
+    learning_curve,
+    synthetic,
+    synthetic_args,
+    train,
+    train_args,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("main", [train.main, evaluate.main, synthetic.main, learning_curve.main])
-def test_help(main, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("main", "prog"),
+    [
+        (train.main, "heatpose train"),
+        (evaluate.main, "heatpose eval"),
+        (synthetic.main, "heatpose synth"),
+        (learning_curve.main, "python -m training.learning_curve"),
+    ],
+)
+def test_help(main, prog: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and "usage: python -m training." in out and "--" in out
+    assert e.value.code == 0 and out.startswith(f"usage: {prog} ") and "--" in out
 
 
 def test_help_as_module() -> None:
-    r = subprocess.run([sys.executable, "-m", "training.synthetic", "--help"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "training.synthetic", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 0 and "--out" in r.stdout
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """Each option string of an argparse help text -> its whole entry, whitespace collapsed."""
+    entries: dict[str, str] = {}
+    flags: list[str] = []
+    lines: list[str] = []
+    for line in [*text.split("options:", 1)[1].splitlines(), "  -end"]:
+        if not line.startswith("  -"):
+            lines.append(line)
+            continue
+        entries.update(dict.fromkeys(flags, " ".join(" ".join(lines).split())))
+        invocation = line.strip().split("  ")[0]  # "-b BATCH_SIZE, --batch-size BATCH_SIZE"
+        flags = [part.split()[0] for part in invocation.split(", ")]
+        lines = [line]
+    return entries
+
+
+def _shown(value: object) -> str:
+    """How a default reads on the command line."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(str, value))
+    return "none" if value is None else str(value)
+
+
+@pytest.mark.parametrize(
+    "build_parser",
+    [train_args.build_parser, evaluate_args.build_parser, synthetic_args.build_parser],
+)
+def test_help_shows_every_default_and_no_markup(build_parser) -> None:
+    parser = build_parser()
+    text = parser.format_help()
+    assert not re.search(r"``|:(class|mod|func|meth|data|attr):`", text), text
+    entries = _help_entries(text)
+    checked = 0
+    for action in parser._actions:
+        if not action.option_strings or action.required or action.nargs == 0:
+            continue  # positionals, required flags and on/off switches have no default to show
+        entry = entries[action.option_strings[-1]]
+        assert "(default: " in entry, entry
+        if "default" not in (action.help or ""):  # not explained in words: the value itself
+            assert f"(default: {_shown(action.default)})" in entry, entry
+            checked += 1
+    assert checked >= 3  # the loop saw flags with their values shown
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], needle: str) -> None:
@@ -58,37 +125,90 @@ def test_train_bad_flags(argv: list[str], needle: str, capsys: pytest.CaptureFix
 def test_train_missing_annotations_names_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["--data-path", str(tmp_path), "--pretrained-backbone", "none", "--depth", "18",
-            "--output-dir", str(tmp_path / "out"), "--device", "cpu"]  # fmt: skip
+    flags = "--pretrained-backbone none --depth 18 --device cpu"
+    argv = ["--data-path", str(tmp_path), *flags.split(), "--output-dir", str(tmp_path / "out")]
     assert train.main(argv) == 2
     _one_line_error(capsys, "person_keypoints_train2017.json")
 
 
+@pytest.fixture(scope="module")
+def data(make_synthetic) -> Path:
+    """Synthetic splits ``train`` (3 images) and ``val`` (1 image), 160x128."""
+    return make_synthetic("cli", "--train 3 --val 1 --seed 1 --width 160 --height 128")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
+    save(path, PoseResNet(18, 17), ModelConfig(depth=18))
+    return path
+
+
+def test_train_unknown_split_names_the_splits_there(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = "--pretrained-backbone none --depth 18 --device cpu"  # --train-split train2017
+    argv = ["--data-path", str(data), *flags.split(), "--output-dir", str(tmp_path / "out")]
+    capsys.readouterr()
+    assert train.main(argv) == 2
+    _one_line_error(capsys, "person_keypoints_train2017.json (splits there: train, val;")
+
+
 def test_evaluate_bad_checkpoint_and_missing_images(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as e:
         evaluate.main(["--checkpoint", str(tmp_path / "x.safetensors"), "--data-path", "."])
     assert e.value.code == 2
     _one_line_error(capsys, "x.safetensors")
     # A real model on a set whose image is gone: the error names the image file.
-    data = tmp_path / "data"
-    assert synthetic.main(["--out", str(data), "--train", "0", "--val", "1", "--width", "128",
-                           "--height", "96"]) == 0  # fmt: skip
-    capsys.readouterr()
-    (data / "val" / "000000000001.jpg").unlink()
-    ckpt = tmp_path / "m.safetensors"
-    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18))
-    argv = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val", "-j", "0",
-            "--device", "cpu"]  # fmt: skip
+    gone = tmp_path / "data"
+    shutil.copytree(data, gone)
+    (gone / "val" / "000000000001.jpg").unlink()
+    flags = "--split val -j 0 --device cpu"
+    argv = ["--checkpoint", str(checkpoint), "--data-path", str(gone), *flags.split()]
     assert evaluate.main(argv) == 2
     _one_line_error(capsys, "000000000001.jpg")
+
+
+def test_evaluate_takes_the_only_split(
+    data: Path, checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one"
+    shutil.copytree(data, one)
+    (one / "annotations" / "person_keypoints_train.json").unlink()
+    output = tmp_path / "results.json"
+    argv = ["--checkpoint", str(checkpoint), "--data-path", str(one), "-j", "0", "--device", "cpu"]
+    assert evaluate.main([*argv, "--output", str(output)]) == 0
+    assert "split: val" in capsys.readouterr().out.splitlines()
+    ids = {r["image_id"] for r in json.loads(output.read_text())}
+    assert ids == {1}  # the one val image (the train split has images 1-3: it was not used)
+
+
+@pytest.mark.parametrize(
+    ("split", "needle"),
+    [
+        (None, "--split is needed: {data} has splits train, val"),
+        ("val2017", "--split val2017 is not in {data}, which has splits train, val"),
+    ],
+)
+def test_evaluate_names_the_splits_when_the_choice_is_open_or_wrong(
+    split: str | None,
+    needle: str,
+    data: Path,
+    checkpoint: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["--checkpoint", str(checkpoint), "--data-path", str(data), "--device", "cpu"]
+    capsys.readouterr()
+    assert evaluate.main(argv + (["--split", split] if split else [])) == 2
+    _one_line_error(capsys, "heatpose eval: error: " + needle.format(data=data))
 
 
 def test_learning_curve_png(tmp_path: Path) -> None:
     lines = [
         {"type": "start", "step": 0},
-        {"type": "train", "epoch": 0, "step": 5, "loss": 0.02, "lr": 1e-3},
+        {"type": "train", "epoch": 1, "step": 5, "loss": 0.02, "lr": 1e-3},
         {"type": "epoch", "epoch": 1, "step": 10, "train_loss": 0.015, "lr": 1e-3},
         {"type": "eval", "epoch": 1, "step": 10, "AP": 0.2, "AP50": 0.5, "AP75": 0.1},
     ]
@@ -99,21 +219,65 @@ def test_learning_curve_png(tmp_path: Path) -> None:
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _records(out: Path, kind: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["type"] == kind]
+
+
+def test_train_prints_its_checkpoints_and_numbers_epochs_from_1_everywhere(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    flags = (
+        "--train-split train --val-split val --depth 18 --input-size 96x64 -b 2 -j 0"
+        " --epochs 2 --eval-every 1 --print-freq 1 --pretrained-backbone none --device cpu"
+    )
+    capsys.readouterr()
+    assert train.main(["--data-path", str(data), *flags.split(), "--output-dir", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    # Epochs: the bar's "epoch E/2" and every record's "epoch" count from 1, and the steps
+    # logged under epoch E are the E-th epoch's.
+    bar = sorted(set(re.findall(r"epoch (\d+)/2", stderr)))
+    assert bar == ["1", "2"], stderr[-2000:]
+    iters = _records(out, "start")[0]["iters_per_epoch"]
+    steps = [(r["epoch"], r["step"]) for r in _records(out, "train")]
+    assert steps == [(1 + (s - 1) // iters, s) for s in range(1, 2 * iters + 1)]
+    assert [r["epoch"] for r in _records(out, "epoch")] == [1, 2]
+    evals = _records(out, "eval")
+    assert [r["epoch"] for r in evals] == [1, 2]
+    assert (out / "results_epoch1.json").is_file() and (out / "results_epoch2.json").is_file()
+    assert read_config(out / "last.safetensors").metrics["epoch"] == 2
+    # The summary: each file with its path, then the command that serves the best one.
+    best_epoch = max(evals, key=lambda r: r["AP"])["epoch"]  # the first of equal APs
+    best_ap = max(r["AP"] for r in evals)
+    assert read_config(out / "best.safetensors").metrics["epoch"] == best_epoch
+    best, last, resume = out / "best.safetensors", out / "last.safetensors", out / "resume.pt"
+    last_ap = evals[-1]["AP"]
+    assert stdout.splitlines()[-5:] == [
+        f"checkpoints in {out}:",
+        f"  best.safetensors  {best}  (epoch {best_epoch}, val AP {best_ap:.4f})",
+        f"  last.safetensors  {last}  (epoch 2, val AP {last_ap:.4f})",
+        f"  resume.pt         {resume}  (continue: add --resume {resume})",
+        f"serve the best model: HEATPOSE_CHECKPOINT={best} heatpose serve",
+    ], stdout
+
+
 @pytest.mark.timeout(240)
-def test_loader_workers_survive_evaluation_between_epochs(tmp_path: Path) -> None:
+def test_loader_workers_survive_evaluation_between_epochs(data: Path, tmp_path: Path) -> None:
     """Regression: a worker forked after the evaluation ran OpenCV in the trainer process
     used to deadlock on OpenCV's thread-pool lock (the trainer now keeps OpenCV single-threaded).
     """
-    data = tmp_path / "data"
-    assert synthetic.main(["--out", str(data), "--train", "4", "--val", "2", "--seed", "1",
-                           "--width", "256", "--height", "192"]) == 0  # fmt: skip
-    argv = ["--data-path", str(data), "--train-split", "train", "--val-split", "val",
-            "--depth", "18", "--input-size", "96x64", "-b", "4", "-j", "1", "--epochs", "2",
-            "--eval-every", "1", "--pretrained-backbone", "none", "--no-progress",
-            "--device", "cpu", "--output-dir", str(tmp_path / "out")]  # fmt: skip
-    r = subprocess.run([sys.executable, "-m", "training.train", *argv], capture_output=True,
-                       text=True, cwd=ROOT, timeout=200)  # fmt: skip
+    flags = (
+        "--train-split train --val-split val --depth 18 --input-size 96x64 -b 2 -j 1"
+        " --epochs 2 --eval-every 1 --pretrained-backbone none --no-progress --device cpu"
+    )
+    argv = ["--data-path", str(data), *flags.split(), "--output-dir", str(tmp_path / "out")]
+    r = subprocess.run(
+        [sys.executable, "-m", "training.train", *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=200,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    evals = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().split("\n")
-             if '"eval"' in x]  # fmt: skip
-    assert [e["epoch"] for e in evals] == [1, 2]
+    assert [e["epoch"] for e in _records(tmp_path / "out", "eval")] == [1, 2]

@@ -19,35 +19,38 @@ from pathlib import Path
 
 import pytest
 
-from training import synthetic
-
 pytestmark = pytest.mark.timeout(300)
 STEPS = 5
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ddp") / "data"
-    synthetic.main(["--out", str(out), "--train", "24", "--val", "2", "--seed", "4",
-                    "--width", "256", "--height", "192"])  # fmt: skip
-    return out
+def data(make_synthetic) -> Path:
+    return make_synthetic("ddp", "--train 24 --val 2 --seed 4 --width 256 --height 192")
 
 
 def _run(data: Path, out: Path, procs: int, batch: int, *extra: str) -> dict[int, list[dict]]:
     trace = out / "trace"
-    flags = [
-        "--data-path", str(data), "--train-split", "train", "--val-split", "val",
-        "--depth", "18", "--input-size", "96x64", "-b", str(batch), "-j", "0", "--epochs", "1",
-        "--lr", "1e-3", "--warmup-iters", "2", "--pretrained-backbone", "none",
-        "--eval-every", "0", "--no-progress", "--seed", "3", "--device", "cpu",
-        "--output-dir", str(out), "--trace-steps", str(trace), *extra,
-    ]  # fmt: skip
-    launcher = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1",
-                f"--nproc-per-node={procs}"] if procs > 1 else []  # fmt: skip
-    args = [*launcher, "-m", "training.train", *flags]
+    flags = (
+        "--train-split train --val-split val --depth 18 --input-size 96x64"
+        f" -b {batch} -j 0 --epochs 1 --lr 1e-3 --warmup-iters 2"
+        " --pretrained-backbone none --eval-every 0 --no-progress --seed 3 --device cpu"
+    )
+    argv = ["--data-path", str(data), *flags.split(), "--output-dir", str(out)]
+    launcher = (
+        ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc-per-node={procs}"]
+        if procs > 1
+        else []
+    )
+    args = [*launcher, "-m", "training.train", *argv, "--trace-steps", str(trace), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
-                       timeout=280, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=280,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {
         rank: [json.loads(line) for line in (trace / f"rank{rank}.jsonl").read_text().splitlines()]

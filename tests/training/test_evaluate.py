@@ -12,17 +12,13 @@ from models.checkpoint import load, save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
 from models.predictor import Predictor
-from training import synthetic
 from training.data import load_coco
 from training.evaluate import detection_boxes, evaluate, ground_truth_boxes
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("ev") / "data"
-    synthetic.main(["--out", str(out), "--train", "0", "--val", "3", "--seed", "2",
-                    "--width", "160", "--height", "128"])  # fmt: skip
-    return out
+def data(make_synthetic) -> Path:
+    return make_synthetic("ev", "--train 0 --val 3 --seed 2 --width 160 --height 128")
 
 
 def test_ground_truth_boxes_are_xyxy_of_the_annotations(data: Path) -> None:
@@ -58,19 +54,31 @@ def test_evaluate_with_a_detection_file(data: Path, tmp_path: Path) -> None:
     coco = load_coco(data, "val")
     gt = ground_truth_boxes(coco, data / "val")
     dets = [
-        {"image_id": i, "category_id": 1, "score": 0.5 + 0.1 * j,
-         "bbox": [float(v) for v in [*row[:2], *(row[2:] - row[:2])]]}
-        for i, (b, _) in gt.items() for j, row in enumerate(b)
-    ]  # fmt: skip
+        {
+            "image_id": i,
+            "category_id": 1,
+            "score": 0.5 + 0.1 * j,
+            "bbox": [float(v) for v in [*row[:2], *(row[2:] - row[:2])]],
+        }
+        for i, (b, _) in gt.items()
+        for j, row in enumerate(b)
+    ]
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
     ckpt = tmp_path / "m.safetensors"
-    config = ModelConfig(depth=18, codec_params={"input_size": [64, 96],
-                         "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11})  # fmt: skip
+    config = ModelConfig(
+        depth=18,
+        codec_params={
+            "input_size": [64, 96],
+            "heatmap_size": [16, 24],
+            "sigma": 2.0,
+            "blur_kernel": 11,
+        },
+    )
     save(ckpt, PoseResNet(18, 17), config)
     predictor = Predictor(load(ckpt), device="cpu")
     out = tmp_path / "results.json"
-    stats = evaluate(predictor, data, "val", path, out, batch_size=4)
+    stats = evaluate(predictor, data, "val", boxes_file=path, results_path=out, batch_size=4)
     results = json.loads(out.read_text())
     assert 0 < len(results) <= len(dets)  # OKS-NMS may merge overlapping people
     assert {r["image_id"] for r in results} <= set(gt)

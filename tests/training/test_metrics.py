@@ -71,9 +71,18 @@ def _gt(tmp_path: Path) -> COCO:
     for i in range(1, 6):
         images.append({"id": i, "file_name": f"{i}.jpg", "width": 300, "height": 300})
         kp = np.concatenate([rng.uniform(60, 240, (17, 2)), np.full((17, 1), 2)], 1)
-        anns.append({"id": i, "image_id": i, "category_id": 1, "iscrowd": 0, "area": 8000.0,
-                     "bbox": [50, 50, 200, 200], "keypoints": kp.ravel().tolist(),
-                     "num_keypoints": 17})  # fmt: skip
+        anns.append(
+            {
+                "id": i,
+                "image_id": i,
+                "category_id": 1,
+                "iscrowd": 0,
+                "area": 8000.0,
+                "bbox": [50, 50, 200, 200],
+                "keypoints": kp.ravel().tolist(),
+                "num_keypoints": 17,
+            }
+        )
     doc = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
     path = tmp_path / "gt.json"
     path.write_text(json.dumps(doc))
@@ -84,10 +93,11 @@ def _gt(tmp_path: Path) -> COCO:
 def test_coco_table_perfect_then_worse(tmp_path: Path) -> None:
     gt = _gt(tmp_path)
     preds = [
-        PosePrediction(a["image_id"], np.reshape(a["keypoints"], (17, 3))[:, :2], np.ones(17),
-                       area=40000.0)
+        PosePrediction(
+            a["image_id"], np.reshape(a["keypoints"], (17, 3))[:, :2], np.ones(17), area=40000.0
+        )
         for a in gt.loadAnns(gt.getAnnIds())
-    ]  # fmt: skip
+    ]
     perfect = coco_keypoint_eval(gt, to_coco_results(postprocess(preds, SIGMAS)), SIGMAS)
     assert perfect["AP"] == pytest.approx(1.0) and perfect["AR"] == pytest.approx(1.0)
     for p in preds:

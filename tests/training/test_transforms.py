@@ -79,10 +79,12 @@ def test_decoded_targets_give_back_the_warped_keypoints(seed: int) -> None:
     hm = expected / np.asarray(CODEC.stride)  # heatmap px
     margin = 4  # DARK needs 2 px; the blur (zero padding) needs a little more
     inside = (
-        (hm[:, 0] > margin) & (hm[:, 0] < CODEC.heatmap_size[0] - 1 - margin)
-        & (hm[:, 1] > margin) & (hm[:, 1] < CODEC.heatmap_size[1] - 1 - margin)
+        (hm[:, 0] > margin)
+        & (hm[:, 0] < CODEC.heatmap_size[0] - 1 - margin)
+        & (hm[:, 1] > margin)
+        & (hm[:, 1] < CODEC.heatmap_size[1] - 1 - margin)
         & (kp[:, 2] > 0)
-    )  # fmt: skip
+    )
     assert inside.sum() >= 1
     np.testing.assert_array_less(np.abs(decoded[inside] - expected[inside]), 0.05)
     assert np.all(s.weights[kp[:, 2] == 0] == 0)

@@ -1,0 +1,18 @@
+"""The values the command lines offer as ``choices``, importable without torch.
+
+``heatpose train|eval|weights --help`` must answer without importing torch, OpenCV or the
+trainer, but the modules that own these names (:mod:`models.network` for depths,
+:mod:`models.codec` for decode modes, :mod:`models.checkpoint` for published layouts) import
+torch. So the parsers read them here; ``tests/test_cli.py`` checks that each equals its owner's.
+"""
+
+from __future__ import annotations
+
+DEPTHS = (18, 34, 50, 101, 152)
+"""ResNet depths of :class:`models.network.PoseResNet` (``models.network.DEPTHS``)."""
+
+DECODE_MODES = ("dark", "shift", "argmax")
+"""Heatmap decoding modes (``models.codec.DECODE_MODES``), the most accurate first."""
+
+LAYOUTS = ("mmpose", "simplebaselines")
+"""Published ``.pth`` key layouts ``heatpose weights import`` reads (``models.checkpoint``)."""
