@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from training.cli_args import ArgumentParser, non_negative_int
-from training.synthetic import _background
+from training.synthetic import background
 from training.synthetic_people import draw_person, sample_person
 
 
@@ -30,7 +30,7 @@ def people_scene(
     the arguments.
     """
     rng = np.random.default_rng(seed)
-    img = _background(rng, width, height)
+    img = background(rng, width, height)
     keypoints = []
     for i in range(people):
         ph = 0.8 * height * rng.uniform(0.92, 1.0)
