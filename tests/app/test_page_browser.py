@@ -8,7 +8,6 @@ page there (``docs/`` keeps the README's).
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import itertools
 import json
@@ -28,6 +27,9 @@ import httpx
 import numpy as np
 import pytest
 from fastapi import WebSocket
+
+from models.video_files import write_y4m
+from training.synthetic_video import make_video
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-test-key-7"
@@ -70,41 +72,6 @@ def jpeg(bgr: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return buf.tobytes()
-
-
-def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> None:
-    """Frames (H, W, 3) BGR uint8 as a YUV4MPEG2 4:2:0 file (Chromium's fake camera input)."""
-    h, w = frames[0].shape[:2]
-    with path.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        for bgr in frames:
-            f.write(b"FRAME\n" + cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV_I420).tobytes())
-
-
-def walking_frames(n: int = 30, width: int = 320, height: int = 240) -> list[np.ndarray]:
-    """Two synthetic people walking towards each other over a fixed background."""
-    from training.synthetic import _background
-    from training.synthetic_people import draw_person, sample_person
-
-    rng = np.random.default_rng(3)
-    background = _background(rng, width, height)
-    people = [
-        sample_person(rng, np.array([x, 0.55 * height]), 0.75 * height)
-        for x in (0.2 * width, 0.8 * width)
-    ]
-    frames = []
-    for t in range(n):
-        img = background.copy()
-        for i, person in enumerate(people):
-            d = np.array([(1 if i == 0 else -1) * 2.0 * t, 0.0])
-            moved = dataclasses.replace(
-                person, keypoints=person.keypoints + d, head=person.head + d
-            )
-            draw_person(
-                img, np.zeros((height, width), np.uint8), moved, np.random.default_rng(10 + i)
-            )
-        frames.append(img)
-    return frames
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +137,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     clip = tmp_path_factory.mktemp("camera") / "clip.y4m"
-    write_y4m(clip, walking_frames())
+    write_y4m(clip, make_video("crossing", fps=10.0).frames[:30], fps=10.0)
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=path,
