@@ -93,16 +93,16 @@ def postprocess(
     return out
 
 
-def to_coco_results(preds: list[PosePrediction]) -> list[dict]:
-    """COCO keypoint results: ``image_id``, ``category_id`` 1, ``keypoints`` ``[x, y, score]*K``
-    (image px), ``score``."""
+def to_coco_results(preds: list[PosePrediction], category_id: int = 1) -> list[dict]:
+    """COCO keypoint results: ``image_id``, ``category_id`` (1: person), ``keypoints``
+    ``[x, y, score]*K`` (image px), ``score``."""
     results = []
     for p in preds:
         flat = np.concatenate([p.keypoints, p.scores[:, None]], axis=1).ravel()
         results.append(
             {
                 "image_id": int(p.image_id),
-                "category_id": 1,
+                "category_id": int(category_id),
                 "keypoints": [round(float(v), 3) for v in flat],
                 "score": float(p.score),
             }
@@ -111,10 +111,16 @@ def to_coco_results(preds: list[PosePrediction]) -> list[dict]:
 
 
 def coco_keypoint_eval(
-    gt: COCO, results: list[dict], sigmas: np.ndarray | None = None, verbose: bool = False
+    gt: COCO,
+    results: list[dict],
+    sigmas: np.ndarray | None = None,
+    verbose: bool = False,
+    category_id: int | None = None,
 ) -> dict[str, float]:
     """pycocotools ``COCOeval(iouType="keypoints")`` over ``gt``'s images.
 
+    ``sigmas`` ``(K,)`` become ``kpt_oks_sigmas`` (``None``: pycocotools' COCO person values);
+    ``category_id`` limits the evaluation to that category (``None``: all of ``gt``'s).
     Returns the ten :data:`STAT_NAMES` values (all 0 when there are no results). With
     ``verbose`` the pycocotools table is printed.
     """
@@ -127,6 +133,8 @@ def coco_keypoint_eval(
         if sigmas is not None:
             ev.params.kpt_oks_sigmas = np.asarray(sigmas)
         ev.params.useSegm = None
+        if category_id is not None:
+            ev.params.catIds = [int(category_id)]
         ev.params.imgIds = sorted(gt.getImgIds())
         ev.evaluate()
         ev.accumulate()
