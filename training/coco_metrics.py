@@ -115,6 +115,7 @@ def coco_keypoint_eval(
     results: list[dict],
     sigmas: np.ndarray | None = None,
     verbose: bool = False,
+    *,
     category_id: int | None = None,
 ) -> dict[str, float]:
     """pycocotools ``COCOeval(iouType="keypoints")`` over ``gt``'s images.

@@ -242,6 +242,9 @@ def spec_for_training(args: Any, *, say: Callable[[str], None] = print) -> Keypo
             raise DataError(f"{val} has no category with the keypoints of {category['name']!r}")
         check_annotations(val_doc, same[0], val)
     names = tuple(str(n) for n in category["keypoints"])
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{path}: category {category['name']!r} names {twice[0]!r} twice")
     skeleton = _skeleton(category, path)
     say(
         f"keypoints: category {category['name']!r} (id {category['id']}) of {path}, "

@@ -161,7 +161,7 @@ def visibility(
 
 
 def render_image(
-    rng: np.random.Generator, width: int, height: int, skeleton: str = "person"
+    rng: np.random.Generator, width: int, height: int, *, skeleton: str = "person"
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One scene of ``skeleton`` figures: ``(image (height, width, 3) BGR uint8, annotations)``.
 
@@ -209,7 +209,7 @@ def _make_one(
     index: int, seed: int, split: str, width: int, height: int, out_dir: str, skeleton: str
 ) -> tuple:
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    img, anns = render_image(rng, width, height, skeleton)
+    img, anns = render_image(rng, width, height, skeleton=skeleton)
     name = f"{index + 1:012d}.jpg"
     if not cv2.imwrite(str(Path(out_dir) / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92]):
         raise OSError(f"could not write {Path(out_dir) / name}")
@@ -229,6 +229,7 @@ def write_split(
     width: int,
     height: int,
     workers: int = 0,
+    *,
     skeleton: str = "person",
 ) -> Path:
     """Write ``count`` images of ``split`` and its annotation file; returns the JSON path."""
