@@ -26,7 +26,8 @@ def build_parser() -> ArgumentParser:
         "--data-path",
         type=Path,
         required=True,
-        help="data set root: DATA/annotations/person_keypoints_<split>.json, DATA/<split>/",
+        help="data set root: DATA/annotations/person_keypoints_<split>.json (or "
+        "<name>_keypoints_<split>.json), DATA/<split>/",
     )
     add("--train-split", default="train2017", help="training split")
     add("--val-split", default="val2017", help="evaluation split")
