@@ -96,16 +96,16 @@ def postprocess(
     return out
 
 
-def to_coco_results(preds: list[PosePrediction]) -> list[dict]:
-    """COCO keypoint results: ``image_id``, ``category_id`` 1, ``keypoints`` ``[x, y, score]*K``
-    (image px), ``score``."""
+def to_coco_results(preds: list[PosePrediction], category_id: int = 1) -> list[dict]:
+    """COCO keypoint results: ``image_id``, ``category_id`` (1: person), ``keypoints``
+    ``[x, y, score]*K`` (image px), ``score``."""
     results = []
     for p in preds:
         flat = np.concatenate([p.keypoints, p.scores[:, None]], axis=1).ravel()
         results.append(
             {
                 "image_id": int(p.image_id),
-                "category_id": 1,
+                "category_id": int(category_id),
                 "keypoints": [round(float(v), 3) for v in flat],
                 "score": float(p.score),
             }
@@ -114,14 +114,24 @@ def to_coco_results(preds: list[PosePrediction]) -> list[dict]:
 
 
 def coco_keypoint_eval(
-    gt: COCO, results: list[dict], sigmas: np.ndarray | None = None, verbose: bool = False
+    gt: COCO,
+    results: list[dict],
+    sigmas: np.ndarray | None = None,
+    verbose: bool = False,
+    *,
+    category_id: int | None = None,
 ) -> dict[str, float]:
     """pycocotools ``COCOeval(iouType="keypoints")`` over ``gt``'s images.
 
+    ``sigmas`` ``(K,)`` become ``kpt_oks_sigmas`` (``None``: pycocotools' COCO person values);
+    ``category_id`` limits the evaluation to that category (``None``: all of ``gt``'s).
     Returns the ten :data:`STAT_NAMES` values (all 0 when there are no results). With
     ``verbose`` the pycocotools table is printed.
     """
-    return _coco_eval(gt, results, "keypoints", STAT_NAMES, sigmas=sigmas, verbose=verbose)
+    cat_ids = None if category_id is None else [int(category_id)]
+    return _coco_eval(
+        gt, results, "keypoints", STAT_NAMES, sigmas=sigmas, cat_ids=cat_ids, verbose=verbose
+    )
 
 
 def coco_box_eval(gt: COCO, results: list[dict], verbose: bool = False) -> dict[str, float]:

@@ -2,7 +2,10 @@
 
 Layout (COCO 2017's): ``DATA/annotations/person_keypoints_<split>.json`` and
 ``DATA/<split>/<file_name>``. Any set in that layout works: COCO itself, or the one that
-:mod:`training.synthetic` writes (splits ``train`` / ``val``).
+:mod:`training.synthetic` writes (splits ``train`` / ``val``). A data set of other keypoints may
+name its file ``DATA/annotations/<name>_keypoints_<split>.json`` (one such file a split); the
+persons used are the annotations of the category whose keypoint names are the model's
+(:func:`keypoint_category`).
 """
 
 from __future__ import annotations
@@ -26,20 +29,32 @@ class DataError(Exception):
 
 
 def annotation_path(data_path: str | Path, split: str) -> Path:
-    """``DATA/annotations/person_keypoints_<split>.json``."""
-    return Path(data_path) / "annotations" / f"person_keypoints_{split}.json"
+    """``DATA/annotations/person_keypoints_<split>.json``, else the one
+    ``DATA/annotations/<name>_keypoints_<split>.json`` there is (e.g. ``animal_keypoints_``)."""
+    person = Path(data_path) / "annotations" / f"person_keypoints_{split}.json"
+    others = sorted(person.parent.glob(f"*_keypoints_{split}.json"))
+    return others[0] if not person.is_file() and len(others) == 1 else person
+
+
+def keypoint_category(coco: COCO, names: tuple[str, ...]) -> int | None:
+    """The id of ``coco``'s category whose keypoint names are ``names`` (the lowest such id),
+    or ``None`` when there is none."""
+    ids = [c["id"] for c in coco.dataset.get("categories", []) if c.get("keypoints") == list(names)]
+    return min(ids) if ids else None
 
 
 def available_splits(data_path: str | Path) -> list[str]:
     """The splits of ``DATA``, sorted: the ``<split>`` of each
-    ``DATA/annotations/person_keypoints_<split>.json``."""
-    prefix, suffix = "person_keypoints_", ".json"
-    files = (Path(data_path) / "annotations").glob(f"{prefix}*{suffix}")
-    return sorted(f.name[len(prefix) : -len(suffix)] for f in files if f.is_file())
+    ``DATA/annotations/<name>_keypoints_<split>.json`` (``person_keypoints_`` for people)."""
+    marker, suffix = "_keypoints_", ".json"
+    files = (Path(data_path) / "annotations").glob(f"*{marker}*{suffix}")
+    splits = {f.name.split(marker, 1)[1][: -len(suffix)] for f in files if f.is_file()}
+    return sorted(splits)
 
 
-def load_coco(data_path: str | Path, split: str) -> COCO:
-    """The split's annotations through pycocotools (its progress prints silenced)."""
+def require_annotation_file(data_path: str | Path, split: str) -> Path:
+    """The split's annotation file (:func:`annotation_path`), or :class:`DataError` naming the
+    splits that ``DATA`` has."""
     path = annotation_path(data_path, split)
     if not path.is_file():
         splits = available_splits(data_path)
@@ -48,6 +63,12 @@ def load_coco(data_path: str | Path, split: str) -> COCO:
             f"annotation file not found: {path} ({found}; expected DATA/annotations/"
             f"person_keypoints_<split>.json; check --data-path and the split name)"
         )
+    return path
+
+
+def load_coco(data_path: str | Path, split: str) -> COCO:
+    """The split's annotations through pycocotools (its progress prints silenced)."""
+    path = require_annotation_file(data_path, split)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             return COCO(str(path))
@@ -86,12 +107,16 @@ def clip_box(box_xywh: list[float], width: int, height: int) -> np.ndarray | Non
     return np.array([x1, y1, x2 - x1, y2 - y1])
 
 
-def person_records(coco: COCO, image_dir: Path) -> list[PersonRecord]:
-    """Persons with iscrowd 0, at least one labelled keypoint and a valid clipped box."""
+def person_records(
+    coco: COCO, image_dir: Path, category_id: int | None = None
+) -> list[PersonRecord]:
+    """Persons (of ``category_id``; ``None``: of any category) with iscrowd 0, at least one
+    labelled keypoint and a valid clipped box."""
     records = []
+    cats = [] if category_id is None else [category_id]
     for image_id in sorted(coco.getImgIds()):
         info = coco.imgs[image_id]
-        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)):
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id, catIds=cats)):
             kp = np.asarray(ann.get("keypoints", []), dtype=np.float64).reshape(-1, 3)
             if ann.get("iscrowd", 0) or len(kp) == 0 or not (kp[:, 2] > 0).any():
                 continue
@@ -128,7 +153,14 @@ class CocoKeypoints(Dataset):
         self.image_dir = Path(data_path) / split
         if not self.image_dir.is_dir():
             raise DataError(f"image directory not found: {self.image_dir} (check --data-path)")
-        self.records = person_records(self.coco, self.image_dir)
+        names = transform.spec.names
+        category = keypoint_category(self.coco, names)
+        if category is None:
+            raise DataError(
+                f"{annotation_path(data_path, split)} has no category with the model's "
+                f"{len(names)} keypoints ({', '.join(names[:4])}, ...)"
+            )
+        self.records = person_records(self.coco, self.image_dir, category)
         if not self.records:
             raise DataError(f"no usable person annotations in {annotation_path(data_path, split)}")
         num_k = transform.spec.num_keypoints

@@ -40,8 +40,10 @@ from training.coco_metrics import (
 )
 from training.data import (
     DataError,
+    annotation_path,
     available_splits,
     clip_box,
+    keypoint_category,
     load_coco,
     person_records,
     read_image,
@@ -53,26 +55,31 @@ Boxes = dict[int, tuple[np.ndarray, np.ndarray]]
 """image id -> (boxes ``(N, 4)`` xyxy image px, box scores ``(N,)``)."""
 
 
-def ground_truth_boxes(coco: Any, image_dir: Path) -> Boxes:
-    """The boxes of the persons the training data uses (score 1), per image."""
+def ground_truth_boxes(coco: Any, image_dir: Path, category_id: int | None = None) -> Boxes:
+    """The boxes of the persons the training data uses (score 1), per image (of
+    ``category_id``; ``None``: any category)."""
     out: dict[int, tuple[list, list]] = {}
-    for r in person_records(coco, image_dir):
+    for r in person_records(coco, image_dir, category_id):
         boxes, scores = out.setdefault(r.image_id, ([], []))
         boxes.append([r.box[0], r.box[1], r.box[0] + r.box[2], r.box[1] + r.box[3]])
         scores.append(1.0)
     return {k: (np.array(b, dtype=np.float64), np.array(s)) for k, (b, s) in out.items()}
 
 
-def detection_boxes(path: str | Path, coco: Any, score_thr: float = 0.0) -> Boxes:
-    """Person boxes from a COCO detection-results JSON (``image_id, category_id, bbox xywh,
-    score``), clipped to their images, those with ``score >= score_thr``."""
+def detection_boxes(
+    path: str | Path, coco: Any, score_thr: float = 0.0, category_id: int = 1
+) -> Boxes:
+    """Boxes of ``category_id`` (1: person) from a COCO detection-results JSON (``image_id,
+    category_id, bbox xywh, score``), clipped to their images, those with ``score >= score_thr``."""
     try:
         dets = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"cannot read --boxes file {path}: {e}") from e
     out: dict[int, tuple[list, list]] = {}
     for d in dets:
-        if d.get("category_id", 1) != 1 or d["score"] < score_thr or d["image_id"] not in coco.imgs:
+        if d.get("category_id", 1) != category_id or d["score"] < score_thr:
+            continue
+        if d["image_id"] not in coco.imgs:
             continue
         info = coco.imgs[d["image_id"]]
         box = clip_box(d["bbox"], info["width"], info["height"])
@@ -212,8 +219,15 @@ def evaluate(
     """
     coco = load_coco(data_path, split)
     image_dir = Path(data_path) / split
+    # The category whose keypoints are the model's; its sigmas serve OKS-NMS and COCOeval.
+    category = keypoint_category(coco, predictor.spec.names)
+    if category is None:
+        raise DataError(
+            f"{annotation_path(data_path, split)} has no category with the model's "
+            f"{predictor.spec.num_keypoints} keypoints ({', '.join(predictor.spec.names[:4])}, ...)"
+        )
     box_stats: dict[str, float] = {}
-    if detector is not None:
+    if detector is not None:  # a person detector: the person category's boxes
         options = {"score_thr": det_score_thr, "batch_size": det_batch_size, "workers": workers}
         boxes, detections = detector_boxes(detector, coco, image_dir, **options)
         if detections_path is not None:
@@ -221,15 +235,18 @@ def evaluate(
         box = coco_box_eval(coco, detections, verbose=verbose)
         box_stats = {f"box_{k}": v for k, v in box.items()}
     elif boxes_file is None:
-        boxes = ground_truth_boxes(coco, image_dir)
+        boxes = ground_truth_boxes(coco, image_dir, category)
     else:
-        boxes = detection_boxes(boxes_file, coco)
+        boxes = detection_boxes(boxes_file, coco, category_id=category)
     sigmas = np.asarray(predictor.spec.sigmas)
     preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size=batch_size, workers=workers)
-    results = to_coco_results(postprocess(preds, sigmas, nms_threshold))
+    results = to_coco_results(postprocess(preds, sigmas, nms_threshold), category)
     if results_path is not None:
         write_results(results_path, results)
-    return coco_keypoint_eval(coco, results, sigmas, verbose=verbose) | box_stats
+    keypoint_stats = coco_keypoint_eval(
+        coco, results, sigmas, verbose=verbose, category_id=category
+    )
+    return keypoint_stats | box_stats
 
 
 def resolve_split(data_path: Path, split: str | None) -> str:

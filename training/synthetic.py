@@ -1,13 +1,15 @@
-"""A synthetic COCO-format keypoint data set of procedurally drawn people (no download needed).
+"""A synthetic COCO-format keypoint data set of procedurally drawn figures (no download needed).
 
-``heatpose synth --out DIR --train N --val M --seed S`` (flags in :mod:`training.synthetic_args`)
-writes
+``heatpose synth --out DIR --train N --val M --seed S [--skeleton animal]`` (flags in
+:mod:`training.synthetic_args`) writes
 
 - ``DIR/train/000000000001.jpg`` ... and ``DIR/val/...`` (JPEG, BGR as cv2 writes them),
 - ``DIR/annotations/person_keypoints_train.json`` and ``..._val.json`` (COCO keypoints format,
-  loadable by ``pycocotools.coco.COCO`` and usable by ``COCOeval``).
+  loadable by ``pycocotools.coco.COCO`` and usable by ``COCOeval``); with ``--skeleton animal``
+  ``animal_keypoints_<split>.json`` with the category ``quadruped`` (id 2, 12 keypoints).
 
-Each image has 1-3 people (see :mod:`training.synthetic_people`) over a cluttered background,
+Each image has 1-3 people (see :mod:`training.synthetic_people`), or four-legged animals (see
+:mod:`training.synthetic_animal`), over a cluttered background,
 sometimes partly hidden by objects or by each other, sometimes cut by the image border.
 Keypoints are ``(x, y)`` image pixels with COCO visibility flags: 2 visible; 1 labelled but
 hidden by another person or an object drawn over it; 0 not labelled (outside the image, or the
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from multiprocessing import Pool
 from pathlib import Path
@@ -30,10 +34,65 @@ import cv2
 import numpy as np
 
 from models.keypoints import COCO_KEYPOINTS
+from training import synthetic_animal
 from training.synthetic_args import parse_args
 from training.synthetic_people import draw_person, sample_person
 
 SPLITS = ("train", "val")
+
+
+def place_person(rng: np.random.Generator, width: int, height: int) -> Any:
+    """A person somewhere in a ``width`` x ``height`` scene, sometimes cut by its border."""
+    ph = rng.uniform(0.35, 0.9) * height
+    pelvis = np.array([rng.uniform(-0.05, 1.05) * width, 0.0])
+    pelvis[1] = rng.uniform(0.5 * ph, height - 0.45 * ph + 1) + rng.normal(0, 0.08 * ph)
+    return sample_person(rng, pelvis, ph)
+
+
+@dataclass(frozen=True)
+class Skeleton:
+    """A kind of figure the generator draws.
+
+    Attributes:
+        category: the COCO category (``id``, ``name``, ``supercategory``, ``keypoints`` names,
+            1-based ``skeleton``) its annotations carry.
+        file_prefix: annotation files are ``<file_prefix>_keypoints_<split>.json``.
+        place: ``(rng, width, height) -> figure`` with ``keypoints (K, 2)`` image px and
+            ``labelled (K,)``.
+        draw: ``(image, mask, figure, rng)`` paints it on the image and its pixels on the mask.
+    """
+
+    category: dict[str, Any]
+    file_prefix: str
+    place: Callable[[np.random.Generator, int, int], Any]
+    draw: Callable[[np.ndarray, np.ndarray, Any, np.random.Generator], None]
+
+
+def _category(cid: int, name: str, sup: str, names: tuple, links: tuple) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "name": name,
+        "supercategory": sup,
+        "keypoints": list(names),
+        "skeleton": [[a + 1, b + 1] for a, b in links],
+    }
+
+
+SKELETONS: dict[str, Skeleton] = {
+    "person": Skeleton(
+        _category(1, "person", "person", COCO_KEYPOINTS.names, COCO_KEYPOINTS.skeleton),
+        "person",
+        place_person,
+        draw_person,
+    ),
+    "animal": Skeleton(
+        _category(2, "quadruped", "animal", synthetic_animal.NAMES, synthetic_animal.SKELETON),
+        "animal",
+        synthetic_animal.place_animal,
+        synthetic_animal.draw_animal,
+    ),
+}
+"""The figures ``--skeleton`` chooses from."""
 
 
 def background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
@@ -103,24 +162,22 @@ def visibility(
 
 
 def render_image(
-    rng: np.random.Generator, width: int, height: int
+    rng: np.random.Generator, width: int, height: int, *, skeleton: str = "person"
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """One scene: ``(image (height, width, 3) BGR uint8, annotations)``.
+    """One scene of ``skeleton`` figures: ``(image (height, width, 3) BGR uint8, annotations)``.
 
-    Annotations are dicts with ``keypoints`` (51 floats, image px, flags 0/1/2),
+    Annotations are dicts with ``keypoints`` (3K floats, image px, flags 0/1/2),
     ``num_keypoints``, ``bbox`` [x, y, w, h] and ``area`` of the visible pixels, and
     ``segmentation`` (polygons of the visible pixels); ids are assigned by the caller.
     """
     img = background(rng, width, height)
     owner = np.zeros((height, width), np.int16)  # 0 background, p+1 person p, -1 object
     people = []
+    kind = SKELETONS[skeleton]
     for pid in range(1, int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25])) + 1):
-        ph = rng.uniform(0.35, 0.9) * height
-        pelvis = np.array([rng.uniform(-0.05, 1.05) * width, 0.0])
-        pelvis[1] = rng.uniform(0.5 * ph, height - 0.45 * ph + 1) + rng.normal(0, 0.08 * ph)
-        person = sample_person(rng, pelvis, ph)
+        person = kind.place(rng, width, height)
         mask = np.zeros((height, width), np.uint8)
-        draw_person(img, mask, person, rng)
+        kind.draw(img, mask, person, rng)
         owner[mask > 127] = pid
         people.append(person)
     if rng.random() < 0.35:
@@ -149,37 +206,45 @@ def render_image(
     return img, anns
 
 
-def _make_one(index: int, seed: int, split: str, width: int, height: int, out_dir: str) -> tuple:
+def _make_one(
+    index: int, seed: int, split: str, width: int, height: int, out_dir: str, skeleton: str
+) -> tuple:
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
-    img, anns = render_image(rng, width, height)
+    img, anns = render_image(rng, width, height, skeleton=skeleton)
     name = f"{index + 1:012d}.jpg"
     if not cv2.imwrite(str(Path(out_dir) / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92]):
         raise OSError(f"could not write {Path(out_dir) / name}")
     return index + 1, name, anns
 
 
-def categories() -> list[dict[str, Any]]:
-    """The COCO ``person`` category with its keypoint names and 1-based skeleton."""
-    return [
-        {
-            "id": 1,
-            "name": "person",
-            "supercategory": "person",
-            "keypoints": list(COCO_KEYPOINTS.names),
-            "skeleton": [[a + 1, b + 1] for a, b in COCO_KEYPOINTS.skeleton],
-        }
-    ]
+def categories(skeleton: str = "person") -> list[dict[str, Any]]:
+    """The COCO category of ``skeleton`` figures with its keypoint names and 1-based skeleton."""
+    return [dict(SKELETONS[skeleton].category)]
 
 
 def write_split(
-    out: Path, split: str, count: int, *, seed: int, width: int, height: int, workers: int = 0
+    out: Path,
+    split: str,
+    count: int,
+    *,
+    seed: int,
+    width: int,
+    height: int,
+    workers: int = 0,
+    skeleton: str = "person",
 ) -> Path:
     """Write ``count`` images of ``split`` and its annotation file; returns the JSON path."""
     img_dir = out / split
     img_dir.mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     make = partial(
-        _make_one, seed=seed, split=split, width=width, height=height, out_dir=str(img_dir)
+        _make_one,
+        seed=seed,
+        split=split,
+        width=width,
+        height=height,
+        out_dir=str(img_dir),
+        skeleton=skeleton,
     )
     if workers > 1:
         with Pool(workers) as pool:
@@ -188,18 +253,21 @@ def write_split(
         results = [make(i) for i in range(count)]
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    kind = SKELETONS[skeleton]
     for image_id, name, anns in results:
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
         for a in anns:
-            a.update(id=len(annotations) + 1, image_id=image_id, category_id=1, iscrowd=0)
+            a.update(id=len(annotations) + 1, image_id=image_id, iscrowd=0)
+            a.update(category_id=kind.category["id"])
             annotations.append(a)
-    path = out / "annotations" / f"person_keypoints_{split}.json"
+    path = out / "annotations" / f"{kind.file_prefix}_keypoints_{split}.json"
+    what = f"{kind.category['name']} figures"
     doc = {
-        "info": {"description": f"heatpose synthetic people, seed {seed}", "version": "1"},
+        "info": {"description": f"heatpose synthetic {what}, seed {seed}", "version": "1"},
         "licenses": [],
         "images": images,
         "annotations": annotations,
-        "categories": categories(),
+        "categories": categories(skeleton),
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc))
@@ -220,6 +288,7 @@ def run(args: Any) -> int:
                 width=args.width,
                 height=args.height,
                 workers=args.workers,
+                skeleton=args.skeleton,
             )
             print(f"{split}: {count} images -> {path}")
     except OSError as e:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 from training.cli_args import ArgumentParser, non_negative_int
 
+SKELETON_NAMES = ("person", "animal")
+"""The figures ``--skeleton`` offers: the keys of :data:`training.synthetic.SKELETONS`."""
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="heatpose synth",
-        description="Write a synthetic COCO-format person keypoint data set "
-        "(DIR/{train,val}/*.jpg, DIR/annotations/person_keypoints_{train,val}.json).",
+        description="Write a synthetic COCO-format keypoint data set "
+        "(DIR/{train,val}/*.jpg, DIR/annotations/<person|animal>_keypoints_{train,val}.json).",
     )
     add = parser.add_argument
     add("--out", required=True, type=Path, metavar="DIR", help="output directory")
@@ -31,6 +34,12 @@ def build_parser() -> ArgumentParser:
         type=non_negative_int("--workers"),
         default=0,
         help="worker processes (0: all in this process)",
+    )
+    add(
+        "--skeleton",
+        choices=SKELETON_NAMES,
+        default="person",
+        help="figures to draw: people (17 COCO keypoints) or four-legged animals (12 keypoints)",
     )
     return parser
 

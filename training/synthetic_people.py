@@ -99,11 +99,11 @@ def sample_person(rng: np.random.Generator, pelvis: np.ndarray, height: float) -
     return Person(k, labelled, front, height, thickness, head, head_up, r)
 
 
-def _random_color(rng: np.random.Generator, lo: int = 30, hi: int = 235) -> tuple[int, ...]:
+def random_color(rng: np.random.Generator, lo: int = 30, hi: int = 235) -> tuple[int, ...]:
     return tuple(int(c) for c in rng.integers(lo, hi, size=3))
 
 
-def _shade(color: tuple[int, ...], f: float) -> tuple[int, ...]:
+def shade(color: tuple[int, ...], f: float) -> tuple[int, ...]:
     return tuple(int(min(max(c * f, 0.0), 255.0)) for c in color)
 
 
@@ -111,7 +111,7 @@ SKIN = ((60, 80, 120), (90, 130, 190), (120, 160, 220), (150, 190, 235), (40, 60
 HAIR = ((20, 20, 20), (30, 50, 90), (60, 90, 140), (200, 200, 200), (40, 40, 60))
 
 
-class _Painter:
+class Painter:
     """Draws each primitive on the image (BGR uint8) and on the person mask (uint8)."""
 
     def __init__(self, image: np.ndarray, mask: np.ndarray) -> None:
@@ -131,7 +131,7 @@ class _Painter:
         cv2.circle(self.image, self._pt(c), rr, color, -1, cv2.LINE_AA, shift=4)
         cv2.circle(self.mask, self._pt(c), rr, 255, -1, cv2.LINE_AA, shift=4)
         if outline:
-            cv2.circle(self.image, self._pt(c), rr, _shade(color, 0.35), 1, cv2.LINE_AA, shift=4)
+            cv2.circle(self.image, self._pt(c), rr, shade(color, 0.35), 1, cv2.LINE_AA, shift=4)
 
     def polygon(self, pts: np.ndarray, color: tuple[int, ...]) -> None:
         p: Any = np.round(pts * 16).astype(np.int32)[None]
@@ -139,12 +139,12 @@ class _Painter:
         cv2.fillPoly(self.mask, p, 255, cv2.LINE_AA, shift=4)
 
 
-def _head(p: _Painter, person: Person, rng: np.random.Generator) -> None:
+def _head(p: Painter, person: Person, rng: np.random.Generator) -> None:
     k, r, c = person.keypoints, person.head_radius, person.head
     skin, hair = SKIN[rng.integers(len(SKIN))], HAIR[rng.integers(len(HAIR))]
     p.circle(c, r, hair if not person.facing_front else skin)
     for ear in (L_EAR, R_EAR):
-        p.circle(k[ear], 0.28 * r, _shade(skin, 0.85))
+        p.circle(k[ear], 0.28 * r, shade(skin, 0.85))
     if not person.facing_front:
         return
     # Hair cap on the upper part of a front-facing head, then the face.
@@ -155,7 +155,7 @@ def _head(p: _Painter, person: Person, rng: np.random.Generator) -> None:
     for eye in (L_EYE, R_EYE):
         p.circle(k[eye], 0.2 * r, (245, 245, 245))
         p.circle(k[eye], 0.1 * r, (20, 20, 20), outline=False)
-    p.circle(k[NOSE], 0.16 * r, _shade(skin, 0.6))
+    p.circle(k[NOSE], 0.16 * r, shade(skin, 0.6))
 
 
 def draw_person(
@@ -166,31 +166,31 @@ def draw_person(
     ``mask`` must be zero on entry; it is 255 where the person was drawn (before texturing).
     """
     k, t = person.keypoints, person.thickness
-    p = _Painter(image, mask)
-    top, bottom = _random_color(rng), _random_color(rng)
-    skin, shoe = SKIN[rng.integers(len(SKIN))], _random_color(rng, 10, 120)
+    p = Painter(image, mask)
+    top, bottom = random_color(rng), random_color(rng)
+    skin, shoe = SKIN[rng.integers(len(SKIN))], random_color(rng, 10, 120)
     sleeve = top if rng.random() < 0.5 else skin
     for hip, knee, ankle in ((L_HIP, L_KNE, L_ANK), (R_HIP, R_KNE, R_ANK)):
         p.line(k[hip], k[knee], bottom, 1.15 * t)
         p.line(k[knee], k[ankle], bottom, 1.0 * t)
-        p.circle(k[knee], 0.62 * t, _shade(bottom, 0.7))
+        p.circle(k[knee], 0.62 * t, shade(bottom, 0.7))
         p.circle(k[ankle], 0.6 * t, shoe)
     neck = (k[L_SHO] + k[R_SHO]) / 2
     p.line(neck, (k[L_EAR] + k[R_EAR]) / 2, skin, 0.8 * t)
     p.polygon(np.stack([k[L_SHO], k[R_SHO], k[R_HIP], k[L_HIP]]), top)
     for j in (L_HIP, R_HIP):
-        p.circle(k[j], 0.6 * t, _shade(bottom, 0.75))
+        p.circle(k[j], 0.6 * t, shade(bottom, 0.75))
     for sho, elb, wri in ((L_SHO, L_ELB, L_WRI), (R_SHO, R_ELB, R_WRI)):
-        p.circle(k[sho], 0.6 * t, _shade(top, 0.75))
+        p.circle(k[sho], 0.6 * t, shade(top, 0.75))
         p.line(k[sho], k[elb], top, 0.9 * t)
         p.line(k[elb], k[wri], sleeve, 0.8 * t)
-        p.circle(k[elb], 0.5 * t, _shade(top, 0.7))
+        p.circle(k[elb], 0.5 * t, shade(top, 0.7))
         p.circle(k[wri], 0.5 * t, skin)
-    _texture(image, mask, rng)
+    texture(image, mask, rng)
     _head(p, person, rng)
 
 
-def _texture(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
+def texture(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> None:
     """Modulate the brightness of the masked pixels with stripes, checks or noise."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:

@@ -39,6 +39,8 @@ from training.engine import (
     evaluate_model,
     train_one_epoch,
 )
+from training.init_from import adopt_input_convention, copy_weights, load_source
+from training.keypoint_spec import spec_for_training
 from training.resume import (
     RESUME_FILE,
     ResumeError,
@@ -105,18 +107,29 @@ def make_loader(args: Any, config: ModelConfig, info: DistInfo) -> tuple[CocoKey
     return dataset, loader
 
 
+def _quiet(_: str) -> None:
+    """Other ranks than 0 say nothing."""
+
+
 def train(args: Any, info: DistInfo) -> dict[str, Any]:
     """The training run the flags describe; returns the last metrics (rank 0)."""
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
     config = build_config(args)
+    # Your own keypoints: the spec from the data's category; --init-from's input convention.
+    config = replace(config, spec=spec_for_training(args, say=print if info.is_main else _quiet))
+    source = load_source(args.init_from) if args.init_from else None
+    if source is not None:
+        config = adopt_input_convention(config, source, args.init_from)
     out = Path(args.output_dir)
     model: torch.nn.Module = PoseResNet(
         args.depth, config.spec.num_keypoints, pretrained_backbone=args.pretrained_backbone
     )
     if args.weights:
         model.load_state_dict(load(args.weights).model.state_dict())
+    if source is not None:
+        copy_weights(model, config, source, say=print if info.is_main else _quiet)
     if args.sync_bn and info.distributed:
         model = convert_sync_batchnorm(model, info.device)
     # channels_last everywhere, as models.predictor runs it (evaluation uses that code).

@@ -31,7 +31,8 @@ def build_parser() -> ArgumentParser:
         type=Path,
         required=True,
         metavar="DATA",
-        help="data set root: DATA/annotations/person_keypoints_<split>.json, DATA/<split>/",
+        help="data set root: DATA/annotations/person_keypoints_<split>.json (or "
+        "<name>_keypoints_<split>.json), DATA/<split>/",
     )
     add("--train-split", default="train2017", help="training split")
     add("--val-split", default="val2017", help="evaluation split")
@@ -108,6 +109,7 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="also keep OUTPUT/resume_epoch<E>.pt for every epoch (resume.pt is the latest)",
     )
+    add_keypoint_flags(parser)
     add(
         "--output-dir",
         type=Path,
@@ -168,6 +170,72 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+DEFAULT_OKS_SIGMA = 0.07
+"""OKS sigma of a keypoint COCO does not name: about the mean of COCO's 17 person sigmas (0.067)."""
+
+
+def add_keypoint_flags(parser: ArgumentParser) -> None:
+    """Flags for data sets of other keypoints than COCO's person (training.keypoint_spec)."""
+    group = parser.add_argument_group("your own keypoints")
+    add = group.add_argument
+    add(
+        "--category",
+        default=None,
+        metavar="NAME_OR_ID",
+        help="the annotation file's keypoint category to train on; without it 'person' when "
+        "present, else the only one",
+    )
+    add(
+        "--flip-pairs",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON list of [left, right] name pairs; without it they are inferred from the names",
+    )
+    add(
+        "--oks-sigmas",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON object keypoint name -> OKS sigma; without it COCO's for COCO's names",
+    )
+    add(
+        "--default-sigma",
+        type=float,
+        default=DEFAULT_OKS_SIGMA,
+        help="OKS sigma of keypoints neither COCO nor --oks-sigmas names",
+    )
+    add(
+        "--upper-body",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON list of the upper-body names for half-body augmentation; without it they are "
+        "inferred from the names",
+    )
+    add(
+        "--init-from",
+        default=None,
+        metavar="CHECKPOINT_OR_ZOO_NAME",
+        help="start from this model's backbone and deconv layers; final-layer channels of "
+        "shared keypoint names copied, the others fresh (fine-tuning onto other keypoints)",
+    )
+
+
+def check_keypoint_flags(parser: ArgumentParser, args: argparse.Namespace) -> None:
+    """One-line errors for the keypoint flags' files and values."""
+    for flag in ("flip_pairs", "oks_sigmas", "upper_body"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            parser.error(f"--{flag.replace('_', '-')} file not found: {path}")
+    if not args.default_sigma > 0:
+        parser.error(f"--default-sigma must be > 0, got {args.default_sigma}")
+    if args.init_from is not None and args.weights is not None:
+        parser.error("--init-from and --weights exclude each other (--weights: same keypoints)")
+    if args.init_from is not None:
+        args.pretrained_backbone = None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check the flags; errors are one line naming the flag, exit status 2."""
     parser = build_parser()
@@ -186,6 +254,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--test-only needs --resume or --weights")
     if args.pretrained_backbone.lower() == "none" or args.weights is not None:
         args.pretrained_backbone = None
+    check_keypoint_flags(parser, args)
     return args
 
 
