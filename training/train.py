@@ -30,6 +30,7 @@ from models.codec import HeatmapCodec
 from models.model_config import ModelConfig
 from models.network import PoseResNet, PretrainedWeightsError
 from training.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
+from training.data_checks import check_training_data
 from training.distributed import DistInfo, barrier, cleanup, convert_sync_batchnorm
 from training.distributed import init_distributed as init_dist
 from training.engine import (
@@ -107,6 +108,7 @@ def make_loader(args: Any, config: ModelConfig, info: DistInfo) -> tuple[CocoKey
 
 def train(args: Any, info: DistInfo) -> dict[str, Any]:
     """The training run the flags describe; returns the last metrics (rank 0)."""
+    check_training_data(args)  # before any model is built: missing images, one line
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
