@@ -88,7 +88,8 @@ REQUIRED = ("model", "optimizer", "lr_scheduler", "epoch", "step")
 
 def _refusal(path: Path, error: Exception) -> str:
     """Why ``torch.load(path, weights_only=True)`` refused the file, in one line of our words."""
-    head = path.read_bytes()[:16]
+    with path.open("rb") as f:
+        head = f.read(16)
     if not head:
         return "is empty"
     if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
@@ -134,6 +135,8 @@ def restore_model(model: torch.nn.Module, state: dict[str, Any], path: str | Pat
     """Load ``state["model"]`` into ``model``; :class:`ResumeError` naming the first parameter
     that does not fit (another depth or number of keypoints) and the run that wrote the file."""
     saved, own = state["model"], model.state_dict()
+    if not isinstance(saved, dict) or not all(hasattr(v, "shape") for v in saved.values()):
+        raise ResumeError(f"--resume file {path} has no model state dict under 'model'")
     missing = [k for k in own if k not in saved]
     unexpected = [k for k in saved if k not in own]
     shapes = [k for k in own if k in saved and tuple(saved[k].shape) != tuple(own[k].shape)]

@@ -147,6 +147,8 @@ def test_a_resume_file_of_another_model_names_the_first_misfit(runs: dict[str, P
         f"--resume file {runs['saved']} is of another model (written by a --depth 18 run): "
         f"{first} is {tuple(state['model'][first].shape)} there, {tuple(own[first].shape)} here"
     )
+    with pytest.raises(ResumeError, match="has no model state dict under 'model'"):
+        restore_model(model, {**state, "model": torch.zeros(3)}, runs["saved"])
 
 
 def test_train_with_a_garbage_resume_file_exits_2_with_one_line(
