@@ -6,7 +6,12 @@ numbers are 1-based, as in the progress bar: ``train`` records of epoch E are it
 ``epoch`` and ``eval`` records of epoch E are written when it ends, ``start`` names the first
 epoch the run trains (E + 1 after resuming from a file written at the end of epoch E). With a
 trace directory every rank writes ``rank<R>.jsonl`` with each step's mean loss, LR and a digest
-of its own weights, which is how the DDP test checks that ranks stay identical.
+of its own weights (``train`` records), which is how the DDP test checks that ranks stay
+identical. A fresh run starts the trace anew; a resumed run keeps the stopped run's lines and
+appends a ``resume`` record (``from``: the resume file, ``epoch``: the first epoch it trains,
+``step``: the steps done in that file), then its own steps. Lines before that record with a
+larger step were trained after the resume file was written: the resumed run does those steps
+again (the same ones on the CPU, bit for bit) after the record.
 :func:`checkpoint_summary` is what the trainer prints at its end.
 """
 
@@ -42,7 +47,14 @@ def weights_digest(model: torch.nn.Module) -> str:
 class RunLog:
     """Metrics sinks of one run (files are written by rank 0 only, traces by every rank)."""
 
-    def __init__(self, out_dir: Path, info: DistInfo, trace_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        info: DistInfo,
+        trace_dir: Path | None = None,
+        *,
+        resumed: dict[str, Any] | None = None,
+    ) -> None:
         self.info = info
         self.jsonl = self.tb = self.trace = None
         if info.is_main:
@@ -56,7 +68,11 @@ class RunLog:
                 self.tb = None
         if trace_dir is not None:
             trace_dir.mkdir(parents=True, exist_ok=True)
-            self.trace = (trace_dir / f"rank{info.rank}.jsonl").open("w")
+            # A resumed run appends after the stopped run's lines, behind a resume record.
+            self.trace = (trace_dir / f"rank{info.rank}.jsonl").open("a" if resumed else "w")
+            if resumed:
+                self.trace.write(json.dumps({"type": "resume", **resumed}) + "\n")
+                self.trace.flush()
 
     def _write(self, record: dict[str, Any]) -> None:
         if self.jsonl is not None:
@@ -87,7 +103,7 @@ class RunLog:
             self.tb.add_scalar("train/lr", rec.lr, rec.step)
             self.tb.add_scalar("train/images_per_s", rec.images_per_s, rec.step)
         if self.trace is not None:
-            self.trace.write(json.dumps({**fields, "digest": digest}) + "\n")
+            self.trace.write(json.dumps({"type": "train", **fields, "digest": digest}) + "\n")
             self.trace.flush()
 
     def close(self) -> None:

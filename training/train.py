@@ -30,6 +30,7 @@ from models.codec import HeatmapCodec
 from models.model_config import ModelConfig
 from models.network import PoseResNet, PretrainedWeightsError
 from training.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
+from training.data_checks import check_training_data
 from training.distributed import DistInfo, barrier, cleanup, convert_sync_batchnorm
 from training.distributed import init_distributed as init_dist
 from training.engine import (
@@ -46,9 +47,10 @@ from training.resume import (
     ResumeError,
     keep_copy,
     load_resume,
+    restore_model,
+    restore_training,
     rng_state,
     save_resume,
-    set_rng_state,
 )
 from training.run_log import RunLog, checkpoint_summary, weights_digest
 from training.train_args import parse_args
@@ -113,6 +115,7 @@ def _quiet(_: str) -> None:
 
 def train(args: Any, info: DistInfo) -> dict[str, Any]:
     """The training run the flags describe; returns the last metrics (rank 0)."""
+    check_training_data(args)  # before any model is built: missing images, one line
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
@@ -152,7 +155,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
 
     if args.test_only:
         if args.resume:
-            bare.load_state_dict(load_resume(args.resume)["model"])
+            restore_model(bare, load_resume(args.resume), args.resume)
         stats = evaluate_now(out / "results.json") if info.is_main else {}
         barrier(info)
         return stats
@@ -177,16 +180,16 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
             scaler = torch.amp.GradScaler("cuda")
     start_epoch, step, best_ap = 0, 0, -1.0
     if args.resume:
-        state = load_resume(args.resume)
-        bare.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["lr_scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        best_ap = float(state.get("best_ap", -1.0))
-        set_rng_state(state["rng"])
-    log = RunLog(out, info, trace_dir=args.trace_steps)
+        start_epoch, step, best_ap = restore_training(
+            load_resume(args.resume),
+            args.resume,
+            model=bare,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+        )
+    resumed = {"from": str(args.resume), "epoch": start_epoch + 1, "step": step}
+    log = RunLog(out, info, trace_dir=args.trace_steps, resumed=resumed if args.resume else None)
     log.event(
         "start",
         epoch=start_epoch + 1,  # the first epoch this run trains
