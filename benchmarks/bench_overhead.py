@@ -28,6 +28,7 @@ the service with ``heatpose serve --workers N``. ``--profile DIR`` runs one serv
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import os
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_service import free_port, multipart, person_jpeg, wait_ready  # noqa: E402
+from bench_service import (  # noqa: E402
+    free_port,
+    multipart,
+    person_jpeg,
+    server_metrics,
+    wait_ready,
+)
 
 from models.checkpoint import build_model, save  # noqa: E402
 from models.model_config import ModelConfig  # noqa: E402
@@ -155,6 +163,7 @@ class Result:
     errors: int
     seconds: float
     cpu_s: float
+    crops_per_forward: float = float("nan")
 
     @property
     def rate(self) -> float:
@@ -202,7 +211,20 @@ def run_load(
     cpu1 = tree_cpu_s(proc.pid)
     for t in threads:
         t.join()
-    return Result(counts[0], counts[1], seconds, cpu1 - cpu0)
+    res = Result(counts[0], counts[1], seconds, cpu1 - cpu0)
+    return res
+
+
+def with_batches(port: int, measure: Callable[[], Result]) -> Result:
+    """``measure()`` plus the mean crops per forward pass the server saw meanwhile."""
+    before = server_metrics(port)
+    res = measure()
+    after = server_metrics(port)
+    n = after["heatpose_batch_size_count"] - before["heatpose_batch_size_count"]
+    res.crops_per_forward = (
+        after["heatpose_batch_size_sum"] - before["heatpose_batch_size_sum"]
+    ) / max(1.0, n)
+    return res
 
 
 def main() -> None:
@@ -278,11 +300,15 @@ def main() -> None:
                 print(f"round {r + 1}:")
                 for sc in scenarios:
                     for (label, n), (proc, port) in servers.items():
-                        res = run_load(proc, port, sc, args.clients, args.warmup, args.duration)
+                        load = functools.partial(
+                            run_load, proc, port, sc, args.clients, args.warmup, args.duration
+                        )
+                        res = with_batches(port, load)
                         table.setdefault((label, n, sc), []).append(res)
                         print(
                             f"  {label:<10} workers {n}  {sc.label:<20} {res.rate:7.1f} req/s"
-                            f"  {res.cpu_ms:6.2f} ms CPU/req  ({res.errors} errors)",
+                            f"  {res.cpu_ms:6.2f} ms CPU/req {res.crops_per_forward:5.1f} crops/fwd"
+                            f"  ({res.errors} errors)",
                             flush=True,
                         )
         finally:
@@ -291,10 +317,14 @@ def main() -> None:
 
     med = lambda xs: float(np.median(xs))  # noqa: E731
     print(f"\nmedian of {args.rounds} rounds")
-    print(f"{'server':<10} {'workers':>7}  {'request':<20} {'req/s':>7} {'CPU ms/req':>11}")
+    print(
+        f"{'server':<10} {'workers':>7}  {'request':<20} {'req/s':>7} {'CPU ms/req':>11}"
+        f" {'crops/forward':>14}"
+    )
     for (label, n, sc), rs in table.items():
         rate, cpu = med([x.rate for x in rs]), med([x.cpu_ms for x in rs])
-        print(f"{label:<10} {n:>7}  {sc.label:<20} {rate:7.1f} {cpu:11.2f}")
+        batch = med([x.crops_per_forward for x in rs])
+        print(f"{label:<10} {n:>7}  {sc.label:<20} {rate:7.1f} {cpu:11.2f} {batch:14.1f}")
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
