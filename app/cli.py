@@ -92,5 +92,13 @@ def _run_workers(workers: int, overrides: dict[str, Any], options: dict[str, Any
     for key, value in overrides.items():
         os.environ[ENV_PREFIX + key.upper()] = str(value)
     with multiprocess_dir():
-        uvicorn.run("app.main:app_from_env", factory=True, workers=workers, **options)
+        # A worker loading torch and its model on a busy host can miss uvicorn's 5 s ping and be
+        # killed and restarted over and over; a minute is enough for a start-up.
+        uvicorn.run(
+            "app.main:app_from_env",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=60,
+            **options,
+        )
     return 0

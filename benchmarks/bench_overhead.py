@@ -83,6 +83,53 @@ _backends.create = _instant_create
 '''
 
 
+# py-spy stacks -> request-path stages: a sample goes to the stage of its innermost frame that
+# matches one (checked in this order); start-up and idle (waiting) samples are left out.
+STAGES = [
+    ("JPEG decode (Pillow, app/intake.py)", ["decode_image", "PIL/"]),
+    ("crop (cv2.warpAffine)", ["Predictor.crop", "geometry.py"]),
+    ("heatmap decode (DARK, models/codec.py)", ["codec.py", "Predictor.decode"]),
+    ("normalise + instant forward + flip merge", ["Predictor.heatmaps", "normalize_crops"]),
+    ("batcher (queue, stack, results)", ["batcher.py", "batch_worker.py"]),
+    ("multipart parsing", ["multipart", "formparsers", "UploadFile", "datastructures.py"]),
+    (
+        "JSON response (models, validation, encoding)",
+        ["routes/predict.py", "serialize_response", "jsonable_encoder", "pydantic", "json/"],
+    ),
+    ("metrics", ["metrics.py", "prometheus_client"]),
+    ("thread hops (anyio.to_thread, executor)", ["anyio/", "futures/", "threading.py"]),
+    (
+        "HTTP, routing, middleware, dependencies",
+        ["uvicorn/", "starlette/", "fastapi/", "app/limits.py", "app/deps.py", "app/auth.py"],
+    ),
+]
+_IDLE = ("Condition.wait", "_worker (concurrent/futures/thread.py:81)", "WorkerThread.run (anyio")
+_START_UP = ("_find_and_load", "PoseService.start", "_warmup", "execsitecustomize", "create_app")
+
+
+def breakdown(stacks: Path) -> list[tuple[str, float]]:
+    """Share of the busy samples of a ``py-spy record -f raw`` file per request-path stage.
+
+    ``Runner.run`` as the innermost frame is the event loop's own C code (uvloop: socket I/O
+    and epoll, busy or idle alike), reported as its own line.
+    """
+    counts: dict[str, int] = {}
+    for line in stacks.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(s in f for f in frames for s in _START_UP) or frames[-1].startswith(_IDLE):
+            continue
+        name = "event loop C code (uvloop I/O, and idle)" if "Runner.run" in frames[-1] else ""
+        for f in reversed(frames):
+            if name:
+                break
+            name = next((st for st, subs in STAGES if any(x in f for x in subs)), "")
+        name = name or "other"
+        counts[name] = counts.get(name, 0) + int(n)
+    total = sum(counts.values())
+    return sorted(((k, v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
+
+
 @dataclass(frozen=True)
 class Scenario:
     """One kind of request: a ``size`` (w, h) JPEG with ``persons`` persons."""
@@ -285,7 +332,9 @@ def main() -> None:
                     res = run_load(proc, port, sc, args.clients, args.warmup, args.duration)
                 finally:
                     stop_server(proc, profiled=True)
-                print(f"profiled {sc.label}: {res.rate:.1f} req/s -> {out}")
+                print(f"profiled {sc.label} (py-spy's own CPU counts too): {res.rate:.1f} req/s")
+                for stage, share in breakdown(out):
+                    print(f"  {share:6.1%}  {stage}")
             return
 
         servers = {}
