@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from app.settings import SettingsError, load_settings, unknown_variables
+from app.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -30,6 +30,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--host", help="bind address (HEATPOSE_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (HEATPOSE_PORT, default 8000)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (HEATPOSE_DEVICE)")
+    p.add_argument(
+        "--workers", type=int, help="server processes, each with its own batcher (HEATPOSE_WORKERS)"
+    )
     p.add_argument("--max-batch-size", type=int, help="HEATPOSE_MAX_BATCH_SIZE")
     p.add_argument("--max-queue-delay-ms", type=float, help="HEATPOSE_MAX_QUEUE_DELAY_MS")
     p.add_argument("--api-key", help="HEATPOSE_API_KEY")
@@ -63,16 +66,39 @@ def main(argv: list[str] | None = None) -> int:
     except (StartupError, CheckpointError) as e:
         print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
         return 2
-    log_config = configure_logging(settings.log_level, settings.json_logs)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=log_config,
-        log_level=settings.log_level,
-        lifespan="on",
-        timeout_graceful_shutdown=math.ceil(settings.shutdown_grace_s),
-    )
-    server = uvicorn.Server(config)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": configure_logging(settings.log_level, settings.json_logs),
+        "log_level": settings.log_level,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_s),
+    }
+    if settings.workers > 1:
+        return _run_workers(settings.workers, overrides, options)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     server.run()
     return 0 if server.started else 3
+
+
+def _run_workers(workers: int, overrides: dict[str, Any], options: dict[str, Any]) -> int:
+    """``--workers N``: uvicorn's process supervisor, each worker building the app from the
+    environment (the flags are passed on as ``HEATPOSE_*``), metrics shared through
+    ``PROMETHEUS_MULTIPROC_DIR`` (:mod:`app.multiprocess_metrics`)."""
+    import uvicorn
+
+    from app.multiprocess_metrics import multiprocess_dir
+
+    for key, value in overrides.items():
+        os.environ[ENV_PREFIX + key.upper()] = str(value)
+    with multiprocess_dir():
+        # A worker loading torch and its model on a busy host can miss uvicorn's 5 s ping and be
+        # killed and restarted over and over; a minute is enough for a start-up.
+        uvicorn.run(
+            "app.main:app_from_env",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=60,
+            **options,
+        )
+    return 0

@@ -27,6 +27,7 @@ from app.errors import install_error_handlers
 from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
+from app.multiprocess_metrics import mark_worker_dead
 from app.routes import ops, predict, visualize
 from app.routes.docs import install_docs
 from app.routes.page import install_page
@@ -86,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await service.stop()
             restore()
+            mark_worker_dead()  # with --workers N: this worker's gauges leave /metrics
 
     app = FastAPI(
         title="heatpose",

@@ -1,16 +1,19 @@
 """Prometheus metrics, one :class:`CollectorRegistry` per app instance (tests build many apps).
 
-Exposed at ``GET /metrics``. Names are prefixed ``heatpose_``. Requests are counted and timed by
-:class:`MetricsMiddleware` under their route template (``/predict``, not the raw path), so
-unknown paths do not blow up the label set.
+Exposed at ``GET /metrics``; with several worker processes, merged across them
+(:mod:`app.multiprocess_metrics`). Names are prefixed ``heatpose_``. Requests are counted and
+timed by :class:`MetricsMiddleware` under their route template (``/predict``, not the raw
+path), so unknown paths do not blow up the label set.
 """
 
 from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import multiprocess_metrics
 
 ARRIVAL_KEY = "heatpose.arrival"
 """ASGI scope key: ``time.monotonic()`` when the request arrived (request deadlines start there)."""
@@ -37,8 +40,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Gauges: with several workers (app/multiprocess_metrics.py) the sum over live ones.
         self.in_progress = Gauge(
-            "heatpose_requests_in_progress", "HTTP requests being handled", registry=r
+            "heatpose_requests_in_progress",
+            "HTTP requests being handled",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "heatpose_batch_size",
@@ -47,7 +54,10 @@ class Metrics:
             registry=r,
         )
         self.queue_depth = Gauge(
-            "heatpose_queue_depth", "Person crops waiting for a forward pass", registry=r
+            "heatpose_queue_depth",
+            "Person crops waiting for a forward pass",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.inference_seconds = Histogram(
             "heatpose_inference_seconds",
@@ -73,8 +83,8 @@ class Metrics:
         self.persons = Counter("heatpose_persons", "Person crops inferred", registry=r)
 
     def render(self) -> bytes:
-        """The text exposition format of every metric."""
-        return generate_latest(self.registry)
+        """The text exposition format of every metric (of every worker, with several)."""
+        return multiprocess_metrics.render(self.registry)
 
 
 class MetricsMiddleware:

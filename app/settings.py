@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     json_logs: bool = Field(False, description="One JSON object per log line.")
     host: str = Field("127.0.0.1", description="Bind address of `python -m app`.")
     port: int = Field(8000, ge=0, le=65535, description="Port of `python -m app`.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Server processes (uvicorn workers), each with its own model and batcher "
+        "on the same device; /metrics sums them all.",
+    )
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

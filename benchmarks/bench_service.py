@@ -135,6 +135,11 @@ def start_server(
         HEATPOSE_TORCH_THREADS=str(threads),
     )
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
+    return wait_ready(proc, port)
+
+
+def wait_ready(proc: subprocess.Popen, port: int) -> subprocess.Popen:
+    """``proc`` once its ``/ready`` answers 200 (up to 180 s); killed if it never does."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -89,13 +89,12 @@ def person(names: tuple[str, ...], r: PersonResult) -> Person:
 async def predict(
     service: ServiceDep,
     deadline: DeadlineDep,
-    response: Response,
     files: FilesParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
     decode: DecodeParam = None,
     heatmaps: HeatmapsParam = False,
-) -> PredictResponse:
+) -> Response:
     """Per image the persons (given boxes, or the whole image) and their K keypoints."""
     start = time.perf_counter()
     options = service.resolve(PredictOptions(flip_test=flip_test, decode=decode, heatmaps=heatmaps))
@@ -124,8 +123,16 @@ async def predict(
         decode_ms=round((decoded - start) * 1e3, 3),
         inference_ms=round((inferred - decoded) * 1e3, 3),
     )
-    response.headers["Server-Timing"] = (
+    server_timing = (
         f"decode;dur={timing.decode_ms}, inference;dur={timing.inference_ms}, "
         f"total;dur={timing.total_ms}"
     )
-    return PredictResponse(model=model_summary(predictor, options), images=answer, timing=timing)
+    body = PredictResponse(model=model_summary(predictor, options), images=answer, timing=timing)
+    # Serialised here by pydantic-core (schema unchanged: response_model above); FastAPI's own
+    # path would validate the whole model again and encode it in Python (benchmarks/
+    # bench_overhead.py: about 10x the CPU of model_dump_json for one person).
+    return Response(
+        body.model_dump_json(),
+        media_type="application/json",
+        headers={"Server-Timing": server_timing},
+    )

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from app.boxes import parse_boxes_field
 from app.errors import ApiError, http_error
@@ -60,6 +60,20 @@ def test_exif_orientation_is_applied() -> None:
     assert (out.width, out.height) == (20, 40)
     # rotating 90 degrees clockwise puts the stored left band at the top
     assert out.pixels[:10].mean() > 200 and out.pixels[-10:].mean() < 50
+
+
+@pytest.mark.parametrize("tag", [None, 1, 2, 3, 8])
+def test_every_orientation_tag_matches_pillows_transpose(tag: int | None) -> None:
+    # Untagged and "as stored" (1) images skip exif_transpose's copy; 2-8 still go through it.
+    img = Image.fromarray(rgb(20, 40, seed=3))
+    exif = img.getexif()
+    if tag is not None:
+        exif[0x0112] = tag
+    data = encode(img, "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
+    out = decode_image(data, "o.png", 10**6).pixels
+    np.testing.assert_array_equal(out, expected)
+    assert (out.shape[:2] == (20, 40)) == (tag in (None, 1, 2, 3))
 
 
 def test_greyscale_palette_rgba_and_16bit_become_rgb_uint8() -> None:

@@ -1,0 +1,381 @@
+"""The request path's own cost: the service with an instant model (issue 13, section 1).
+
+The running service (``python -m app``, uvicorn, real HTTP on loopback) with its forward pass
+replaced by an instant one: in the server process(es) only, ``models.backends.create`` is
+wrapped so that the Predictor's forward call returns zero heatmaps of the right shape
+``(B, K, H, W)`` at once. The stand-in is installed through a ``sitecustomize`` module that
+this script writes into a temporary directory on the servers' ``PYTHONPATH`` (so uvicorn's
+spawned workers get it too); it is not a product setting. Everything else is the product:
+multipart parsing, JPEG decode, crops, the batcher, flip test and heatmap decoding, JSON.
+
+Measured per scenario (image size x persons; 3 persons are sent as client boxes, 1 person as
+no boxes = the whole image), with N concurrent clients (threads with keep-alive connections in
+this process, so their CPU is not the server's):
+
+- server CPU ms per request: utime + stime of the server's process tree (``/proc/PID/stat``,
+  the uvicorn parent and its workers) over the measured window, divided by the responses
+  completed in it;
+- requests/s: responses completed in the window.
+
+``--roots`` serves other checkouts side by side (e.g. ``git worktree add /tmp/base main``), in
+interleaved rounds, so a change is compared with its base in one run. ``--workers 1,2`` runs
+the service with ``heatpose serve --workers N``. ``--profile DIR`` runs one server under
+``py-spy record`` instead and writes its collapsed stacks there.
+
+    .venv/bin/python benchmarks/bench_overhead.py [--duration 8] [--rounds 3] [--clients 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.client
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_service import (  # noqa: E402
+    free_port,
+    multipart,
+    person_jpeg,
+    server_metrics,
+    wait_ready,
+)
+
+from models.checkpoint import build_model, save  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
+
+SITECUSTOMIZE = '''
+"""Benchmark-only: the Predictor's forward call returns zero heatmaps at once."""
+import torch
+import models.backends as _backends
+
+
+def _instant_create(name, model, config, *, device, cache_dir=None):
+    k = config.spec.num_keypoints
+    hw, hh = config.codec.heatmap_size
+
+    def forward(x):
+        return torch.zeros((x.shape[0], k, int(hh), int(hw)), device=x.device)
+
+    forward.name = "instant"
+    return forward
+
+
+_backends.create = _instant_create
+'''
+
+
+# py-spy stacks -> request-path stages: a sample goes to the stage of its innermost frame that
+# matches one (checked in this order); start-up and idle (waiting) samples are left out.
+STAGES = [
+    ("JPEG decode (Pillow, app/intake.py)", ["decode_image", "PIL/"]),
+    ("crop (cv2.warpAffine)", ["Predictor.crop", "geometry.py"]),
+    ("heatmap decode (DARK, models/codec.py)", ["codec.py", "Predictor.decode"]),
+    ("normalise + instant forward + flip merge", ["Predictor.heatmaps", "normalize_crops"]),
+    ("batcher (queue, stack, results)", ["batcher.py", "batch_worker.py"]),
+    ("multipart parsing", ["multipart", "formparsers", "UploadFile", "datastructures.py"]),
+    (
+        "JSON response (models, validation, encoding)",
+        ["routes/predict.py", "serialize_response", "jsonable_encoder", "pydantic", "json/"],
+    ),
+    ("metrics", ["metrics.py", "prometheus_client"]),
+    ("thread hops (anyio.to_thread, executor)", ["anyio/", "futures/", "threading.py"]),
+    (
+        "HTTP, routing, middleware, dependencies",
+        ["uvicorn/", "starlette/", "fastapi/", "app/limits.py", "app/deps.py", "app/auth.py"],
+    ),
+]
+_IDLE = ("Condition.wait", "_worker (concurrent/futures/thread.py:81)", "WorkerThread.run (anyio")
+_START_UP = ("_find_and_load", "PoseService.start", "_warmup", "execsitecustomize", "create_app")
+
+
+def breakdown(stacks: Path) -> list[tuple[str, float]]:
+    """Share of the busy samples of a ``py-spy record -f raw`` file per request-path stage.
+
+    ``Runner.run`` as the innermost frame is the event loop's own C code (uvloop: socket I/O
+    and epoll, busy or idle alike), reported as its own line.
+    """
+    counts: dict[str, int] = {}
+    for line in stacks.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(s in f for f in frames for s in _START_UP) or frames[-1].startswith(_IDLE):
+            continue
+        name = "event loop C code (uvloop I/O, and idle)" if "Runner.run" in frames[-1] else ""
+        for f in reversed(frames):
+            if name:
+                break
+            name = next((st for st, subs in STAGES if any(x in f for x in subs)), "")
+        name = name or "other"
+        counts[name] = counts.get(name, 0) + int(n)
+    total = sum(counts.values())
+    return sorted(((k, v / total) for k, v in counts.items()), key=lambda kv: -kv[1])
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of request: a ``size`` (w, h) JPEG with ``persons`` persons."""
+
+    size: tuple[int, int]
+    persons: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.size[0]}x{self.size[1]}, {self.persons} person{'s' * (self.persons > 1)}"
+
+    def request(self, seed: int) -> tuple[bytes, str]:
+        """A multipart body (JPEG, plus ``boxes`` for several persons) and its content type."""
+        body, boundary = multipart(person_jpeg(seed, self.size), f"{seed}.jpg")
+        if self.persons > 1:
+            w, h = self.size
+            step = w / self.persons
+            boxes = [
+                [round(i * step + 0.1 * step), 0.1 * h, round((i + 0.9) * step), 0.95 * h]
+                for i in range(self.persons)
+            ]
+            field = (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="boxes"\r\n\r\n'
+                f"{json.dumps([boxes])}\r\n"
+            ).encode()
+            body = field + body
+        return body, f"multipart/form-data; boundary={boundary}"
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime (s) of ``pid`` and all its live descendants."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def start_server(
+    root: Path, checkpoint: Path, port: int, site: Path, workers: int, profile: Path | None
+) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
+    env.update(
+        PYTHONPATH=f"{site}{os.pathsep}{root}",
+        HEATPOSE_CHECKPOINT=str(checkpoint),
+        HEATPOSE_PORT=str(port),
+        HEATPOSE_LOG_LEVEL="warning",
+        HEATPOSE_TORCH_THREADS="1",
+        OMP_NUM_THREADS="1",
+    )
+    cmd = [sys.executable, "-m", "app"]
+    if workers > 1:
+        cmd += ["--workers", str(workers)]
+    if profile is not None:
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", str(profile), "--", *cmd]
+    return wait_ready(subprocess.Popen(cmd, cwd=root, env=env), port)
+
+
+def stop_server(proc: subprocess.Popen, profiled: bool = False) -> None:
+    proc.send_signal(signal.SIGINT if profiled else signal.SIGTERM)  # py-spy writes on SIGINT
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@dataclass
+class Result:
+    requests: int
+    errors: int
+    seconds: float
+    cpu_s: float
+    crops_per_forward: float = float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_ms(self) -> float:
+        return self.cpu_s * 1e3 / max(1, self.requests)
+
+
+def run_load(
+    proc: subprocess.Popen,
+    port: int,
+    scenario: Scenario,
+    clients: int,
+    warmup: float,
+    seconds: float,
+) -> Result:
+    """``clients`` threads posting for ``warmup + seconds``; the last ``seconds`` are measured."""
+    bodies = [scenario.request(i) for i in range(clients)]
+    start = time.perf_counter()
+    measure_from, end = start + warmup, start + warmup + seconds
+    counts = [0, 0]
+    lock = threading.Lock()
+
+    def client(i: int) -> None:
+        body, ctype = bodies[i]
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        while time.perf_counter() < end:
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": ctype})
+            resp = conn.getresponse()
+            resp.read()
+            t1 = time.perf_counter()
+            if measure_from <= t1 <= end:
+                with lock:
+                    counts[resp.status != 200] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(max(0.0, measure_from - time.perf_counter()))
+    cpu0 = tree_cpu_s(proc.pid)
+    time.sleep(max(0.0, end - time.perf_counter()))
+    cpu1 = tree_cpu_s(proc.pid)
+    for t in threads:
+        t.join()
+    res = Result(counts[0], counts[1], seconds, cpu1 - cpu0)
+    return res
+
+
+def with_batches(port: int, measure: Callable[[], Result]) -> Result:
+    """``measure()`` plus the mean crops per forward pass the server saw meanwhile."""
+    before = server_metrics(port)
+    res = measure()
+    after = server_metrics(port)
+    n = after["heatpose_batch_size_count"] - before["heatpose_batch_size_count"]
+    res.crops_per_forward = (
+        after["heatpose_batch_size_sum"] - before["heatpose_batch_size_sum"]
+    ) / max(1.0, n)
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per run")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument(
+        "--scenarios",
+        default="640x480:1,640x480:3,1920x1080:1,1920x1080:3",
+        help="comma-separated WxH:persons",
+    )
+    p.add_argument("--workers", default="1", help="comma-separated worker counts to compare")
+    p.add_argument(
+        "--roots",
+        default=str(ROOT),
+        help="comma-separated checkouts to serve side by side (label=path or path)",
+    )
+    p.add_argument("--profile", type=Path, help="run one server under py-spy; stacks to DIR")
+    args = p.parse_args()
+
+    scenarios = []
+    for s in args.scenarios.split(","):
+        size, persons = s.split(":")
+        w, h = (int(v) for v in size.split("x"))
+        scenarios.append(Scenario((w, h), int(persons)))
+    roots = {}
+    for r in args.roots.split(","):
+        label, _, path = r.rpartition("=")
+        roots[label or Path(path).name] = Path(path).resolve()
+    workers = [int(w) for w in args.workers.split(",")]
+
+    print(
+        f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    print(
+        f"instant model (zero heatmaps), ResNet-50 256x192 config, service defaults (flip test "
+        f"on, DARK decode); {args.clients} clients; {args.rounds} rounds x {args.duration:.0f} s\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        site = Path(tmp) / "site"
+        site.mkdir()
+        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        config = ModelConfig(name="instant-256x192", depth=50)
+        checkpoint = Path(tmp) / "model.safetensors"
+        save(checkpoint, build_model(config).eval(), config)
+
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            (label, root), n = next(iter(roots.items())), workers[0]
+            for sc in scenarios:
+                out = args.profile / f"{label}-{sc.size[0]}x{sc.size[1]}-{sc.persons}.txt"
+                port = free_port()
+                proc = start_server(root, checkpoint, port, site, n, out)
+                try:
+                    res = run_load(proc, port, sc, args.clients, args.warmup, args.duration)
+                finally:
+                    stop_server(proc, profiled=True)
+                print(f"profiled {sc.label} (py-spy's own CPU counts too): {res.rate:.1f} req/s")
+                for stage, share in breakdown(out):
+                    print(f"  {share:6.1%}  {stage}")
+            return
+
+        servers = {}
+        try:
+            for label, root in roots.items():
+                for n in workers:
+                    port = free_port()
+                    proc = start_server(root, checkpoint, port, site, n, None)
+                    servers[(label, n)] = (proc, port)
+            table: dict[tuple[str, int, Scenario], list[Result]] = {}
+            for r in range(args.rounds):
+                print(f"round {r + 1}:")
+                for sc in scenarios:
+                    for (label, n), (proc, port) in servers.items():
+                        load = functools.partial(
+                            run_load, proc, port, sc, args.clients, args.warmup, args.duration
+                        )
+                        res = with_batches(port, load)
+                        table.setdefault((label, n, sc), []).append(res)
+                        print(
+                            f"  {label:<10} workers {n}  {sc.label:<20} {res.rate:7.1f} req/s"
+                            f"  {res.cpu_ms:6.2f} ms CPU/req {res.crops_per_forward:5.1f} crops/fwd"
+                            f"  ({res.errors} errors)",
+                            flush=True,
+                        )
+        finally:
+            for proc, _ in servers.values():
+                stop_server(proc)
+
+    med = lambda xs: float(np.median(xs))  # noqa: E731
+    print(f"\nmedian of {args.rounds} rounds")
+    print(
+        f"{'server':<10} {'workers':>7}  {'request':<20} {'req/s':>7} {'CPU ms/req':>11}"
+        f" {'crops/forward':>14}"
+    )
+    for (label, n, sc), rs in table.items():
+        rate, cpu = med([x.rate for x in rs]), med([x.cpu_ms for x in rs])
+        batch = med([x.crops_per_forward for x in rs])
+        print(f"{label:<10} {n:>7}  {sc.label:<20} {rate:7.1f} {cpu:11.2f} {batch:14.1f}")
+    print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
