@@ -10,7 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.batcher import Batcher, BatchFailed, DeadlineExceeded, NotServing, QueueFull
+    from app.batcher import (
+        Batcher,
+        BatchFailed,
+        BatchQueue,
+        DeadlineExceeded,
+        NotServing,
+        QueueFull,
+    )
+    from app.detector_batcher import DetectorBatcher
     from app.errors import ApiError, http_error
     from app.main import create_app
     from app.service import PoseService, PredictOptions, StartupError
@@ -19,6 +27,8 @@ if TYPE_CHECKING:
 _OWNERS = {
     "BatchFailed": "app.batcher",
     "Batcher": "app.batcher",
+    "BatchQueue": "app.batcher",
+    "DetectorBatcher": "app.detector_batcher",
     "DeadlineExceeded": "app.batcher",
     "NotServing": "app.batcher",
     "QueueFull": "app.batcher",
@@ -36,8 +46,10 @@ _OWNERS = {
 __all__ = [
     "ApiError",
     "BatchFailed",
+    "BatchQueue",
     "Batcher",
     "DeadlineExceeded",
+    "DetectorBatcher",
     "NotServing",
     "PoseService",
     "PredictOptions",

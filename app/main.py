@@ -33,6 +33,7 @@ from app.routes.docs import install_docs
 from app.routes.page import install_page
 from app.service import PoseService, StartupError
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from models.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
 
@@ -69,10 +70,13 @@ def _chain_sigterm(service: PoseService) -> Callable[[], None]:
     return restore
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """A new app with its own service, batcher and metrics registry (nothing global)."""
+def create_app(settings: Settings, *, detector: Detector | None = None) -> FastAPI:
+    """A new app with its own service, batchers and metrics registry (nothing global).
+
+    ``detector``: a person detector used instead of the one ``HEATPOSE_DETECTOR`` names.
+    """
     metrics = Metrics()
-    service = PoseService(settings, metrics)
+    service = PoseService(settings, metrics, detector=detector)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -184,6 +184,7 @@ def start_server(
         HEATPOSE_CHECKPOINT=str(checkpoint),
         HEATPOSE_PORT=str(port),
         HEATPOSE_LOG_LEVEL="warning",
+        HEATPOSE_DETECTOR="none",  # the whole image is the person: no detector weights here
         HEATPOSE_TORCH_THREADS="1",
         OMP_NUM_THREADS="1",
     )

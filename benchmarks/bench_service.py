@@ -121,10 +121,18 @@ def free_port() -> int:
 
 
 def start_server(
-    checkpoint: Path, port: int, max_batch: int, delay_ms: float, threads: int
+    checkpoint: Path,
+    port: int,
+    max_batch: int,
+    delay_ms: float,
+    threads: int,
+    **settings: str,
 ) -> subprocess.Popen:
+    """``python -m app`` with these settings (``settings``: more ``HEATPOSE_*`` variables by
+    field name, e.g. ``detector="x.pth"``; the person detector is off unless given)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
     env.update(
+        HEATPOSE_DETECTOR="none",
         HEATPOSE_CHECKPOINT=str(checkpoint),
         HEATPOSE_PORT=str(port),
         HEATPOSE_MAX_BATCH_SIZE=str(max_batch),
@@ -134,6 +142,7 @@ def start_server(
         HEATPOSE_REQUEST_TIMEOUT_S="600",
         HEATPOSE_TORCH_THREADS=str(threads),
     )
+    env.update({f"HEATPOSE_{k.upper()}": v for k, v in settings.items()})
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     return wait_ready(proc, port)
 
@@ -164,10 +173,19 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def run_load(port: int, clients: int, seconds: float, warmup: float) -> Load:
-    """``clients`` threads posting JPEGs over keep-alive connections; completions counted for
-    ``seconds`` after ``warmup`` seconds of load."""
-    bodies = [multipart(person_jpeg(i), f"{i}.jpg") for i in range(clients)]
+def run_load(
+    port: int,
+    clients: int,
+    seconds: float,
+    warmup: float,
+    jpegs: list[bytes] | None = None,
+    path: str = "/predict",
+) -> Load:
+    """``clients`` threads posting JPEGs (client i: ``jpegs[i % len]``, default one-person
+    pictures) to ``path`` over keep-alive connections; completions counted for ``seconds``
+    after ``warmup`` seconds of load."""
+    jpegs = jpegs or [person_jpeg(i) for i in range(clients)]
+    bodies = [multipart(jpegs[i % len(jpegs)], f"{i}.jpg") for i in range(clients)]
     start = time.perf_counter()
     measure_from, end = start + warmup, start + warmup + seconds
     lat: list[float] = []
@@ -180,7 +198,7 @@ def run_load(port: int, clients: int, seconds: float, warmup: float) -> Load:
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         while (t0 := time.perf_counter()) < end:
-            conn.request("POST", "/predict", body=body, headers=headers)
+            conn.request("POST", path, body=body, headers=headers)
             resp = conn.getresponse()
             resp.read()
             t1 = time.perf_counter()

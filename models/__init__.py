@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from models.model_config import ModelConfig
     from models.network import PoseResNet
     from models.persons import BoxError, BoxSource, PersonBoxes, PersonResult, validate_boxes
+    from models.pipeline import DetectMode, PipelineError, PipelineOptions, PosePipeline
     from models.predictor import Crops, Predictor, normalize_crops, split
     from models.zoo import ZooError
 
@@ -49,6 +50,10 @@ _OWNERS = {
     "PersonBoxes": "models.persons",
     "PersonResult": "models.persons",
     "validate_boxes": "models.persons",
+    "DetectMode": "models.pipeline",
+    "PipelineError": "models.pipeline",
+    "PipelineOptions": "models.pipeline",
+    "PosePipeline": "models.pipeline",
     "Crops": "models.predictor",
     "Predictor": "models.predictor",
     "normalize_crops": "models.predictor",
@@ -64,12 +69,16 @@ __all__ = [
     "CheckpointError",
     "Crops",
     "DecodeMode",
+    "DetectMode",
     "HeatmapCodec",
     "KeypointSpec",
     "ModelBundle",
     "ModelConfig",
     "PersonBoxes",
     "PersonResult",
+    "PipelineError",
+    "PipelineOptions",
+    "PosePipeline",
     "PoseResNet",
     "Predictor",
     "ZooError",

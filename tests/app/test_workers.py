@@ -73,6 +73,7 @@ def test_two_workers_answer_and_metrics_sum_both(app_checkpoint: Path) -> None:
         HEATPOSE_LOG_LEVEL="warning",
         HEATPOSE_TORCH_THREADS="1",
         HEATPOSE_WARMUP="false",
+        HEATPOSE_DETECTOR="none",
     )
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--workers", "2", "--port", str(port)],

@@ -262,6 +262,9 @@ def test_cli_fetch_and_list(tmp_path: Path, server, monkeypatch, capsys) -> None
     assert re.search(r"^tiny +0\.500 +dark +no ", capsys.readouterr().out, re.M)
     assert weights_cli.main(["fetch", "tiny"]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "tiny.safetensors")
+    # several names in one call (the pose model and the detector, in deployments): one path each
+    assert weights_cli.main(["fetch", "tiny", "tiny"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "tiny.safetensors")] * 2
     assert weights_cli.main(["list"]) == 0
     assert re.search(r"^tiny +0\.500 +dark +yes ", capsys.readouterr().out, re.M)
     monkeypatch.setenv("HEATPOSE_WEIGHTS_URL", _closed_port_url())
