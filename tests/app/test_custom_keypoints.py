@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.overlay import CENTRE, LEFT, RIGHT
+from app.overlay import PALETTE
 from models.checkpoint import ModelConfig, build_model, load, save
 from models.codec import HeatmapCodec
 from models.keypoints import KeypointSpec
@@ -88,7 +88,7 @@ async def test_predict_and_visualize_use_the_checkpoints_keypoints(
         v = await client.post(
             "/visualize",
             files=[("file", ("a.png", _png(image), "image/png"))],
-            params={"mode": "skeleton", "threshold": 0.0, "flip_test": "false"},
+            params={"mode": "skeleton", "kpt_thr": 0.0, "flip_test": "false"},
         )
         assert v.status_code == 200, v.text
     assert body["model"]["keypoints"] == list(NAMES)
@@ -105,16 +105,9 @@ async def test_predict_and_visualize_use_the_checkpoints_keypoints(
     inside = [i for i in range(12) if 2 <= pts[i, 0] < 318 and 2 <= pts[i, 1] < 238]
     far = [i for i in inside if all(np.abs(pts[i] - pts[j]).max() > 8 for j in range(12) if j != i)]
     assert len(far) >= 4, pts  # enough keypoints apart from the others to check their colour
-    for i in far:  # each keypoint's disc has its side's colour (left_*, right_*, else centre)
+    for i in far:  # each keypoint's disc has the person's colour (the first of the palette)
         x, y = pts[i]
-        side = (
-            LEFT
-            if NAMES[i].startswith("left")
-            else RIGHT
-            if NAMES[i].startswith("right")
-            else CENTRE
-        )
-        assert tuple(drawn[y, x]) == side, (NAMES[i], drawn[y, x])
+        assert tuple(drawn[y, x]) == PALETTE[0], (NAMES[i], drawn[y, x])
     long = [(a, b) for a, b in LINKS if a in inside and b in inside]
     long = [(a, b) for a, b in long if np.abs(pts[a] - pts[b]).max() > 12]
     assert len(long) >= 4
