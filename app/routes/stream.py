@@ -184,6 +184,7 @@ class Connection:
             try:
                 message = await self.process(frame, dropped)
             except ApiError as e:
+                self.slot.dropped += dropped  # reported with the next answer
                 await self.error(e.code, e.message, frame.seq)
                 continue
             except DOMAIN_ERRORS as e:
@@ -191,6 +192,7 @@ class Connection:
                     self.slot.close("drain")
                     return
                 err = http_error(e)
+                self.slot.dropped += dropped
                 await self.error(err.code, err.message, frame.seq)
                 continue
             try:
