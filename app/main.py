@@ -31,6 +31,7 @@ from app.routes import ops, predict, stream, visualize
 from app.service import PoseService, StartupError
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.streams import StreamRegistry
+from models.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
 
@@ -71,10 +72,13 @@ def _chain_sigterm(service: PoseService, streams: StreamRegistry) -> Callable[[]
     return restore
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """A new app with its own service, batcher and metrics registry (nothing global)."""
+def create_app(settings: Settings, *, detector: Detector | None = None) -> FastAPI:
+    """A new app with its own service, batchers and metrics registry (nothing global).
+
+    ``detector``: a person detector used instead of the one ``HEATPOSE_DETECTOR`` names.
+    """
     metrics = Metrics()
-    service = PoseService(settings, metrics)
+    service = PoseService(settings, metrics, detector=detector)
     streams = StreamRegistry(settings.max_streams, metrics.registry)
 
     @asynccontextmanager

@@ -1,0 +1,237 @@
+"""Pipeline: whole images -> person boxes (client's, a detector's or the image) -> poses.
+
+The semantics of "which images are detected, which boxes are kept, how persons are ordered,
+which keypoints count as visible" live here once: :class:`PosePipeline` composes them
+synchronously for the CLI and evaluation, and the service runs the same functions around its
+two batchers (detector stage, pose stage), so what is measured offline is what is served.
+
+Boxes are ``[x1, y1, x2, y2]`` image px throughout; keypoints come back in image px ``(x, y)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from models.codec import DecodeMode
+from models.persons import PersonBoxes, PersonResult
+from models.predictor import Crops, Predictor, split
+
+if TYPE_CHECKING:
+    from models.detector import Detections
+
+__all__ = [
+    "DetectMode",
+    "Detector",
+    "PipelineError",
+    "PipelineOptions",
+    "PosePipeline",
+    "detections_to_boxes",
+    "keypoint_visible",
+    "needs_detection",
+    "sort_persons",
+]
+
+DetectMode = Literal["auto", "true", "false"]
+"""``auto``: detect only in images without client boxes (when there is a detector); ``true``:
+detect in every image (the detector's boxes replace the client's); ``false``: never detect
+(images without client boxes are one whole-image person)."""
+
+
+class PipelineError(ValueError):
+    """A request the pipeline cannot serve as asked (``detect="true"`` without a detector)."""
+
+
+class Detector(Protocol):
+    """What the pipeline needs of a person detector (:class:`models.detector.PersonDetector`)."""
+
+    def detect(
+        self,
+        images: Sequence[np.ndarray],
+        score_thr: float = ...,
+        nms_thr: float = ...,
+        max_persons: int = ...,
+    ) -> list[Detections]: ...
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How to infer a set of images.
+
+    Attributes:
+        detect: which images go to the detector (:data:`DetectMode`).
+        bbox_thr: detector box score threshold (mmpose's inferencer default 0.3).
+        nms_thr: IoU above which a lower-scored person box is suppressed.
+        max_persons: at most this many detected persons per image (best box scores kept).
+        kpt_thr: keypoints scoring below it are reported ``visible: false`` (not removed).
+        flip_test: ``None`` = the predictor's default.
+        decode_mode: ``None`` = the predictor's default.
+        return_heatmaps: keep each person's ``(K, H, W)`` heatmaps.
+    """
+
+    detect: DetectMode = "auto"
+    bbox_thr: float = 0.3
+    nms_thr: float = 0.3
+    max_persons: int = 20
+    kpt_thr: float = 0.3
+    flip_test: bool | None = None
+    decode_mode: DecodeMode | None = None
+    return_heatmaps: bool = False
+
+
+def detections_to_boxes(det: Detections, *, max_persons: int) -> PersonBoxes:
+    """One image's detections as ``PersonBoxes(boxes, scores, "detector")``: best score first
+    (stable among equal scores), at most ``max_persons``; boxes float64 image px."""
+    scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
+    boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-scores, kind="stable")[: max(max_persons, 0)]
+    return PersonBoxes(boxes[order], scores[order], "detector")
+
+
+def needs_detection(
+    client_boxes: PersonBoxes | np.ndarray | Sequence[object] | None,
+    detect: DetectMode,
+    *,
+    has_detector: bool,
+) -> bool:
+    """Whether one image goes to the detector.
+
+    ``auto``: when the client gave no boxes and there is a detector; ``true``: always;
+    ``false``: never.
+
+    Raises:
+        PipelineError: ``detect="true"`` without a detector; an unknown ``detect`` value.
+    """
+    if detect == "false":
+        return False
+    if detect == "true":
+        if not has_detector:
+            raise PipelineError("detect=true but no person detector is loaded")
+        return True
+    if detect == "auto":
+        return client_boxes is None and has_detector
+    raise PipelineError(f"detect must be auto, true or false, got {detect!r}")
+
+
+def keypoint_visible(scores: np.ndarray, kpt_thr: float) -> np.ndarray:
+    """``(K,)`` bools: keypoint score ``>= kpt_thr`` (NaN scores are not visible)."""
+    return np.asarray(scores, dtype=np.float64) >= kpt_thr
+
+
+def sort_persons(persons: Sequence[PersonResult]) -> list[PersonResult]:
+    """One image's persons by box score, best first; persons without a score (client or
+    whole-image boxes) keep their order, after any scored ones."""
+    return sorted(persons, key=lambda p: math.inf if p.box_score is None else -p.box_score)
+
+
+class PosePipeline:
+    """Images -> persons, synchronously: detector, crops, pose model, decoding.
+
+    Args:
+        predictor: the pose model (:class:`~models.predictor.Predictor`).
+        detector: a person detector (anything with
+            :meth:`models.detector.PersonDetector.detect`), or ``None``: images without
+            client boxes are then one whole-image person (unless ``detect="true"``, an error).
+        max_batch_size: crops per pose forward pass; ``None`` = all crops in one pass.
+        detector_batch_size: images per detector forward pass; ``None`` = all in one pass.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        detector: Detector | None = None,
+        *,
+        max_batch_size: int | None = None,
+        detector_batch_size: int | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.detector = detector
+        self.max_batch_size = max_batch_size
+        self.detector_batch_size = detector_batch_size
+
+    def person_boxes(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray | PersonBoxes | None] | None,
+        options: PipelineOptions,
+    ) -> list[PersonBoxes]:
+        """Per image where its persons are: client boxes (validated), detections, or the image.
+
+        Raises:
+            PipelineError: see :func:`needs_detection`; ``BoxError`` for bad client boxes.
+        """
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
+        given = [None if boxes is None else boxes[i] for i in range(len(images))]
+        has = self.detector is not None
+        todo = [
+            i for i, b in enumerate(given) if needs_detection(b, options.detect, has_detector=has)
+        ]
+        found: dict[int, PersonBoxes] = {}
+        step = self.detector_batch_size or max(len(todo), 1)
+        for start in range(0, len(todo), step):
+            chunk = todo[start : start + step]
+            assert self.detector is not None
+            dets = self.detector.detect(
+                [images[i] for i in chunk],
+                score_thr=options.bbox_thr,
+                nms_thr=options.nms_thr,
+                max_persons=options.max_persons,
+            )
+            for i, det in zip(chunk, dets, strict=True):
+                found[i] = detections_to_boxes(det, max_persons=options.max_persons)
+        out = []
+        for i, image in enumerate(images):
+            height, width = image.shape[:2]
+            raw = given[i]
+            if i in found:
+                out.append(found[i])
+            elif raw is None:
+                out.append(PersonBoxes.whole_image(width, height))
+            elif isinstance(raw, PersonBoxes):
+                out.append(raw)
+            else:
+                out.append(PersonBoxes.from_client(raw, width, height, label=f"boxes[{i}]"))
+        return out
+
+    def __call__(
+        self,
+        images: Sequence[np.ndarray],
+        boxes: Sequence[np.ndarray | PersonBoxes | None] | None = None,
+        options: PipelineOptions = PipelineOptions(),
+    ) -> list[list[PersonResult]]:
+        """Every person of every image.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays.
+            boxes: per image the client's ``(N, 4)`` image-px boxes (or ``PersonBoxes``, used
+                as given) or ``None``; ``None`` for the list = no client boxes anywhere.
+            options: see :class:`PipelineOptions`.
+
+        Returns:
+            Per image its persons (:class:`~models.persons.PersonResult`, keypoints image
+            px), sorted by :func:`sort_persons`; an image with nobody in it -> ``[]``.
+        """
+        pred = self.predictor
+        persons = self.person_boxes(images, boxes, options)
+        crops = [pred.crop(im, p) for im, p in zip(images, persons, strict=True)]
+        counts = [len(c) for c in crops]
+        total = sum(counts)
+        if total == 0:
+            return [[] for _ in images]
+        batch = Crops.concat(crops)
+        step = self.max_batch_size or total
+        people: list[PersonResult] = []
+        for start in range(0, total, step):
+            sl = slice(start, start + step)
+            hm = pred.heatmaps(batch.images[sl], options.flip_test)
+            kps, scores = pred.decode(hm, batch.centers[sl], batch.scales[sl], options.decode_mode)
+            hm_np = hm.cpu().numpy() if options.return_heatmaps else None
+            for j in range(len(kps)):
+                heat = None if hm_np is None else hm_np[j]
+                people.append(batch.result(start + j, kps[j], scores[j], heat))
+        return [sort_persons(p) for p in split(people, counts)]
