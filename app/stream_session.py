@@ -22,6 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.persons import PersonResult
+from models.pipeline import keypoint_visible
 from models.smoothing import OneEuroParams
 from models.tracking import Detection, Tracker
 
@@ -119,8 +120,8 @@ class FrameSlot:
 @dataclass(frozen=True)
 class FramePlan:
     """Where to look for persons in one frame: ``boxes (N, 4)`` image px of the tracks followed
-    (``track_ids`` in the same order), or ``None`` for a detector frame (the whole image until a
-    person detector is in the service)."""
+    (``track_ids`` in the same order), or ``None`` for a detector frame (the person detector,
+    or the whole image when the service has none)."""
 
     boxes: np.ndarray | None
     track_ids: tuple[int, ...]
@@ -181,10 +182,12 @@ class StreamSession:
     def _person(
         self, track_id: int, r: PersonResult, kps: np.ndarray, bbox_score: float | None
     ) -> dict[str, Any]:
-        thr = self.params.kpt_thr
+        visible = keypoint_visible(r.scores, self.params.kpt_thr).tolist()
         keypoints = [
-            {"name": n, "x": float(x), "y": float(y), "score": float(s), "visible": bool(s >= thr)}
-            for n, (x, y), s in zip(self.names, kps.tolist(), r.scores.tolist(), strict=True)
+            {"name": n, "x": float(x), "y": float(y), "score": float(s), "visible": v}
+            for n, (x, y), s, v in zip(
+                self.names, kps.tolist(), r.scores.tolist(), visible, strict=True
+            )
         ]
         return {
             "track_id": track_id,

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import io
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -106,6 +108,20 @@ async def one_stream(
         await sender
 
 
+def wait_streams_closed(port: int, timeout: float = 120.0) -> None:
+    """Until the server's ``heatpose_streams_open`` is 0 (streams of the previous run finish
+    the frame they are on after their client left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        if re.search(r"^heatpose_streams_open 0\.0$", text, re.M):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("streams of the previous run are still open")
+
+
 async def run_streams(
     port: int, streams: int, det_interval: int, frames: list[bytes], seconds: float, fps: float
 ) -> StreamLoad:
@@ -155,6 +171,7 @@ def main() -> None:
                 print(f"\ndet_interval {det}")
                 print("streams  fps/stream fps total  p50 ms   p99 ms  dropped")
                 for n in args.streams:
+                    wait_streams_closed(port)
                     load = asyncio.run(run_streams(port, n, det, frames, args.duration, args.fps))
                     print(load.row() + f"   ({load.answered / load.seconds / best:.2f}x raw best)")
         finally:

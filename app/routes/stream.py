@@ -24,6 +24,7 @@ import hmac
 import json
 import math
 import time
+from dataclasses import replace
 from typing import Any, cast
 
 import anyio.to_thread
@@ -87,7 +88,11 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(GOING_AWAY, "the server is shutting down")
         return
     try:
-        options = service.resolve(PredictOptions(flip_test=params.flip_test))
+        options = service.resolve(
+            PredictOptions(
+                flip_test=params.flip_test, max_persons=params.max_persons, kpt_thr=params.kpt_thr
+            )
+        )
     except NotServing as e:
         await ws.close(TRY_AGAIN_LATER, _reason(f"try again later: {e}"))
         return
@@ -97,7 +102,8 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(TRY_AGAIN_LATER, f"try again later: {registry.max_streams} streams open")
         return
     try:
-        session = StreamSession(params, service.model.spec.names)
+        has_detector = service.detector is not None
+        session = StreamSession(params, service.model.spec.names, has_detector=has_detector)
         reason = await Connection(ws, service, registry, slot, session, options).run()
     finally:
         registry.close(slot)
@@ -219,10 +225,11 @@ class Connection:
         )
         plan = self.session.plan(image.width, image.height)
         deadline = frame.arrival + s.request_timeout_s
-        boxes = None if plan.boxes is None else [plan.boxes]
-        (results,) = await self.service.predict(
-            [image.pixels], boxes, self.options, deadline=deadline
-        )
+        if plan.boxes is None:  # a detector frame (the whole image without a detector)
+            boxes, options = None, replace(self.options, detect="auto")
+        else:  # the tracks' boxes, as a client's: not detected
+            boxes, options = [plan.boxes], replace(self.options, detect="false")
+        (results,) = await self.service.predict([image.pixels], boxes, options, deadline=deadline)
         persons = self.session.answer(plan, results, timestamp_s=frame.ts_ms / 1000.0)
         return {
             "seq": frame.seq,

@@ -17,6 +17,7 @@ from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from app.stream_session import Frame, FrameSlot, StreamParams, StreamSession, parse_stream_params
+from models.detector import Detections
 from models.keypoints import COCO_KEYPOINTS
 from models.persons import PersonResult
 from models.similarity import box_iou
@@ -53,7 +54,8 @@ def check_message(m: dict[str, Any], width: int, height: int) -> None:
 
 @pytest.fixture
 def client(app_checkpoint: Path) -> Iterator[Any]:
-    """``client(**settings)``: a TestClient over a fresh app with its lifespan running."""
+    """``client(stand_in=None, **settings)``: a TestClient over a fresh app, lifespan running
+    (no person detector unless ``stand_in`` is one)."""
     from fastapi.testclient import TestClient
 
     from app.main import create_app
@@ -61,9 +63,10 @@ def client(app_checkpoint: Path) -> Iterator[Any]:
 
     opened: list[Any] = []
 
-    def make(**overrides: Any) -> Any:
-        s = Settings(_env_file=None, checkpoint=str(app_checkpoint), warmup=False, **overrides)
-        c = TestClient(create_app(s))
+    def make(stand_in: Any = None, **overrides: Any) -> Any:
+        defaults = {"checkpoint": str(app_checkpoint), "warmup": False, "detector": "none"}
+        s = Settings(_env_file=None, **{**defaults, **overrides})
+        c = TestClient(create_app(s, detector=stand_in))
         opened.append(c.__enter__())
         return opened[-1]
 
@@ -238,3 +241,54 @@ def test_two_people_crossing_keep_their_track_ids(det_interval: int) -> None:
                 assert p["bbox_score"] == 0.9  # the track's last detector score
     assert pairs == {(1, 1), (2, 2)} or pairs == {(1, 2), (2, 1)}, pairs
     assert followed == (0 if det_interval == 1 else pytest.approx(len(video.frames) * 0.8, abs=3))
+
+
+class TruthDetector:
+    """A stand-in person detector (``PersonDetector.detect``'s interface) that knows the video:
+    for each frame (recognised by its pixels; frames travel as PNG, lossless) the true boxes of
+    the people at least partly visible, score 0.9."""
+
+    def __init__(self, frames: list[np.ndarray], truth: list[list[Any]]) -> None:
+        self.boxes = {
+            f.tobytes(): np.array([t.box for t in ts if (t.flags > 0).sum() >= 4], np.float32)
+            for f, ts in zip(frames, truth, strict=True)
+        }
+        self.calls = 0
+
+    def detect(
+        self,
+        images: Any,
+        score_thr: float = 0.3,
+        nms_thr: float = 0.3,
+        max_persons: int = 100,
+    ) -> list[Detections]:
+        out = []
+        for im in images:
+            boxes = self.boxes.get(np.ascontiguousarray(im).tobytes(), np.zeros((0, 4), np.float32))
+            self.calls += im.shape[:2] == (240, 320)
+            out.append(Detections(boxes[:max_persons], np.full(len(boxes[:max_persons]), 0.9)))
+        return out
+
+
+def test_through_the_service_two_crossing_people_keep_their_ids(client: Any) -> None:
+    """The detector of the service (a stand-in that knows the true boxes), the random-weight
+    test model for the poses: with ``kpt_thr=1`` its (noise) keypoints hardly count, so tracks
+    are matched on their boxes and motion; ``det_interval=1``: every frame is a detector frame
+    (following tracks by their keypoints is shown with true poses above)."""
+    video = make_video("crossing")
+    det = TruthDetector(video.frames, video.truth)
+    c = client(stand_in=det)
+    det.calls = 0  # the warm-up's call, if any
+    pairs = set()
+    with c.websocket_connect("/v1/stream?det_interval=1&kpt_thr=1&flip_test=false") as ws:
+        for i, (frame, truth) in enumerate(zip(video.frames, video.truth, strict=True)):
+            ws.send_text(json.dumps({"seq": i, "ts_ms": i * 1000.0 / video.fps}))
+            ws.send_bytes(encode(frame, "PNG"))
+            m = ws.receive_json()
+            check_message(m, 320, 240)
+            for p in m["persons"]:
+                iou = box_iou(np.array([p["bbox"]]), np.stack([t.box for t in truth]))[0]
+                assert iou.max() > 0.99 and p["bbox_score"] == pytest.approx(0.9)
+                pairs.add((truth[int(iou.argmax())].person_id, p["track_id"]))
+    assert det.calls == len(video.frames)
+    assert pairs == {(1, 1), (2, 2)} or pairs == {(1, 2), (2, 1)}, pairs
