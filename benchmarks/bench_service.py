@@ -121,7 +121,7 @@ def free_port() -> int:
 
 
 def start_server(
-    checkpoint: Path, port: int, max_batch: int, delay_ms: float, threads: int
+    checkpoint: Path, port: int, max_batch: int, delay_ms: float, threads: int, **extra: str
 ) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
     env.update(
@@ -133,7 +133,9 @@ def start_server(
         HEATPOSE_LOG_LEVEL="warning",
         HEATPOSE_REQUEST_TIMEOUT_S="600",
         HEATPOSE_TORCH_THREADS=str(threads),
+        HEATPOSE_DETECTOR="none",  # one person per image, as the clients send
     )
+    env.update(extra)
     proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

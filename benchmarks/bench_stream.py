@@ -9,7 +9,11 @@ Side by side in one run, ResNet-50 (``--depth``) at 256x192 with random weights,
     latest frame wins on the server); per run the answered frames/s per stream and in total,
     p50/p99 of the server's ``latency_ms`` (frame arrival to answer) and the dropped share.
 
-    .venv/bin/python benchmarks/bench_stream.py [--duration 8] [--streams 1 4 16]
+The server runs without a person detector (``HEATPOSE_DETECTOR=none``: no detector weights
+can be fetched here, and random detector weights find nobody), so each frame is one crop of
+the whole image and ``det_interval`` changes nothing; ``--det-intervals 1 5`` runs both anyway.
+
+    .venv/bin/python benchmarks/bench_stream.py [--depth 18] [--duration 10] [--streams 1 4 16]
 """
 
 from __future__ import annotations
@@ -123,12 +127,19 @@ def wait_streams_closed(port: int, timeout: float = 120.0) -> None:
 
 
 async def run_streams(
-    port: int, streams: int, det_interval: int, frames: list[bytes], seconds: float, fps: float
+    port: int,
+    streams: int,
+    det_interval: int,
+    frames: list[bytes],
+    *,
+    warmup: float,
+    seconds: float,
+    fps: float,
 ) -> StreamLoad:
     load = StreamLoad(streams, seconds)
     url = f"ws://127.0.0.1:{port}/v1/stream?det_interval={det_interval}&flip_test=false"
     await asyncio.gather(
-        *(one_stream(url, frames, load, 2.0, seconds, fps) for _ in range(streams))
+        *(one_stream(url, frames, load, warmup, seconds, fps) for _ in range(streams))
     )
     return load
 
@@ -138,6 +149,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=10.0, help="measured seconds per run")
     ap.add_argument("--streams", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--det-intervals", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--warmup", type=float, default=5.0, help="unmeasured seconds per run")
     ap.add_argument("--fps", type=float, default=30.0, help="frames/s each client sends")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (both)")
     ap.add_argument("--depth", type=int, default=50, choices=[18, 34, 50, 101, 152])
@@ -165,14 +177,25 @@ def main() -> None:
         try:
             print(
                 f"\n(b) WS /v1/stream, 640x480 JPEG at {args.fps:g} frames/s per stream, "
-                f"{args.duration:g} s measured after 2 s; HEATPOSE_MAX_BATCH_SIZE={args.max_batch}"
+                f"{args.duration:g} s measured after {args.warmup:g} s; "
+                f"HEATPOSE_MAX_BATCH_SIZE={args.max_batch}, HEATPOSE_DETECTOR=none"
             )
             for det in args.det_intervals:
                 print(f"\ndet_interval {det}")
                 print("streams  fps/stream fps total  p50 ms   p99 ms  dropped")
                 for n in args.streams:
                     wait_streams_closed(port)
-                    load = asyncio.run(run_streams(port, n, det, frames, args.duration, args.fps))
+                    load = asyncio.run(
+                        run_streams(
+                            port,
+                            n,
+                            det,
+                            frames,
+                            warmup=args.warmup,
+                            seconds=args.duration,
+                            fps=args.fps,
+                        )
+                    )
                     print(load.row() + f"   ({load.answered / load.seconds / best:.2f}x raw best)")
         finally:
             stop_server(proc)
