@@ -105,13 +105,13 @@ async def stream(ws: WebSocket) -> None:
         has_detector = service.detector is not None
         session = StreamSession(params, service.model.spec.names, has_detector=has_detector)
         reason = await Connection(ws, service, registry, slot, session, options).run()
+        if reason == "drain":
+            await _close(ws, GOING_AWAY, "the server is shutting down")
+        elif reason == "idle":
+            idle = service.settings.stream_idle_timeout_s
+            await _close(ws, NORMAL, f"idle: no message for {idle:g} s")
     finally:
-        registry.close(slot)
-    if reason == "drain":
-        await _close(ws, GOING_AWAY, "the server is shutting down")
-    elif reason == "idle":
-        idle = service.settings.stream_idle_timeout_s
-        await _close(ws, NORMAL, f"idle: no message for {idle:g} s")
+        registry.close(slot)  # after the close frame: the drain waits for it
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
