@@ -28,11 +28,12 @@ from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.multiprocess_metrics import mark_worker_dead
-from app.routes import ops, predict, visualize
+from app.routes import ops, predict, stream, visualize
 from app.routes.docs import install_docs
 from app.routes.page import install_page
 from app.service import PoseService, StartupError
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from app.streams import StreamRegistry
 from models.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
@@ -44,8 +45,9 @@ With an API key configured, `/predict`, `/visualize` and `/v1/model` need
 `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 
 
-def _chain_sigterm(service: PoseService) -> Callable[[], None]:
-    """On SIGTERM, mark the service draining, then call the previous handler (uvicorn's).
+def _chain_sigterm(service: PoseService, streams: StreamRegistry) -> Callable[[], None]:
+    """On SIGTERM, mark the service draining, then call the previous handler (uvicorn's) once
+    the WebSocket streams have answered their current frame and closed (1001).
 
     Only possible on the main thread (a real server); returns a function restoring the old one.
     """
@@ -55,6 +57,9 @@ def _chain_sigterm(service: PoseService) -> Callable[[], None]:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         service.begin_drain()
+        streams.drain_then(service.settings.shutdown_grace_s, lambda: chain(signum, frame))
+
+    def chain(signum: int, frame: Any) -> None:
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:
@@ -77,10 +82,11 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     """
     metrics = Metrics()
     service = PoseService(settings, metrics, detector=detector)
+    streams = StreamRegistry(settings.max_streams, metrics.registry)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        restore = _chain_sigterm(service)
+        restore = _chain_sigterm(service, streams)
         try:
             try:
                 await service.start()
@@ -104,12 +110,14 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.streams = streams
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(visualize.router)
     app.include_router(ops.router)
     install_page(app)
     install_docs(app)
+    app.include_router(stream.router)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

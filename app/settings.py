@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
     warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
+    max_streams: int = Field(
+        16, ge=0, description="Most open WS /v1/stream connections; beyond it 1013."
+    )
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="A stream with no message for this long is closed (1000)."
+    )
     torch_threads: int | None = Field(
         None, ge=1, le=1024, description="Intra-op threads of torch on CPU; unset = one per core."
     )
