@@ -115,13 +115,15 @@ def _quiet(_: str) -> None:
 
 def train(args: Any, info: DistInfo) -> dict[str, Any]:
     """The training run the flags describe; returns the last metrics (rank 0)."""
-    check_training_data(args)  # before any model is built: missing images, one line
+    # Before any model is built, one line each: the annotations' keypoints fit their category
+    # (the spec comes from the data's category), then every image the run needs exists.
+    spec = spec_for_training(args, say=print if info.is_main else _quiet)
+    check_training_data(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    config = build_config(args)
-    # Your own keypoints: the spec from the data's category; --init-from's input convention.
-    config = replace(config, spec=spec_for_training(args, say=print if info.is_main else _quiet))
+    config = replace(build_config(args), spec=spec)
+    # --init-from: the source model's input convention.
     source = load_source(args.init_from) if args.init_from else None
     if source is not None:
         config = adopt_input_convention(config, source, args.init_from)
