@@ -5,12 +5,16 @@ looked up (invalid settings: a message naming the variable, exit status 2). Test
 :mod:`app.cli` call :func:`create_app` with their own :class:`~app.settings.Settings`.
 
 Lifespan: load and warm up the model, start the batcher (``/ready`` turns true); on SIGTERM
-``/ready`` turns false at once, uvicorn stops accepting connections and waits for in-flight
-requests (``--timeout-graceful-shutdown``), then the batcher drains and the device is released.
+``/ready`` turns false at once while requests are still served for ``HEATPOSE_DRAIN_DELAY_S``;
+then uvicorn stops accepting connections and waits for in-flight requests
+(``--timeout-graceful-shutdown``); requests it cancels when that runs out get the JSON 503
+``shutting_down`` (:class:`app.connections.ShutdownGuard`); then the batcher drains and the
+device is released.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -23,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.connections import ShutdownGuard
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
@@ -40,26 +45,48 @@ With an API key configured, `/predict`, `/visualize` and `/v1/model` need
 `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 
 
-def _chain_sigterm(service: PoseService) -> Callable[[], None]:
-    """On SIGTERM, mark the service draining, then call the previous handler (uvicorn's).
+def _chain_sigterm(
+    service: PoseService, loop: asyncio.AbstractEventLoop, delay_s: float
+) -> Callable[[], None]:
+    """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests are still served
+    for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``), then the previous handler (uvicorn's) runs:
+    the listener closes and in-flight work gets the grace period. A second SIGTERM skips the
+    rest of the delay.
 
     Only possible on the main thread (a real server); returns a function restoring the old one.
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGTERM)
+    pending: list[asyncio.TimerHandle] = []
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        service.begin_drain()
+    def chain(signum: int, frame: Any) -> None:
         if callable(previous):
             previous(signum, frame)
         elif previous == signal.SIG_DFL:
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
+    def on_sigterm(signum: int, frame: Any) -> None:
+        first = not service.draining
+        service.begin_drain()
+        if first and delay_s > 0:
+            log.info("SIGTERM: still serving for HEATPOSE_DRAIN_DELAY_S=%g s", delay_s)
+
+            def arm() -> None:
+                pending.append(loop.call_later(delay_s, chain, signum, frame))
+
+            loop.call_soon_threadsafe(arm)  # wakes the loop (we are inside a signal handler)
+            return
+        for handle in pending:
+            handle.cancel()
+        chain(signum, frame)
+
     signal.signal(signal.SIGTERM, on_sigterm)
 
     def restore() -> None:
+        for handle in pending:
+            handle.cancel()
         if signal.getsignal(signal.SIGTERM) is on_sigterm:
             signal.signal(signal.SIGTERM, previous)
 
@@ -73,7 +100,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        restore = _chain_sigterm(service)
+        loop = asyncio.get_running_loop()
+        restore = _chain_sigterm(service, loop, settings.drain_delay_s)
         try:
             try:
                 await service.start()
@@ -105,7 +133,8 @@ def create_app(settings: Settings) -> FastAPI:
         limit=settings.max_upload_bytes,
         on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every answer
+    app.add_middleware(ShutdownGuard)  # outermost: uvicorn's cancellations become JSON 503s
     return app
 
 

@@ -103,7 +103,8 @@ class PoseService:
         self.batcher: Batcher | None = None
         self.config: ModelConfig | None = None
         self.checkpoint_path: Path | None = None
-        self.draining = False
+        self.draining = False  # SIGTERM seen: /ready is false, requests are still served
+        self.stopping = False  # the drain delay is over: new inference is refused
         self.started_at: float | None = None
         self.decode_limiter: anyio.CapacityLimiter | None = None
 
@@ -114,7 +115,7 @@ class PoseService:
         May be called again after :meth:`stop` (an app's lifespan can run more than once).
         """
         s = self.settings
-        self.draining = False
+        self.draining = self.stopping = False
         device = pick_device(s.device)
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
@@ -163,14 +164,15 @@ class PoseService:
             self.predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
 
     def begin_drain(self) -> None:
-        """``/ready`` turns false and new inference is refused (503)."""
+        """``/ready`` turns false; requests are still served (the drain delay of SIGTERM)."""
         if not self.draining:
-            log.info("draining: refusing new work, finishing in-flight requests")
+            log.info("draining: /ready is false, still serving for the drain delay")
         self.draining = True
 
     async def stop(self) -> None:
-        """Finish queued work within the grace period, then release the model and device."""
+        """Refuse new work, finish queued work within the grace period, release the device."""
         self.begin_drain()
+        self.stopping = True
         if self.batcher is not None:
             clean = await self.batcher.drain(self.settings.shutdown_grace_s)
             if not clean:
@@ -191,6 +193,10 @@ class PoseService:
         """Why ``/ready`` is false, or ``None`` when it is true."""
         if self.draining:
             return "the service is shutting down"
+        return self._unavailable()
+
+    def _unavailable(self) -> str | None:
+        """Why no inference can run now (draining alone is no reason), or ``None``."""
         if self.predictor is None or self.batcher is None:
             return "the model is not loaded yet"
         if not self.batcher.alive:
@@ -212,10 +218,15 @@ class PoseService:
     def check_ready(self) -> tuple[Predictor, Batcher]:
         """The predictor and batcher; admission control for every inference request.
 
+        During the drain delay (``draining`` but not ``stopping``) requests are still served.
+
         Raises:
-            NotServing: loading, draining, or the batcher died (counted as ``not_ready``).
+            NotServing: loading, stopping, or the batcher died (counted as ``not_ready``).
         """
-        reason = self.not_ready_reason()
+        if self.stopping:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
+        reason = self._unavailable()
         if reason is not None or self.predictor is None or self.batcher is None:
             self.metrics.rejected.labels("not_ready").inc()
             raise NotServing(reason or "not ready")

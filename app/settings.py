@@ -83,6 +83,17 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
+    drain_delay_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, /ready turns 503 at once but the listener stays open and "
+        "requests are served for this long (for load balancers to notice), then the grace "
+        "period starts.",
+    )
+    metrics_public: bool = Field(
+        True, description="false: /metrics needs the API key too (when one is set)."
+    )
     warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
     torch_threads: int | None = Field(
         None, ge=1, le=1024, description="Intra-op threads of torch on CPU; unset = one per core."
