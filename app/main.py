@@ -29,6 +29,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from app.connections import ShutdownGuard
 from app.errors import install_error_handlers
+from app.gate import RequestGate
 from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(visualize.router)
     app.include_router(ops.router)
+    app.add_middleware(RequestGate, service=service)  # key and shedding before the body
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

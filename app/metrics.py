@@ -71,6 +71,12 @@ class Metrics:
             "heatpose_batch_failures", "Forward passes that raised", registry=r
         )
         self.persons = Counter("heatpose_persons", "Person crops inferred", registry=r)
+        self.dropped_crops = Counter(
+            "heatpose_dropped_crops",
+            "Queued person crops dropped before the model: deadline passed or request cancelled",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

@@ -232,6 +232,20 @@ class PoseService:
             raise NotServing(reason or "not ready")
         return self.predictor, self.batcher
 
+    def admit(self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int) -> None:
+        """Shed load before decoding: refuse when the request's crops do not fit the queue.
+
+        The count is the client's boxes, else one per image (a lower bound where a detector
+        finds the persons).
+
+        Raises:
+            NotServing: not ready. QueueFull: no room now (503). OverCapacity: never (413).
+        """
+        _, batcher = self.check_ready()
+        if boxes is None:
+            boxes = [None] * num_images
+        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
+
     def resolve(self, options: PredictOptions) -> PredictOptions:
         """``options`` with every default filled in: the one place the defaults are decided.
 
@@ -334,7 +348,7 @@ class PoseService:
             **self.config.to_dict(),
             "input_size": list(self.config.input_size),
             "heatmap_size": list(self.config.codec.heatmap_size),
-            "checkpoint": str(self.checkpoint_path),
+            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else "",
             "device": str(self.predictor.device),
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,

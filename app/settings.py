@@ -91,6 +91,35 @@ class Settings(BaseSettings):
         "requests are served for this long (for load balancers to notice), then the grace "
         "period starts.",
     )
+    body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="The request body must have arrived this long after the request began "
+        "(408 beyond; slow uploads cannot hold a connection).",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A connection must send a request's complete headers this long after it "
+        "opened or its previous answer was sent, else it is closed (slowloris, idle sockets).",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this."
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=4096,
+        le=16_777_216,
+        description="Largest request line + headers in bytes (431 beyond).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections (and running requests) at most; beyond it uvicorn answers "
+        "503 at once.",
+    )
     metrics_public: bool = Field(
         True, description="false: /metrics needs the API key too (when one is set)."
     )

@@ -101,6 +101,7 @@ async def predict(
     options = service.resolve(PredictOptions(flip_test=flip_test, decode=decode, heatmaps=heatmaps))
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
+    service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
     images = await read_images(files, settings, service.decode_limiter)
     decoded = time.perf_counter()
     results = await service.predict(

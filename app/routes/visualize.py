@@ -72,6 +72,7 @@ async def visualize(
             raise ApiError(422, "unknown_keypoint", message)
         channel = names.index(keypoint)
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
+    service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
     (image,) = await read_images([file], service.settings, service.decode_limiter)
     (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
 

@@ -193,7 +193,7 @@ async def test_ops_routes(serve_app, app_checkpoint) -> None:
         meta = (await client.get("/v1/model")).json()
         assert meta["name"] == "tiny-res18" and meta["architecture"]["depth"] == 18
         assert meta["input_size"] == [96, 128] and meta["heatmap_size"] == [24, 32]
-        assert meta["keypoints"]["names"][0] == "nose" and meta["checkpoint"] == str(app_checkpoint)
+        assert meta["keypoints"]["names"][0] == "nose" and meta["checkpoint"] == app_checkpoint.name
         await client.post("/predict", files=[("files", ("a.png", encode(image()), "image/png"))])
         text = (await client.get("/metrics")).text
         for needle in (
