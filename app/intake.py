@@ -81,6 +81,19 @@ def check_content_type(content_type: str | None, filename: str) -> None:
         )
 
 
+def declared_pixels(data: bytes) -> int:
+    """``width * height`` from the image header (nothing decoded); 0 when unreadable (the full
+    check, :func:`decode_image`, then refuses the file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+        except Exception:  # any unreadable header: decode_image says what is wrong
+            return 0
+    return max(0, w) * max(0, h)
+
+
 def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
     """Decode and validate one upload (see the module docstring for the order of checks).
 

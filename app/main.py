@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admission import PixelBudget
 from app.connections import ShutdownGuard
 from app.errors import install_error_handlers
 from app.gate import RequestGate
@@ -118,6 +119,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.pixel_budget = PixelBudget(
+        per_request=settings.request_pixels, total=settings.inflight_pixels
+    )
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(visualize.router)

@@ -64,6 +64,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest declared width x height of one image (413 beyond)."
     )
+    max_request_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Most declared pixels (all images) decoded for one request (413 beyond); "
+        "unset = 2 x HEATPOSE_MAX_IMAGE_PIXELS.",
+    )
+    max_inflight_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Most declared pixels being decoded, cropped or rendered at once in the "
+        "process; requests wait for room until their deadline. Unset = 2 x "
+        "HEATPOSE_MAX_IMAGE_PIXELS.",
+    )
     max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
     max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
     flip_test: bool = Field(True, description="Default of the flip_test query parameter.")
@@ -159,6 +172,16 @@ class Settings(BaseSettings):
                 return json.loads(s)
             return [o.strip() for o in s.split(",") if o.strip()]
         return v
+
+    @property
+    def request_pixels(self) -> int:
+        """``max_request_pixels``, or its default derived from ``max_image_pixels``."""
+        return self.max_request_pixels or 2 * self.max_image_pixels
+
+    @property
+    def inflight_pixels(self) -> int:
+        """``max_inflight_pixels``, or its default derived from ``max_image_pixels``."""
+        return self.max_inflight_pixels or 2 * self.max_image_pixels
 
     @property
     def max_queue_delay_s(self) -> float:

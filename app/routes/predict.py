@@ -18,6 +18,7 @@ from app.deps import (
     DeadlineDep,
     DecodeParam,
     FlipParam,
+    PixelLeaseDep,
     ServiceDep,
     require_api_key,
     require_multipart,
@@ -89,6 +90,7 @@ def person(names: tuple[str, ...], r: PersonResult) -> Person:
 async def predict(
     service: ServiceDep,
     deadline: DeadlineDep,
+    pixels: PixelLeaseDep,
     response: Response,
     files: FilesParam,
     boxes: BoxesParam = None,
@@ -102,7 +104,7 @@ async def predict(
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
     service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
-    images = await read_images(files, settings, service.decode_limiter)
+    images = await read_images(files, settings, service.decode_limiter, lease=pixels)
     decoded = time.perf_counter()
     results = await service.predict(
         [im.pixels for im in images], raw_boxes, options, deadline=deadline

@@ -16,6 +16,7 @@ from app.deps import (
     DeadlineDep,
     DecodeParam,
     FlipParam,
+    PixelLeaseDep,
     ServiceDep,
     require_api_key,
     require_multipart,
@@ -51,6 +52,7 @@ ThresholdParam = Annotated[
 async def visualize(
     service: ServiceDep,
     deadline: DeadlineDep,
+    pixels: PixelLeaseDep,
     file: FileParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
@@ -73,7 +75,7 @@ async def visualize(
         channel = names.index(keypoint)
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
     service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
-    (image,) = await read_images([file], service.settings, service.decode_limiter)
+    (image,) = await read_images([file], service.settings, service.decode_limiter, lease=pixels)
     (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
 
     def draw() -> bytes:
