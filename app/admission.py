@@ -13,15 +13,24 @@ image headers before anything is decoded):
 
 A :class:`PixelLease` is one request's share, taken by :func:`app.routes.uploads.read_images`
 and given back when the request ends (the ``PixelLeaseDep`` dependency of the routes).
+
+:func:`fit_for_render` bounds ``/visualize``'s rendering (``HEATPOSE_MAX_RENDER_PIXELS``): a
+larger image is drawn at a reduced size, its persons scaled by the same factors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from dataclasses import replace
+
+import cv2
+import numpy as np
 
 from app.batcher import DeadlineExceeded
 from app.errors import ApiError
+from models.persons import PersonResult
 
 
 class PixelBudget:
@@ -97,3 +106,31 @@ class PixelLease:
         """Give everything back."""
         pixels, self.pixels = self.pixels, 0
         await self.budget.release(pixels)
+
+
+def fit_for_render(
+    image: np.ndarray, people: list[PersonResult], max_pixels: int
+) -> tuple[np.ndarray, list[PersonResult]]:
+    """``image (H, W, 3)`` shrunk to at most ``max_pixels`` (area interpolation) and ``people``
+    mapped into it: keypoints, box, centre and region size times ``(sx, sy) = (w/W, h/H)``.
+
+    Images within the bound come back unchanged (the same objects).
+    """
+    height, width = image.shape[:2]
+    if width * height <= max_pixels:
+        return image, people
+    f = math.sqrt(max_pixels / (width * height))
+    w, h = max(1, int(width * f)), max(1, int(height * f))
+    k = np.array([w / width, h / height])
+    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    scaled = [
+        replace(
+            r,
+            keypoints=(r.keypoints * k).astype(r.keypoints.dtype),
+            box=r.box * np.tile(k, 2),
+            center=r.center * k,
+            scale=r.scale * k,
+        )
+        for r in people
+    ]
+    return small, scaled

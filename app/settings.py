@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         "process; requests wait for room until their deadline. Unset = 2 x "
         "HEATPOSE_MAX_IMAGE_PIXELS.",
     )
+    max_render_pixels: int = Field(
+        3840 * 2160,
+        ge=4096,
+        description="/visualize draws a larger image at a reduced size of at most this many "
+        "pixels (default 4K UHD).",
+    )
     max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
     max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
     flip_test: bool = Field(True, description="Default of the flip_test query parameter.")

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 
+from app.admission import fit_for_render
 from app.boxes import parse_boxes_field
 from app.deps import (
     BoxesParam,
@@ -79,9 +80,10 @@ async def visualize(
     (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
 
     def draw() -> bytes:
+        pixels, drawn = fit_for_render(image.pixels, people, service.settings.max_render_pixels)
         out = render(
-            image.pixels,
-            people,
+            pixels,
+            drawn,
             predictor.spec,
             predictor.input_size,
             mode=mode,

@@ -70,3 +70,38 @@ async def test_requests_wait_for_the_process_budget_then_time_out(serve_app) -> 
         await budget.release(10_000)
         assert (await asyncio.wait_for(pending, 5)).status_code == 200
         assert budget.in_use == 0
+
+
+def test_fit_for_render_scales_the_image_and_its_persons_alike() -> None:
+    from app.admission import fit_for_render
+    from models.persons import PersonResult
+
+    image = np.zeros((200, 400, 3), np.uint8)
+    image[100, 200] = 255
+    person = PersonResult(
+        box=np.array([40.0, 20.0, 360.0, 180.0]),
+        keypoints=np.array([[200.0, 100.0], [0.0, 0.0]], np.float32),
+        scores=np.ones(2, np.float32),
+        center=np.array([200.0, 100.0]),
+        scale=np.array([320.0, 160.0]),
+        box_score=None,
+        box_source="client",
+        heatmaps=None,
+    )
+    same, people = fit_for_render(image, [person], 80_000)
+    assert same is image and people[0] is person  # within the bound: untouched
+    small, (p,) = fit_for_render(image, [person], 20_000)  # factor 0.5 on both axes
+    assert small.shape == (100, 200, 3) and small[50, 100].max() > 0
+    np.testing.assert_allclose(p.keypoints, [[100, 50], [0, 0]])
+    np.testing.assert_allclose(p.box, [20, 10, 180, 90])
+    np.testing.assert_allclose(p.center, [100, 50])
+    np.testing.assert_allclose(p.scale, [160, 80])
+
+
+async def test_visualize_renders_at_a_bounded_size(serve_app) -> None:
+    async with serve_app(max_render_pixels=15_000) as (client, _):
+        up = {"file": ("a.png", png(h=200, w=300), "image/png")}
+        r = await client.post("/visualize", files=up)
+        assert r.status_code == 200
+        out = Image.open(io.BytesIO(r.content))
+        assert out.size == (150, 100)  # 60,000 px drawn at 15,000
