@@ -16,9 +16,11 @@ pass) then ``decode``.
 
 Failures are the domain exceptions below (``app.errors`` alone turns them into HTTP answers):
 
-- Queue full -> :class:`QueueFull` (with a retry delay); past its deadline a job fails with
-  :class:`DeadlineExceeded` and its crops that are still queued are dropped before they reach
-  the model.
+- Queue full -> :class:`QueueFull` (with a retry delay); more crops than the queue can ever
+  hold -> :class:`OverCapacity`. Past its deadline a job fails with :class:`DeadlineExceeded`
+  and its crops that are still queued are dropped before they reach the model; a job cancelled
+  while waiting (the client disconnected) has its crops removed from the queue at once. Both
+  are counted in ``heatpose_dropped_crops_total{reason="deadline"|"cancelled"}``.
 - An exception in a batch fails the jobs in that batch only (:class:`BatchFailed`) and the loop
   goes on; CUDA out-of-memory splits the batch in halves and retries them.
 - :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
@@ -57,6 +59,10 @@ class QueueFull(Exception):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class OverCapacity(Exception):
+    """One request has more person crops than the queue can ever hold (retrying cannot help)."""
 
 
 class DeadlineExceeded(Exception):
@@ -108,6 +114,7 @@ class BatchQueue(Generic[Out]):
             fill after its first item; ``max_queued``: items waiting, beyond it QueueFull.
         stage: this stage's histograms and gauges (``metrics.pose`` or ``metrics.detector``).
         unit: what the items are, in messages (``person crops``).
+        limit_setting: the setting that sets ``max_queued``, named when a request can never fit.
     """
 
     def __init__(
@@ -119,6 +126,7 @@ class BatchQueue(Generic[Out]):
         metrics: Metrics | None = None,
         stage: StageMetrics | None = None,
         unit: str = "items",
+        limit_setting: str = "the queue limit",
         thread_name: str = "heatpose-batch",
     ) -> None:
         self.max_batch_size = max_batch_size
@@ -127,6 +135,7 @@ class BatchQueue(Generic[Out]):
         self.metrics = metrics or Metrics()
         self.stage = stage or self.metrics.pose
         self.unit = unit
+        self.limit_setting = limit_setting
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
         self._queue: collections.deque[Entry] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -188,14 +197,7 @@ class BatchQueue(Generic[Out]):
             return []
         if not self._accepting or not self.alive:
             raise NotServing("the model is not serving (starting, stopping or failed)")
-        if len(self._queue) + n > self.max_queued:
-            retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
-            self.metrics.rejected.labels("queue_full").inc()
-            raise QueueFull(
-                f"{len(self._queue)} {self.unit} are queued (limit {self.max_queued}); "
-                f"this request adds {n}. Retry after {retry} s",
-                retry_after=retry,
-            )
+        self.check_room(n)
         loop = asyncio.get_running_loop()
         job: _Job[Out] = _Job(
             items=items,
@@ -218,7 +220,40 @@ class BatchQueue(Generic[Out]):
             ) from None
         finally:
             if not job.future.done():
-                job.future.cancel()  # its queued crops are skipped, never reach the model
+                job.future.cancel()
+            if job.future.cancelled():  # deadline, or the request was cancelled (app.gate does
+                self._remove(job)  # on a disconnect): its queued crops never reach the model
+
+    def check_room(self, n: int) -> None:
+        """Refuse ``n`` more items now (:class:`QueueFull`) or ever (:class:`OverCapacity`).
+
+        Routes call it (through the service) before decoding anything, so shedding is cheap.
+        """
+        if n > self.max_queued:
+            self.metrics.rejected.labels("over_capacity").inc()
+            raise OverCapacity(
+                f"this request has {n} {self.unit} but at most {self.max_queued} can be queued "
+                f"({self.limit_setting}): send fewer images or boxes per request"
+            )
+        if len(self._queue) + n > self.max_queued:
+            retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
+            self.metrics.rejected.labels("queue_full").inc()
+            raise QueueFull(
+                f"{len(self._queue)} {self.unit} are queued (limit {self.max_queued}); "
+                f"this request adds {n}. Retry after {retry} s",
+                retry_after=retry,
+            )
+
+    def _remove(self, job: _Job) -> None:
+        """Take a cancelled job's crops out of the queue (counted as dropped)."""
+        kept = [e for e in self._queue if e[0] is not job]
+        dropped = len(self._queue) - len(kept)
+        if dropped:
+            self._queue = collections.deque(kept)
+            reason = "deadline" if time.monotonic() >= job.deadline else "cancelled"
+            self.metrics.dropped_crops.labels(reason).inc(dropped)
+            self.metrics.queue_depth.set(len(self._queue))
+            self._wakeup.set()
 
     # ---------------------------------------------------------------- collector
     async def _loop(self) -> None:
@@ -243,9 +278,11 @@ class BatchQueue(Generic[Out]):
     def _drop_dead_front(self) -> None:
         now = time.monotonic()
         while self._queue and self._queue[0][0].dead(now):
-            self._expire(self._queue.popleft()[0])
+            self._expire(self._queue.popleft()[0], now)
 
-    def _expire(self, job: _Job) -> None:
+    def _expire(self, job: _Job, now: float) -> None:
+        """Drop one queued crop of a dead job (failed, cancelled or past its deadline)."""
+        self.metrics.dropped_crops.labels("deadline" if now >= job.deadline else "cancelled").inc()
         if not job.future.done():
             job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
 
@@ -278,7 +315,7 @@ class BatchQueue(Generic[Out]):
         while self._queue and len(batch) < self.max_batch_size:
             job, i = self._queue.popleft()
             if job.dead(now):
-                self._expire(job)
+                self._expire(job, now)
                 continue
             batch.append((job, i))
             self.stage.queue_wait_seconds.observe(now - job.enqueued)
@@ -359,6 +396,7 @@ class Batcher(BatchQueue[PersonResult]):
             max_queued=max_queued,
             metrics=metrics,
             unit="person crops",
+            limit_setting="HEATPOSE_MAX_QUEUED_PERSONS",
             thread_name=f"heatpose-{device_name}",
         )
         self.run_batch = run_batch

@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any
 
-from app.settings import ENV_PREFIX, SettingsError, load_settings, unknown_variables
+from app.settings import ENV_PREFIX, Settings, SettingsError, load_settings, unknown_variables
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -40,6 +40,19 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     p.add_argument("--json-logs", action="store_true", default=None, help="HEATPOSE_JSON_LOGS")
     args = vars(p.parse_args(argv))
     return {k: v for k, v in args.items() if v is not None}
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """The connection budgets as ``uvicorn.Config`` options (see docs/architecture.md for the
+    flags ``uvicorn app.main:app`` users pass themselves)."""
+    from app.connections import budgeted_protocol
+
+    return {
+        "http": budgeted_protocol(settings.header_timeout_s),
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "timeout_keep_alive": settings.keep_alive_timeout_s,
+        "limit_concurrency": settings.max_connections,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "log_level": settings.log_level,
         "lifespan": "on",
         "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_s),
+        **connection_options(settings),
     }
     if settings.workers > 1:
         return _run_workers(settings.workers, overrides, options)

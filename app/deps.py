@@ -9,11 +9,13 @@ query and form parameters that ``/predict`` and ``/visualize`` share (:data:`Box
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, Query, Request
 
+from app.admission import PixelLease
 from app.auth import check_api_key
 from app.errors import ApiError
 from app.metrics import ARRIVAL_KEY
@@ -144,6 +146,18 @@ def detection_params(
 
 
 DetectionDep = Annotated[DetectionParams, Depends(detection_params)]
+
+
+async def pixel_lease(request: Request, deadline: DeadlineDep) -> AsyncIterator[PixelLease]:
+    """This request's share of the pixel budget (:mod:`app.admission`), given back at its end."""
+    lease = PixelLease(request.app.state.pixel_budget, deadline)
+    try:
+        yield lease
+    finally:
+        await lease.release()
+
+
+PixelLeaseDep = Annotated[PixelLease, Depends(pixel_lease)]
 
 BOXES_DOC = (
     "JSON: per file, in upload order, a list of person boxes [x1, y1, x2, y2] in pixels of the "

@@ -51,6 +51,7 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
             metrics=metrics,
             stage=metrics.detector,
             unit="images for the person detector",
+            limit_setting="HEATPOSE_DETECTOR_MAX_QUEUED_IMAGES",
             thread_name=f"heatpose-detector-{device_name}",
         )
         self.detector = detector

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.batcher import BatchFailed, DeadlineExceeded, NotServing, QueueFull
+from app.batcher import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
 from models.persons import BoxError
 from models.pipeline import PipelineError
 
@@ -59,7 +59,15 @@ class ApiError(Exception):
 
 NOT_SERVING_RETRY_AFTER_S = 5
 """``Retry-After`` of a 503 while the model is loading (or the service is otherwise not ready)."""
-DOMAIN_ERRORS = (QueueFull, DeadlineExceeded, NotServing, BatchFailed, BoxError, PipelineError)
+DOMAIN_ERRORS = (
+    QueueFull,
+    OverCapacity,
+    DeadlineExceeded,
+    NotServing,
+    BatchFailed,
+    BoxError,
+    PipelineError,
+)
 """The core's exceptions that :func:`http_error` maps."""
 
 
@@ -70,6 +78,7 @@ def http_error(exc: Exception) -> ApiError:
     exception            status  code (headers)
     ===================  ======  =====================================================
     QueueFull            503     ``overloaded`` (``Retry-After``: its ``retry_after``)
+    OverCapacity         413     ``too_many_persons``
     NotServing           503     ``not_ready`` (``Retry-After: 5``), ``shutting_down``
                                  or ``batcher_died``, after its ``state``
     DeadlineExceeded     504     ``timeout``
@@ -81,6 +90,8 @@ def http_error(exc: Exception) -> ApiError:
     message = str(exc)
     if isinstance(exc, QueueFull):
         return ApiError(503, "overloaded", message, {"Retry-After": str(exc.retry_after)})
+    if isinstance(exc, OverCapacity):
+        return ApiError(413, "too_many_persons", message)
     if isinstance(exc, NotServing):
         if exc.state == "shutting_down":
             return ApiError(503, "shutting_down", message)

@@ -7,7 +7,8 @@ Order of checks, cheapest first, so nothing is decoded that would be refused any
    and BMP are accepted),
 3. the declared size from the header, before any pixel is decoded (413 over the pixel limit:
    decompression bombs never get decoded),
-4. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
+4. a JPEG too short for the pixels it declares (400; the rule is in ``_check_jpeg_holds``),
+5. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
    set), EXIF orientation applied, then greyscale / palette / alpha / 16-bit -> RGB uint8.
 
 Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.boxes`.
@@ -82,6 +83,19 @@ def check_content_type(content_type: str | None, filename: str) -> None:
         )
 
 
+def declared_pixels(data: bytes) -> int:
+    """``width * height`` from the image header (nothing decoded); 0 when unreadable (the full
+    check, :func:`decode_image`, then refuses the file)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+        except Exception:  # any unreadable header: decode_image says what is wrong
+            return 0
+    return max(0, w) * max(0, h)
+
+
 def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
     """Decode and validate one upload (see the module docstring for the order of checks).
 
@@ -128,6 +142,8 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
             raise _too_many_pixels(filename, (w, h), max_pixels)
         if fmt == "PNG":
             _verify_png(data, filename)
+        if fmt == "JPEG":
+            _check_jpeg_holds(data, (w, h), filename)
         try:
             img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
         except _DECODE_ERRORS as e:
@@ -152,6 +168,44 @@ def _too_many_pixels(filename: str, size: tuple[int, int] | None, max_pixels: in
         f"file {filename!r} {declared}; the limit is {max_pixels:,} pixels "
         "(refused before decoding)",
     )
+
+
+_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+"""Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless)."""
+
+
+def _jpeg_sof(data: bytes) -> int | None:
+    """The start-of-frame marker of a JPEG (walking the header segments), or ``None``."""
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return marker
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+    return None
+
+
+def _check_jpeg_holds(data: bytes, size: tuple[int, int], filename: str) -> None:
+    """400 when a Huffman-coded JPEG is too short for the pixels its header declares.
+
+    The rule: every 8x8 block of the first component is coded in the first scan with at least
+    one Huffman code, and a Huffman code is at least one bit, so the file has at least
+    ``ceil(w/8) * ceil(h/8) / 8`` bytes. libjpeg fills what is missing with grey without an
+    error (a 27 KB file patched to say 6000x6000 would otherwise decode to 108 MB of filler).
+    Arithmetic-coded JPEGs (which can spend less than a bit per block) are not checked.
+    """
+    if _jpeg_sof(data) not in _HUFFMAN_SOF:
+        return
+    w, h = size
+    need = ((w + 7) // 8) * ((h + 7) // 8) // 8
+    if len(data) < need:
+        raise ApiError(
+            400,
+            "corrupt_image",
+            f"file {filename!r} declares {w}x{h} pixels but its {len(data):,} bytes cannot hold "
+            f"them (a JPEG needs at least one bit per 8x8 block: {need:,} bytes); the file is "
+            "truncated or its header is wrong",
+        )
 
 
 def _verify_png(data: bytes, filename: str) -> None:

@@ -5,12 +5,16 @@ looked up (invalid settings: a message naming the variable, exit status 2). Test
 :mod:`app.cli` call :func:`create_app` with their own :class:`~app.settings.Settings`.
 
 Lifespan: load and warm up the model, start the batcher (``/ready`` turns true); on SIGTERM
-``/ready`` turns false at once, uvicorn stops accepting connections and waits for in-flight
-requests (``--timeout-graceful-shutdown``), then the batcher drains and the device is released.
+``/ready`` turns false at once while requests are still served for ``HEATPOSE_DRAIN_DELAY_S``;
+then uvicorn stops accepting connections and waits for in-flight requests
+(``--timeout-graceful-shutdown``); requests it cancels when that runs out get the JSON 503
+``shutting_down`` (:class:`app.connections.ShutdownGuard`); then the batcher drains and the
+device is released.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -23,7 +27,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.admission import PixelBudget
+from app.connections import ShutdownGuard
 from app.errors import install_error_handlers
+from app.gate import RequestGate
 from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
@@ -45,19 +52,24 @@ With an API key configured, `/predict`, `/visualize` and `/v1/model` need
 `Authorization: Bearer <key>` or `X-API-Key: <key>`."""
 
 
-def _chain_sigterm(service: PoseService, streams: StreamRegistry) -> Callable[[], None]:
-    """On SIGTERM, mark the service draining, then call the previous handler (uvicorn's) once
-    the WebSocket streams have answered their current frame and closed (1001).
+def _chain_sigterm(
+    service: PoseService,
+    streams: StreamRegistry,
+    loop: asyncio.AbstractEventLoop,
+    delay_s: float,
+) -> Callable[[], None]:
+    """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests and streams are
+    still served for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``); then the WebSocket streams answer
+    their current frame and close (1001), and the previous handler (uvicorn's) runs: the
+    listener closes and in-flight work gets the grace period. A second SIGTERM skips the rest
+    of the delay.
 
     Only possible on the main thread (a real server); returns a function restoring the old one.
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = signal.getsignal(signal.SIGTERM)
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        service.begin_drain()
-        streams.drain_then(service.settings.shutdown_grace_s, lambda: chain(signum, frame))
+    pending: list[asyncio.TimerHandle] = []
 
     def chain(signum: int, frame: Any) -> None:
         if callable(previous):
@@ -66,9 +78,29 @@ def _chain_sigterm(service: PoseService, streams: StreamRegistry) -> Callable[[]
             signal.signal(signum, signal.SIG_DFL)
             signal.raise_signal(signum)
 
+    def close(signum: int, frame: Any) -> None:
+        streams.drain_then(service.settings.shutdown_grace_s, lambda: chain(signum, frame))
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        first = not service.draining
+        service.begin_drain()
+        if first and delay_s > 0:
+            log.info("SIGTERM: still serving for HEATPOSE_DRAIN_DELAY_S=%g s", delay_s)
+
+            def arm() -> None:
+                pending.append(loop.call_later(delay_s, close, signum, frame))
+
+            loop.call_soon_threadsafe(arm)  # wakes the loop (we are inside a signal handler)
+            return
+        for handle in pending:
+            handle.cancel()
+        close(signum, frame)
+
     signal.signal(signal.SIGTERM, on_sigterm)
 
     def restore() -> None:
+        for handle in pending:
+            handle.cancel()
         if signal.getsignal(signal.SIGTERM) is on_sigterm:
             signal.signal(signal.SIGTERM, previous)
 
@@ -86,7 +118,8 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        restore = _chain_sigterm(service, streams)
+        loop = asyncio.get_running_loop()
+        restore = _chain_sigterm(service, streams, loop, settings.drain_delay_s)
         try:
             try:
                 await service.start()
@@ -111,6 +144,9 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.streams = streams
+    app.state.pixel_budget = PixelBudget(
+        per_request=settings.request_pixels, total=settings.inflight_pixels
+    )
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(visualize.router)
@@ -118,6 +154,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     install_page(app)
     install_docs(app)
     app.include_router(stream.router)
+    app.add_middleware(RequestGate, service=service)  # key and shedding before the body
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -130,7 +167,8 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
         limit=settings.max_upload_bytes,
         on_reject=lambda: metrics.rejected.labels("body_too_large").inc(),
     )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: sees every answer
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every answer
+    app.add_middleware(ShutdownGuard)  # outermost: uvicorn's cancellations become JSON 503s
     return app
 
 

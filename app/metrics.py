@@ -126,6 +126,13 @@ class Metrics:
             ),
             Counter("heatpose_detector_images", "Images run through the detector", registry=r),
         )
+        self.dropped_crops = Counter(
+            "heatpose_dropped_crops",
+            "Queued items (person crops, detector images) dropped before their model: deadline "
+            "passed or request cancelled",
+            ["reason"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         """The text exposition format of every metric (of every worker, with several)."""

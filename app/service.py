@@ -155,7 +155,8 @@ class PoseService:
         self.batcher: Batcher | None = None
         self.config: ModelConfig | None = None
         self.checkpoint_path: Path | None = None
-        self.draining = False
+        self.draining = False  # SIGTERM seen: /ready is false, requests are still served
+        self.stopping = False  # the drain delay is over: new inference is refused
         self.started_at: float | None = None
         self.decode_limiter: anyio.CapacityLimiter | None = None
 
@@ -166,7 +167,7 @@ class PoseService:
         May be called again after :meth:`stop` (an app's lifespan can run more than once).
         """
         s = self.settings
-        self.draining = False
+        self.draining = self.stopping = False
         device = pick_device(s.device)
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
@@ -267,14 +268,15 @@ class PoseService:
             self.predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
 
     def begin_drain(self) -> None:
-        """``/ready`` turns false and new inference is refused (503)."""
+        """``/ready`` turns false; requests are still served (the drain delay of SIGTERM)."""
         if not self.draining:
-            log.info("draining: refusing new work, finishing in-flight requests")
+            log.info("draining: /ready is false, still serving for the drain delay")
         self.draining = True
 
     async def stop(self) -> None:
-        """Finish queued work within the grace period, then release the model and device."""
+        """Refuse new work, finish queued work within the grace period, release the device."""
         self.begin_drain()
+        self.stopping = True
         grace = self.settings.shutdown_grace_s
         # The detector stage first: its images still have to pass the pose stage.
         for batcher in (self.detector_batcher, self.batcher):
@@ -297,6 +299,10 @@ class PoseService:
         """Why ``/ready`` is false, or ``None`` when it is true."""
         if self.draining:
             return "the service is shutting down"
+        return self._unavailable()
+
+    def _unavailable(self) -> str | None:
+        """Why no inference can run now (draining alone is no reason), or ``None``."""
         if self.predictor is None or self.batcher is None:
             return "the model is not loaded yet"
         for batcher in (self.batcher, self.detector_batcher):
@@ -319,14 +325,33 @@ class PoseService:
     def check_ready(self) -> tuple[Predictor, Batcher]:
         """The predictor and batcher; admission control for every inference request.
 
+        During the drain delay (``draining`` but not ``stopping``) requests are still served.
+
         Raises:
-            NotServing: loading, draining, or the batcher died (counted as ``not_ready``).
+            NotServing: loading, stopping, or the batcher died (counted as ``not_ready``).
         """
-        reason = self.not_ready_reason()
+        if self.stopping:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
+        reason = self._unavailable()
         if reason is not None or self.predictor is None or self.batcher is None:
             self.metrics.rejected.labels("not_ready").inc()
             raise NotServing(reason or "not ready")
         return self.predictor, self.batcher
+
+    def admit(self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int) -> None:
+        """Shed load before decoding: refuse when the request's crops do not fit the queue.
+
+        The count is the client's boxes, else one per image (a lower bound where a detector
+        finds the persons).
+
+        Raises:
+            NotServing: not ready. QueueFull: no room now (503). OverCapacity: never (413).
+        """
+        _, batcher = self.check_ready()
+        if boxes is None:
+            boxes = [None] * num_images
+        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
 
     def resolve(self, options: PredictOptions) -> PredictOptions:
         """``options`` with every default filled in: the one place the defaults are decided.
@@ -454,7 +479,7 @@ class PoseService:
             **self.config.to_dict(),
             "input_size": list(self.config.input_size),
             "heatmap_size": list(self.config.codec.heatmap_size),
-            "checkpoint": str(self.checkpoint_path),
+            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else "",
             "device": str(self.predictor.device),
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,

@@ -87,6 +87,25 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest declared width x height of one image (413 beyond)."
     )
+    max_request_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Most declared pixels (all images) decoded for one request (413 beyond); "
+        "unset = 2 x HEATPOSE_MAX_IMAGE_PIXELS.",
+    )
+    max_inflight_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Most declared pixels being decoded, cropped or rendered at once in the "
+        "process; requests wait for room until their deadline. Unset = 2 x "
+        "HEATPOSE_MAX_IMAGE_PIXELS.",
+    )
+    max_render_pixels: int = Field(
+        3840 * 2160,
+        ge=4096,
+        description="/visualize draws a larger image at a reduced size of at most this many "
+        "pixels (default 4K UHD).",
+    )
     max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
     max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
     flip_test: bool = Field(True, description="Default of the flip_test query parameter.")
@@ -112,6 +131,46 @@ class Settings(BaseSettings):
     )
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
+    drain_delay_s: float = Field(
+        5.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, /ready turns 503 at once but the listener stays open and "
+        "requests are served for this long (for load balancers to notice), then the grace "
+        "period starts.",
+    )
+    body_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        le=3600,
+        description="The request body must have arrived this long after the request began "
+        "(408 beyond; slow uploads cannot hold a connection).",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="A connection must send a request's complete headers this long after it "
+        "opened or its previous answer was sent, else it is closed (slowloris, idle sockets).",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this."
+    )
+    max_header_bytes: int = Field(
+        32_768,
+        ge=4096,
+        le=16_777_216,
+        description="Largest request line + headers in bytes (431 beyond).",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections (and running requests) at most; beyond it uvicorn answers "
+        "503 at once.",
+    )
+    metrics_public: bool = Field(
+        True, description="false: /metrics needs the API key too (when one is set)."
     )
     warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
     max_streams: int = Field(
@@ -163,6 +222,16 @@ class Settings(BaseSettings):
                 return json.loads(s)
             return [o.strip() for o in s.split(",") if o.strip()]
         return v
+
+    @property
+    def request_pixels(self) -> int:
+        """``max_request_pixels``, or its default derived from ``max_image_pixels``."""
+        return self.max_request_pixels or 2 * self.max_image_pixels
+
+    @property
+    def inflight_pixels(self) -> int:
+        """``max_inflight_pixels``, or its default derived from ``max_image_pixels``."""
+        return self.max_inflight_pixels or 2 * self.max_image_pixels
 
     @property
     def max_queue_delay_s(self) -> float:

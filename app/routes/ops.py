@@ -30,7 +30,9 @@ async def ready(service: ServiceDep) -> Ready:
     after the batcher died."""
     reason = service.not_ready_reason()
     if reason is not None or service.predictor is None:
-        raise NotServing(reason or "not ready")
+        raise NotServing(
+            reason or "not ready", state="shutting_down" if service.draining else "not_ready"
+        )
     return Ready(model=service.predictor.config.name, device=str(service.predictor.device))
 
 

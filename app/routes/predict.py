@@ -19,6 +19,7 @@ from app.deps import (
     DecodeParam,
     DetectionDep,
     FlipParam,
+    PixelLeaseDep,
     ServiceDep,
     reject_unknown_query,
     require_api_key,
@@ -99,6 +100,7 @@ async def predict(
     service: ServiceDep,
     deadline: DeadlineDep,
     detection: DetectionDep,
+    pixels: PixelLeaseDep,
     files: FilesParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
@@ -113,7 +115,8 @@ async def predict(
     )
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
-    images = await read_images(files, settings, service.decode_limiter)
+    service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
+    images = await read_images(files, settings, service.decode_limiter, lease=pixels)
     decoded = time.perf_counter()
     results = await service.predict(
         [im.pixels for im in images], raw_boxes, options, deadline=deadline

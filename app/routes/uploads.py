@@ -11,18 +11,26 @@ import anyio
 import anyio.to_thread
 from fastapi import UploadFile
 
+from app.admission import PixelLease
 from app.errors import ApiError
-from app.intake import DecodedImage, check_content_type, decode_image
+from app.intake import DecodedImage, check_content_type, declared_pixels, decode_image
 from app.settings import Settings
 
 
 async def read_images(
-    files: list[UploadFile], settings: Settings, limiter: anyio.CapacityLimiter | None = None
+    files: list[UploadFile],
+    settings: Settings,
+    limiter: anyio.CapacityLimiter | None = None,
+    lease: PixelLease | None = None,
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request.
 
+    With a ``lease`` the images' declared pixels are taken from the pixel budget before any is
+    decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the deadline).
+
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
+        DeadlineExceeded: no room in the pixel budget before the deadline.
     """
     if not files:
         raise ApiError(422, "no_files", "send at least one image in a 'files' part")
@@ -37,6 +45,8 @@ async def read_images(
     for f, name in zip(files, names, strict=True):
         check_content_type(f.content_type, name)
     datas = [await f.read() for f in files]
+    if lease is not None:
+        await lease.acquire(sum(declared_pixels(d) for d in datas))
 
     def decode_all() -> list[DecodedImage]:
         max_pixels = settings.max_image_pixels

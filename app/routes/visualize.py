@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 
+from app.admission import fit_for_render
 from app.boxes import parse_boxes_field
 from app.deps import (
     BoxesParam,
@@ -17,6 +18,7 @@ from app.deps import (
     DecodeParam,
     DetectionDep,
     FlipParam,
+    PixelLeaseDep,
     ServiceDep,
     reject_unknown_query,
     require_api_key,
@@ -53,6 +55,7 @@ async def visualize(
     service: ServiceDep,
     deadline: DeadlineDep,
     detection: DetectionDep,
+    pixels: PixelLeaseDep,
     file: FileParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
@@ -75,13 +78,15 @@ async def visualize(
             raise ApiError(422, "unknown_keypoint", message)
         channel = names.index(keypoint)
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
-    (image,) = await read_images([file], service.settings, service.decode_limiter)
+    service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
+    (image,) = await read_images([file], service.settings, service.decode_limiter, lease=pixels)
     (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
 
     def draw() -> bytes:
+        pixels, drawn = fit_for_render(image.pixels, people, service.settings.max_render_pixels)
         out = render(
-            image.pixels,
-            people,
+            pixels,
+            drawn,
             predictor.spec,
             predictor.input_size,
             mode=mode,

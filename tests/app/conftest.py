@@ -73,3 +73,59 @@ def serve_app(app_checkpoint: Path):
                 yield client, app
 
     return serve
+
+
+@pytest.fixture
+def server_process(app_checkpoint: Path):
+    """``with server_process(args=(), **env) as (proc, url)``: ``python -m app`` (or ``args``,
+    e.g. ``["-m", "uvicorn", "app.main:app"]``) on a free loopback port, ready to serve.
+
+    ``env`` are ``HEATPOSE_*`` settings (without the prefix, e.g. ``DRAIN_DELAY_S="0"``); the
+    tiny checkpoint is the default. stdout+stderr go to ``proc.stdout``; the process is killed
+    on exit if it is still running.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from contextlib import contextmanager
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[2]
+
+    @contextmanager
+    def start(args: tuple[str, ...] = ("-m", "app"), **settings: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
+        env |= {"HEATPOSE_CHECKPOINT": str(app_checkpoint), "HEATPOSE_PORT": str(port)}
+        env |= {"OMP_NUM_THREADS": "1", "HEATPOSE_TORCH_THREADS": "1"}
+        env |= {f"HEATPOSE_{k}": v for k, v in settings.items()}
+        cmd = [sys.executable, *args]
+        if "uvicorn" in args:
+            cmd += ["--port", str(port)]
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the server never became ready"
+                time.sleep(0.1)
+            yield proc, url
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    return start

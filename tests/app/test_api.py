@@ -182,7 +182,7 @@ async def test_ops_routes(serve_app, app_checkpoint) -> None:
         meta = (await client.get("/v1/model")).json()
         assert meta["name"] == "tiny-res18" and meta["architecture"]["depth"] == 18
         assert meta["input_size"] == [96, 128] and meta["heatmap_size"] == [24, 32]
-        assert meta["keypoints"]["names"][0] == "nose" and meta["checkpoint"] == str(app_checkpoint)
+        assert meta["keypoints"]["names"][0] == "nose" and meta["checkpoint"] == app_checkpoint.name
         await client.post("/predict", files=[("files", ("a.png", encode(image()), "image/png"))])
         text = (await client.get("/metrics")).text
         for needle in (
@@ -193,12 +193,15 @@ async def test_ops_routes(serve_app, app_checkpoint) -> None:
             "heatpose_inference_seconds_count 1.0",
         ):
             assert needle in text
-        app.state.service.begin_drain()  # what SIGTERM does
+        app.state.service.begin_drain()  # what SIGTERM does at once
         r = await client.get("/ready")
         assert r.status_code == 503 and "shutting down" in r.json()["error"]["message"]
         up = [("files", ("a.png", encode(image()), "image/png"))]
         r = await client.post("/predict", files=up)
-        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.status_code == 200  # still served during the drain delay
+        app.state.service.stopping = True  # what the end of the drain delay does
+        r = await client.post("/predict", files=up)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
 
 
 async def test_not_ready_before_start_and_after_the_batcher_dies(serve_app, app_checkpoint) -> None:

@@ -220,3 +220,18 @@ def test_nan_literal_in_json_is_caught() -> None:
     raw = parse_boxes_field("[[[NaN, 0, 10, 10]]]", 1, 10)
     with pytest.raises(BoxError, match="NaN"):
         validate_boxes(raw[0], 50, 50)
+
+
+def test_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_400() -> None:
+    data = bytearray(encode(rgb(200, 300, seed=3), "JPEG", quality=90))  # ~55 KB of noise
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 6000, 6000)  # height, width
+    with pytest.raises(ApiError) as e:
+        decode_image(bytes(data), "patched.jpg", 40_000_000)
+    assert e.value.status == 400 and e.value.code == "corrupt_image"
+    assert "6000x6000" in e.value.message and "8x8 block" in e.value.message
+    # the rule's floor (1 bit per 8x8 block) is below what real encoders write for the most
+    # compressible content: flat grey, optimised, progressive, lowest quality, still decodes
+    flat = encode(Image.new("L", (2000, 1500), 128), "JPEG", progressive=True, optimize=True)
+    assert len(flat) > (250 * 188) // 8
+    assert decode_image(flat, "flat.jpg", 40_000_000).pixels.shape == (1500, 2000, 3)

@@ -168,6 +168,7 @@ def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
             HEATPOSE_MAX_QUEUE_DELAY_MS="2000",
             HEATPOSE_MAX_BATCH_SIZE="64",
             HEATPOSE_SHUTDOWN_GRACE_S="20",
+            HEATPOSE_DRAIN_DELAY_S="0",  # the drain delay is tested in test_drain.py
         ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
