@@ -12,6 +12,7 @@ import sys
 # subcommand -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.cli", "start the inference service (uvicorn)"),
+    "predict": ("app.predict_cli", "keypoints of the persons in images and videos, no server"),
     "train": ("training.train", "train a model (torchrun-compatible)"),
     "eval": ("training.evaluate", "evaluate a checkpoint with COCO OKS AP"),
     "synth": ("training.synthetic", "write a synthetic COCO-format keypoint data set"),

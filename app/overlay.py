@@ -73,12 +73,16 @@ def draw_skeleton(
     scores: np.ndarray,
     spec: KeypointSpec,
     threshold: float,
+    *,
+    colour: tuple[int, int, int] | None = None,
 ) -> None:
     """Draw one person in place: links and keypoints with ``score >= threshold``.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB, drawn on.
         keypoints: ``(K, 2)`` image px; ``scores``: ``(K,)``.
+        colour: one RGB colour for the whole person (e.g. its track's); ``None``: left,
+            right and centre colours.
     """
     h, w = image.shape[:2]
     thick = max(1, round(min(h, w) / 250))
@@ -86,11 +90,11 @@ def draw_skeleton(
     pts = [(round(float(x)), round(float(y))) for x, y in keypoints]
     for a, b in spec.skeleton:
         if ok[a] and ok[b]:
-            colour = _colour(spec, a) if _colour(spec, a) == _colour(spec, b) else CENTRE
-            cv2.line(image, pts[a], pts[b], colour, thick, cv2.LINE_AA)
+            side = _colour(spec, a) if _colour(spec, a) == _colour(spec, b) else CENTRE
+            cv2.line(image, pts[a], pts[b], colour or side, thick, cv2.LINE_AA)
     for i, p in enumerate(pts):
         if ok[i]:
-            cv2.circle(image, p, thick + 2, _colour(spec, i), -1, cv2.LINE_AA)
+            cv2.circle(image, p, thick + 2, colour or _colour(spec, i), -1, cv2.LINE_AA)
             cv2.circle(image, p, thick + 2, (255, 255, 255), 1, cv2.LINE_AA)
 
 

@@ -1,0 +1,259 @@
+"""``heatpose predict`` on a video: tracked, smoothed persons as JSON lines, an annotated MP4.
+
+Frames are read with OpenCV and go through the pipeline one at a time, as a stream's frames
+do: the detector runs every ``--det-interval`` frames; in between each track is cropped from
+the box its previous keypoints span, enlarged 1.25x (:meth:`models.tracking.Tracker.next_boxes`).
+A :class:`~models.tracking.Tracker` gives every person a track id and, with ``--smoothing
+one_euro``, filters its keypoints causally by the frames' timestamps (``seq / fps``). With
+``--smoothing savgol`` the tracks are kept raw and each track's contiguous runs of frames are
+smoothed afterwards by the non-causal Savitzky-Golay filter of :mod:`models.smoothing`.
+
+``NAME.jsonl`` has one line per frame in the stream's message schema: ``seq``, ``ts_ms``,
+``width``, ``height``, ``persons: [{track_id, bbox, bbox_score, score, keypoints: [{name, x,
+y, score, visible}]}]`` (image px; ``bbox_score`` is null on frames without detection).
+``NAME.overlay.mp4`` (``--overlay``) draws each track's box, id and skeleton in its colour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import colorsys
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from app.overlay import draw_skeleton
+from app.predict_args import UsageError
+from app.predict_images import pipeline_options
+from models.keypoints import KeypointSpec
+from models.persons import PersonBoxes
+from models.pipeline import PosePipeline, keypoint_visible
+from models.smoothing import OneEuroParams, savgol
+from models.tracking import Detection, Tracker
+from models.video_files import write_video
+
+
+@dataclass
+class FramePerson:
+    """One tracked person in one frame: ``box (4,)`` xyxy image px, ``box_score`` (None unless
+    detected in this frame), ``keypoints (K, 2)`` image px (smoothed) and ``scores (K,)``."""
+
+    track_id: int
+    box: np.ndarray
+    box_score: float | None
+    keypoints: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What OpenCV says of a video: ``fps``, ``frames`` (0 when unknown), ``size`` (w, h)."""
+
+    fps: float
+    frames: int
+    size: tuple[int, int]
+
+
+def probe(path: Path) -> VideoInfo:
+    """Open ``path`` and read its first frame.
+
+    Raises:
+        UsageError: OpenCV cannot open it or read a frame from it.
+    """
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
+        if not ok or frame is None:
+            raise UsageError(f"{path}: OpenCV cannot read a video frame from this file")
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        h, w = frame.shape[:2]
+        return VideoInfo(fps if fps > 0 else 30.0, max(count, 0), (w, h))
+    finally:
+        cap.release()
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of ``path`` as ``(H, W, 3)`` uint8 RGB, in order."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def track_frames(
+    pipeline: PosePipeline,
+    frames: Iterator[np.ndarray],
+    info: VideoInfo,
+    args: argparse.Namespace,
+    *,
+    progress: tqdm | None = None,
+) -> list[list[FramePerson]]:
+    """Every frame's tracked persons (see the module docstring)."""
+    one_euro = OneEuroParams(args.min_cutoff, args.beta, args.d_cutoff)
+    smoothing = one_euro if args.smoothing == "one_euro" else None
+    tracker = Tracker(kpt_thr=args.kpt_thr, smoothing=smoothing)
+    options = pipeline_options(args)
+    out: list[list[FramePerson]] = []
+    for seq, frame in enumerate(frames):
+        boxes: PersonBoxes | None = None
+        if seq % args.det_interval:
+            follow = [box for _, box in tracker.next_boxes(info.size)]
+            boxes = PersonBoxes(np.asarray(follow, np.float64).reshape(-1, 4), None, "client")
+        people = (
+            [] if boxes is not None and not len(boxes) else pipeline([frame], [boxes], options)[0]
+        )
+        detections = [
+            Detection(
+                r.box,
+                float(np.mean(r.scores)) if r.box_score is None else r.box_score,
+                r.keypoints,
+                r.scores,
+            )
+            for r in people
+        ]
+        tracked = tracker.update(detections, seq / info.fps)
+        out.append(
+            [
+                FramePerson(t.track_id, r.box, r.box_score, np.asarray(t.keypoints), r.scores)
+                for t, r in zip(tracked, people, strict=True)
+            ]
+        )
+        if progress is not None:
+            progress.update(1)
+    return out
+
+
+def smooth_savgol(frames: list[list[FramePerson]], window: int, order: int) -> None:
+    """Savitzky-Golay along each track's runs of consecutive frames, in place."""
+    runs: dict[int, list[tuple[int, FramePerson]]] = defaultdict(list)
+    for seq, persons in enumerate(frames):
+        for p in persons:
+            runs[p.track_id].append((seq, p))
+    for track in runs.values():
+        start = 0
+        for i in range(1, len(track) + 1):
+            if i == len(track) or track[i][0] != track[i - 1][0] + 1:
+                run = [p for _, p in track[start:i]]
+                smoothed = savgol(np.stack([p.keypoints for p in run]), window, order)
+                for p, k in zip(run, smoothed, strict=True):
+                    p.keypoints = k
+                start = i
+
+
+def frame_message(
+    seq: int,
+    fps: float,
+    size: tuple[int, int],
+    persons: Sequence[FramePerson],
+    *,
+    names: Sequence[str],
+    kpt_thr: float,
+) -> dict[str, Any]:
+    """One frame in the stream's message schema (image px)."""
+    out = []
+    for p in persons:
+        visible = keypoint_visible(p.scores, kpt_thr)
+        out.append(
+            {
+                "track_id": p.track_id,
+                "bbox": [round(float(v), 2) for v in p.box],
+                "bbox_score": None if p.box_score is None else round(float(p.box_score), 4),
+                "score": round(float(np.mean(p.scores)), 4) if len(p.scores) else 0.0,
+                "keypoints": [
+                    {
+                        "name": n,
+                        "x": round(float(x), 2),
+                        "y": round(float(y), 2),
+                        "score": round(float(s), 4),
+                        "visible": bool(v),
+                    }
+                    for n, (x, y), s, v in zip(names, p.keypoints, p.scores, visible, strict=True)
+                ],
+            }
+        )
+    return {
+        "seq": seq,
+        "ts_ms": round(seq * 1000.0 / fps, 3),
+        "width": size[0],
+        "height": size[1],
+        "persons": out,
+    }
+
+
+def track_colour(track_id: int) -> tuple[int, int, int]:
+    """A bright RGB colour per track id (hues spread by the golden ratio)."""
+    r, g, b = colorsys.hsv_to_rgb((track_id * 0.618034) % 1.0, 0.85, 1.0)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def draw_tracks(
+    frame: np.ndarray, persons: Sequence[FramePerson], spec: KeypointSpec, kpt_thr: float
+) -> np.ndarray:
+    """``frame (H, W, 3)`` uint8 RGB with each track's box, ``ID n`` and skeleton in its colour."""
+    out = frame.copy()
+    thick = max(1, round(min(out.shape[:2]) / 300))
+    for p in persons:
+        colour = track_colour(p.track_id)
+        x1, y1, x2, y2 = (round(float(v)) for v in p.box)
+        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+        label = f"ID {p.track_id}"
+        scale = max(0.4, min(out.shape[:2]) / 600)
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        top = max(y1, th + 4)
+        cv2.rectangle(out, (x1, top - th - 4), (x1 + tw + 4, top), colour, -1)
+        cv2.putText(
+            out,
+            label,
+            (x1 + 2, top - 3),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
+        draw_skeleton(out, p.keypoints, p.scores, spec, kpt_thr, colour=colour)
+    return out
+
+
+def run_video(pipeline: PosePipeline, path: Path, args: argparse.Namespace) -> None:
+    """Track the persons of the video ``path``; write ``NAME.jsonl`` (and the overlay MP4)."""
+    info = probe(path)
+    spec = pipeline.predictor.spec
+    total = info.frames or None
+    with tqdm(total=total, unit="frame", desc=path.name, file=sys.stderr) as bar:
+        frames = track_frames(pipeline, read_frames(path), info, args, progress=bar)
+    if args.smoothing == "savgol":
+        smooth_savgol(frames, args.savgol_window, args.savgol_order)
+    lines = (
+        frame_message(seq, info.fps, info.size, persons, names=spec.names, kpt_thr=args.kpt_thr)
+        for seq, persons in enumerate(frames)
+    )
+    out: Path = args.out
+    (out / f"{path.stem}.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    if args.overlay:
+        drawn = (
+            draw_tracks(frame, persons, spec, args.kpt_thr)
+            for frame, persons in zip(read_frames(path), frames, strict=False)
+        )
+        with tqdm(total=len(frames), unit="frame", desc="overlay", file=sys.stderr) as bar:
+            write_video(out / f"{path.stem}.overlay.mp4", _counted(drawn, bar), info.fps)
+
+
+def _counted(items: Iterator[np.ndarray], bar: tqdm) -> Iterator[np.ndarray]:
+    for item in items:
+        yield item
+        bar.update(1)
