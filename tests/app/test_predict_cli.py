@@ -132,6 +132,38 @@ def test_image_folder_gives_one_json_per_image(
             assert person.heatmaps is None
 
 
+def test_detector_file_and_none(
+    dataset: tuple[Path, Path], app_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``--detector FILE`` loads a real PersonDetector (random torchvision weights in the
+    published layout): the JSON boxes are its boxes. ``--detector none``: the whole image."""
+    import torch
+
+    from models.detector import PersonDetector
+    from tests.models.test_detector import published_state
+
+    images, _ = dataset
+    files = sorted(images.glob("*.jpg"))[:1]
+    weights = tmp_path / "person-frcnn-mbv3.pth"
+    torch.save(published_state("person-frcnn-mbv3"), weights)
+    args = [*map(str, files), "--out", str(tmp_path / "det"), "--detector", str(weights)]
+    assert run([*args, "--max-persons", "3"], app_checkpoint, None) == 0
+    real = PersonDetector.from_file(weights, device="cpu")
+    pixels = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    found = real.detect(pixels, score_thr=0.3, nms_thr=0.3, max_persons=3)
+    assert sum(len(d.boxes) for d in found) > 0  # the perturbed person logit finds some
+    for f, det in zip(files, found, strict=True):
+        doc = json.loads((tmp_path / "det" / f"{f.stem}.json").read_text())
+        boxes = np.array([p["bbox"] for p in doc["persons"]]).reshape(-1, 4)
+        np.testing.assert_allclose(boxes, det.boxes, atol=1e-3)
+
+    args = [*map(str, files), "--out", str(tmp_path / "none"), "--detector", "none"]
+    assert run(args, app_checkpoint, None) == 0
+    for f, im in zip(files, pixels, strict=True):
+        doc = json.loads((tmp_path / "none" / f"{f.stem}.json").read_text())
+        assert [p["bbox"] for p in doc["persons"]] == [[0, 0, im.shape[1], im.shape[0]]]
+
+
 def test_overlay_pngs_have_the_image_size(
     dataset: tuple[Path, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
