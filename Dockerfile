@@ -54,6 +54,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HEATPOSE_HOST=0.0.0.0 \
     HEATPOSE_PORT=8000 \
     HEATPOSE_CHECKPOINT=res50-dark-coco-256x192 \
+    HEATPOSE_DETECTOR=auto \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # A fixed, unprivileged uid/gid (10001) owning the weights cache; bind mounts it must write to
@@ -74,7 +75,9 @@ RUN python -c "import cv2, torch, torchvision, pycocotools.coco, app.main, model
 USER 10001:10001
 WORKDIR /home/heatpose
 
-# Published weights are downloaded and converted here on first start (HEATPOSE_HOME), and
+# Published weights (pose model and person detector: HEATPOSE_DETECTOR=auto picks
+# person-rcnn-r50-fpn on CUDA, person-frcnn-mbv3 on CPU) are downloaded and converted here on
+# first start (HEATPOSE_HOME), and
 # torchvision's ImageNet backbone for training (TORCH_HOME): keep it across containers.
 VOLUME ["/var/cache/heatpose"]
 

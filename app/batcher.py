@@ -1,4 +1,8 @@
-"""Dynamic batching: person crops from all concurrent requests share forward passes.
+"""Dynamic batching: work items from all concurrent requests share forward passes.
+
+:class:`BatchQueue` is the machinery, whatever the items: the pose stage (:class:`Batcher`,
+person crops) and the person-detector stage (:class:`app.detector_batcher.DetectorBatcher`,
+whole images) are its two users, each with its own batch size, queue limit and metrics.
 
 Requests :meth:`Batcher.submit` their crops (one *job* per request, all its images together).
 A collector coroutine on the event loop forms batches of up to ``max_batch_size`` crops, waiting
@@ -32,13 +36,13 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 
 from app import batch_worker
 from app.batch_worker import Decode, RunBatch
-from app.metrics import Metrics
+from app.metrics import Metrics, StageMetrics
 from models.persons import PersonResult
 from models.predictor import Crops
 
@@ -73,47 +77,58 @@ class BatchFailed(Exception):
     """The forward pass or decode of the batch holding this request raised (``__cause__``)."""
 
 
+Out = TypeVar("Out")
+
+
 @dataclass
-class _Job:
-    crops: Crops  # N crops with their regions (image px) and boxes
-    flip: np.ndarray  # (N,) bool
-    mode: str | None
-    want_heatmaps: bool
+class _Job(Generic[Out]):
+    items: Any  # N items, indexable (the pose stage: Crops; the detector stage: images)
+    params: Any  # what the stage needs besides the items (flip, decode mode, thresholds, ...)
     deadline: float  # time.monotonic()
-    future: asyncio.Future[list[PersonResult]]
+    future: asyncio.Future[list[Out]]
     enqueued: float = field(default_factory=time.monotonic)
-    results: list[PersonResult | None] = field(default_factory=list)
+    results: list[Out | None] = field(default_factory=list)
     remaining: int = 0
 
     def dead(self, now: float) -> bool:
         return self.future.done() or now >= self.deadline
 
 
-_Entry = tuple[_Job, int]
+Entry = tuple[_Job[Any], int]
 
 
-class Batcher:
-    """Collects crops into batches and runs them on one worker thread (see module docstring)."""
+class BatchQueue(Generic[Out]):
+    """Collects items into batches and runs them on one worker thread (see module docstring).
+
+    Subclasses give :meth:`_run` (one batch of ``(job, index)`` entries on the worker thread ->
+    one output per entry) and a typed ``submit`` calling :meth:`_submit`.
+
+    Args:
+        max_batch_size: items in one batch; ``max_queue_delay_s``: longest wait for a batch to
+            fill after its first item; ``max_queued``: items waiting, beyond it QueueFull.
+        stage: this stage's histograms and gauges (``metrics.pose`` or ``metrics.detector``).
+        unit: what the items are, in messages (``person crops``).
+    """
 
     def __init__(
         self,
-        run_batch: RunBatch,
-        decode: Decode,
         *,
         max_batch_size: int,
         max_queue_delay_s: float,
         max_queued: int,
         metrics: Metrics | None = None,
-        device_name: str = "cpu",
+        stage: StageMetrics | None = None,
+        unit: str = "items",
+        thread_name: str = "heatpose-batch",
     ) -> None:
-        self.run_batch = run_batch
-        self.decode = decode
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_s
         self.max_queued = max_queued
         self.metrics = metrics or Metrics()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"heatpose-{device_name}")
-        self._queue: collections.deque[_Entry] = collections.deque()
+        self.stage = stage or self.metrics.pose
+        self.unit = unit
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
+        self._queue: collections.deque[Entry] = collections.deque()
         self._wakeup = asyncio.Event()
         self._busy = False
         self._free_since = 0.0  # time.monotonic() when the worker last finished a batch
@@ -161,32 +176,14 @@ class Batcher:
         return clean
 
     # ---------------------------------------------------------------- submit
-    async def submit(
-        self,
-        crops: Crops,
-        flip: np.ndarray | bool,
-        *,
-        deadline: float,
-        mode: str | None = None,
-        want_heatmaps: bool = False,
-    ) -> list[PersonResult]:
-        """Queue one request's crops and wait for their results.
-
-        Args:
-            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB) with their regions and boxes.
-            flip: ``(N,)`` bool or one bool: flip-test each crop.
-            deadline: ``time.monotonic()`` after which the request fails.
-            mode: decode mode, ``None`` = the model's default.
-            want_heatmaps: also return each crop's ``(K, H, W)`` heatmaps.
-
-        Returns:
-            ``N`` persons in the order of ``crops``, keypoints in image pixels.
+    async def _submit(self, items: Any, params: Any, *, deadline: float) -> list[Out]:
+        """Queue one request's ``len(items)`` items and wait for their outputs, in order.
 
         Raises:
-            NotServing: not started, draining or dead. QueueFull: no room for ``N`` more crops.
+            NotServing: not started, draining or dead. QueueFull: no room for the items.
             DeadlineExceeded: the deadline passed. BatchFailed: the batch raised.
         """
-        n = len(crops)
+        n = len(items)
         if n == 0:
             return []
         if not self._accepting or not self.alive:
@@ -195,23 +192,21 @@ class Batcher:
             retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
-                f"{len(self._queue)} person crops are queued (limit {self.max_queued}); "
+                f"{len(self._queue)} {self.unit} are queued (limit {self.max_queued}); "
                 f"this request adds {n}. Retry after {retry} s",
                 retry_after=retry,
             )
         loop = asyncio.get_running_loop()
-        job = _Job(
-            crops=crops,
-            flip=np.broadcast_to(np.asarray(flip, dtype=bool), (n,)),
-            mode=mode,
-            want_heatmaps=want_heatmaps,
+        job: _Job[Out] = _Job(
+            items=items,
+            params=params,
             deadline=deadline,
             future=loop.create_future(),
             results=[None] * n,
             remaining=n,
         )
         self._queue.extend((job, i) for i in range(n))
-        self.metrics.queue_depth.set(len(self._queue))
+        self.stage.queue_depth.set(len(self._queue))
         self._wakeup.set()
         try:
             return await asyncio.wait_for(job.future, timeout=max(0.0, deadline - time.monotonic()))
@@ -254,7 +249,7 @@ class Batcher:
         if not job.future.done():
             job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
 
-    async def _gather(self) -> list[_Entry] | None:
+    async def _gather(self) -> list[Entry] | None:
         """Wait for a batch worth dispatching (and a free worker); None when stopping."""
         while True:
             self._wakeup.clear()
@@ -278,7 +273,7 @@ class Batcher:
             if ready and not self._busy:
                 break
             await self._wait(None if ready else dispatch_at - now)
-        batch: list[_Entry] = []
+        batch: list[Entry] = []
         now = time.monotonic()
         while self._queue and len(batch) < self.max_batch_size:
             job, i = self._queue.popleft()
@@ -286,37 +281,28 @@ class Batcher:
                 self._expire(job)
                 continue
             batch.append((job, i))
-            self.metrics.queue_wait_seconds.observe(now - job.enqueued)
-        self.metrics.queue_depth.set(len(self._queue))
+            self.stage.queue_wait_seconds.observe(now - job.enqueued)
+        self.stage.queue_depth.set(len(self._queue))
         return batch or await self._gather()
 
     # ---------------------------------------------------------------- worker thread
-    def _process(self, batch: list[_Entry]) -> list[PersonResult]:
-        """Runs on the worker thread: gather the batch's arrays, forward and decode them."""
+    def _run(self, batch: list[Entry]) -> list[Out]:
+        """On the worker thread: one output per entry of ``batch``, in order."""
+        raise NotImplementedError
+
+    def _process(self, batch: list[Entry]) -> list[Out]:
+        """Runs on the worker thread: the stage's :meth:`_run`, timed and counted."""
         t0 = time.perf_counter()
-        outputs = batch_worker.run(
-            self.run_batch,
-            self.decode,
-            crops=np.stack([job.crops.images[i] for job, i in batch]),
-            flip=np.array([job.flip[i] for job, i in batch], dtype=bool),
-            centers=np.stack([job.crops.centers[i] for job, i in batch]).astype(np.float64),
-            scales=np.stack([job.crops.scales[i] for job, i in batch]).astype(np.float64),
-            modes=[job.mode for job, _ in batch],
-            want_heatmaps=[job.want_heatmaps for job, _ in batch],
-        )
-        results = [
-            job.crops.result(i, outputs.keypoints[k], outputs.scores[k], outputs.heatmaps[k])
-            for k, (job, i) in enumerate(batch)
-        ]
+        results = self._run(batch)
         dt = time.perf_counter() - t0
-        self.metrics.batch_size.observe(len(batch))
-        self.metrics.inference_seconds.observe(dt)
-        self.metrics.persons.inc(len(batch))
+        self.stage.batch_size.observe(len(batch))
+        self.stage.inference_seconds.observe(dt)
+        self.stage.items.inc(len(batch))
         self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
         self._batch_s = 0.8 * self._batch_s + 0.2 * dt
         return results
 
-    def _finish(self, batch: list[_Entry], fut: asyncio.Future[list[PersonResult]]) -> None:
+    def _finish(self, batch: list[Entry], fut: asyncio.Future[list[Out]]) -> None:
         """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
         self._busy = False
         self._free_since = time.monotonic()
@@ -326,7 +312,7 @@ class Batcher:
         exc = fut.exception()
         if exc is not None:
             self.metrics.batch_failures.inc()
-            log.error("a batch of %d crops failed: %r", len(batch), exc, exc_info=exc)
+            log.error("a batch of %d %s failed: %r", len(batch), self.unit, exc, exc_info=exc)
             for job, _ in batch:
                 if not job.future.done():
                     err = BatchFailed(
@@ -350,4 +336,75 @@ class Batcher:
             job, _ = self._queue.popleft()
             if not job.future.done():
                 job.future.set_exception(err)
-        self.metrics.queue_depth.set(0)
+        self.stage.queue_depth.set(0)
+
+
+class Batcher(BatchQueue[PersonResult]):
+    """The pose stage: person crops -> heatmaps (``run_batch``) -> keypoints (``decode``)."""
+
+    def __init__(
+        self,
+        run_batch: RunBatch,
+        decode: Decode,
+        *,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        max_queued: int,
+        metrics: Metrics | None = None,
+        device_name: str = "cpu",
+    ) -> None:
+        super().__init__(
+            max_batch_size=max_batch_size,
+            max_queue_delay_s=max_queue_delay_s,
+            max_queued=max_queued,
+            metrics=metrics,
+            unit="person crops",
+            thread_name=f"heatpose-{device_name}",
+        )
+        self.run_batch = run_batch
+        self.decode = decode
+
+    async def submit(
+        self,
+        crops: Crops,
+        flip: np.ndarray | bool,
+        *,
+        deadline: float,
+        mode: str | None = None,
+        want_heatmaps: bool = False,
+    ) -> list[PersonResult]:
+        """Queue one request's crops and wait for their results.
+
+        Args:
+            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB) with their regions and boxes.
+            flip: ``(N,)`` bool or one bool: flip-test each crop.
+            deadline: ``time.monotonic()`` after which the request fails.
+            mode: decode mode, ``None`` = the model's default.
+            want_heatmaps: also return each crop's ``(K, H, W)`` heatmaps.
+
+        Returns:
+            ``N`` persons in the order of ``crops``, keypoints in image pixels.
+
+        Raises:
+            NotServing: not started, draining or dead. QueueFull: no room for ``N`` more crops.
+            DeadlineExceeded: the deadline passed. BatchFailed: the batch raised.
+        """
+        flips = np.broadcast_to(np.asarray(flip, dtype=bool), (len(crops),))
+        return await self._submit(crops, (flips, mode, want_heatmaps), deadline=deadline)
+
+    def _run(self, batch: list[Entry]) -> list[PersonResult]:
+        """Gather the batch's crops, forward and decode them (:func:`app.batch_worker.run`)."""
+        outputs = batch_worker.run(
+            self.run_batch,
+            self.decode,
+            crops=np.stack([job.items.images[i] for job, i in batch]),
+            flip=np.array([job.params[0][i] for job, i in batch], dtype=bool),
+            centers=np.stack([job.items.centers[i] for job, i in batch]).astype(np.float64),
+            scales=np.stack([job.items.scales[i] for job, i in batch]).astype(np.float64),
+            modes=[job.params[1] for job, _ in batch],
+            want_heatmaps=[job.params[2] for job, _ in batch],
+        )
+        return [
+            job.items.result(i, outputs.keypoints[k], outputs.scores[k], outputs.heatmaps[k])
+            for k, (job, i) in enumerate(batch)
+        ]

@@ -54,12 +54,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.logs import configure_logging
     from app.main import create_app
-    from app.service import StartupError, pick_device, resolve_checkpoint
+    from app.service import (
+        StartupError,
+        detector_name,
+        pick_device,
+        resolve_checkpoint,
+        resolve_detector,
+    )
     from models.checkpoint import CheckpointError, verify
 
     try:
-        pick_device(settings.device)
+        device = pick_device(settings.device)
         verify(resolve_checkpoint(settings.checkpoint))  # no tensor data read: fast and clear
+        detector = detector_name(settings.detector, device)
+        if detector is not None:
+            resolve_detector(detector)  # fetched once, or one line saying how to provide it
     except (StartupError, CheckpointError) as e:
         print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
         return 2

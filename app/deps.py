@@ -9,6 +9,7 @@ query and form parameters that ``/predict`` and ``/visualize`` share (:data:`Box
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Form, Query, Request
@@ -16,8 +17,9 @@ from fastapi import Depends, Form, Query, Request
 from app.auth import check_api_key
 from app.errors import ApiError
 from app.metrics import ARRIVAL_KEY
-from app.service import PoseService
+from app.service import PoseService, PredictOptions
 from models.codec import DecodeMode
+from models.pipeline import DetectMode, PipelineOptions
 
 
 def get_service(request: Request) -> PoseService:
@@ -54,6 +56,94 @@ def request_deadline(request: Request, service: ServiceDep) -> float:
 
 
 DeadlineDep = Annotated[float, Depends(request_deadline)]
+
+
+async def reject_unknown_query(request: Request) -> None:
+    """422 naming every query parameter the route does not take (a typo must not be ignored)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known: set[str] = set()
+    todo = [dependant]
+    while todo:  # the route's own query parameters and those of its dependencies
+        d = todo.pop()
+        known.update(p.alias for p in d.query_params)
+        todo.extend(d.dependencies)
+    unknown = sorted(k for k in request.query_params if k not in known)
+    if unknown:
+        raise ApiError(
+            422,
+            "unknown_query_parameter",
+            f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes "
+            f"{', '.join(sorted(known))}",
+        )
+
+
+@dataclass(frozen=True)
+class DetectionParams:
+    """The person-detection query parameters of ``/predict`` and ``/visualize``."""
+
+    detect: DetectMode
+    bbox_thr: float
+    max_persons: int
+    kpt_thr: float
+
+    def options(
+        self, *, flip_test: bool | None, decode: DecodeMode | None, heatmaps: bool
+    ) -> PredictOptions:
+        """The request's :class:`~app.service.PredictOptions` with these parameters."""
+        return PredictOptions(
+            flip_test=flip_test,
+            decode=decode,
+            heatmaps=heatmaps,
+            detect=self.detect,
+            bbox_thr=self.bbox_thr,
+            max_persons=self.max_persons,
+            kpt_thr=self.kpt_thr,
+        )
+
+
+_DEFAULTS = PipelineOptions()
+DETECT_DOC = (
+    "Run the person detector: auto = on images without boxes (when the service has a "
+    "detector), true = on every image (its boxes replace given ones), false = never (images "
+    "without boxes are one whole-image person)."
+)
+
+
+def detection_params(
+    service: ServiceDep,
+    detect: Annotated[DetectMode, Query(description=DETECT_DOC)] = _DEFAULTS.detect,
+    bbox_thr: Annotated[
+        float, Query(ge=0, le=1, description="Keep detected boxes scoring at least this.")
+    ] = _DEFAULTS.bbox_thr,
+    max_persons: Annotated[
+        int,
+        Query(
+            ge=1,
+            description="At most this many detected persons an image (best kept); "
+            "at most HEATPOSE_MAX_PERSONS.",
+        ),
+    ] = _DEFAULTS.max_persons,
+    kpt_thr: Annotated[
+        float,
+        Query(ge=0, description="Keypoints scoring below it are visible=false (not drawn)."),
+    ] = _DEFAULTS.kpt_thr,
+) -> DetectionParams:
+    """The detection parameters, ``max_persons`` checked against ``HEATPOSE_MAX_PERSONS``."""
+    limit = service.settings.max_persons
+    if max_persons > limit:
+        raise ApiError(
+            422,
+            "invalid_max_persons",
+            f"max_persons={max_persons} is more than this service allows ({limit}, "
+            "HEATPOSE_MAX_PERSONS)",
+        )
+    return DetectionParams(detect, bbox_thr, max_persons, kpt_thr)
+
+
+DetectionDep = Annotated[DetectionParams, Depends(detection_params)]
 
 BOXES_DOC = (
     "JSON: per file, in upload order, a list of person boxes [x1, y1, x2, y2] in pixels of the "

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batcher import BatchFailed, DeadlineExceeded, NotServing, QueueFull
 from models.persons import BoxError
+from models.pipeline import PipelineError
 
 log = logging.getLogger("heatpose.app")
 
@@ -58,7 +59,7 @@ class ApiError(Exception):
 
 NOT_SERVING_RETRY_AFTER_S = 5
 """``Retry-After`` of a 503 while the model is loading (or the service is otherwise not ready)."""
-DOMAIN_ERRORS = (QueueFull, DeadlineExceeded, NotServing, BatchFailed, BoxError)
+DOMAIN_ERRORS = (QueueFull, DeadlineExceeded, NotServing, BatchFailed, BoxError, PipelineError)
 """The core's exceptions that :func:`http_error` maps."""
 
 
@@ -74,6 +75,7 @@ def http_error(exc: Exception) -> ApiError:
     DeadlineExceeded     504     ``timeout``
     BatchFailed          500     ``inference_failed``
     BoxError             422     ``invalid_boxes``
+    PipelineError        422     ``no_detector`` (detect=true without a detector)
     ===================  ======  =====================================================
     """
     message = str(exc)
@@ -91,6 +93,8 @@ def http_error(exc: Exception) -> ApiError:
         return ApiError(500, "inference_failed", message)
     if isinstance(exc, BoxError):
         return ApiError(422, "invalid_boxes", message)
+    if isinstance(exc, PipelineError):
+        return ApiError(422, "no_detector", message)
     raise TypeError(f"no HTTP mapping for {type(exc).__name__}")
 
 

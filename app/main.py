@@ -30,6 +30,7 @@ from app.metrics import Metrics, MetricsMiddleware
 from app.routes import ops, predict, visualize
 from app.service import PoseService, StartupError
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from models.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
 
@@ -66,10 +67,13 @@ def _chain_sigterm(service: PoseService) -> Callable[[], None]:
     return restore
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """A new app with its own service, batcher and metrics registry (nothing global)."""
+def create_app(settings: Settings, *, detector: Detector | None = None) -> FastAPI:
+    """A new app with its own service, batchers and metrics registry (nothing global).
+
+    ``detector``: a person detector used instead of the one ``HEATPOSE_DETECTOR`` names.
+    """
     metrics = Metrics()
-    service = PoseService(settings, metrics)
+    service = PoseService(settings, metrics, detector=detector)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ unknown paths do not blow up the label set.
 from __future__ import annotations
 
 import time
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -16,6 +17,17 @@ ARRIVAL_KEY = "heatpose.arrival"
 """ASGI scope key: ``time.monotonic()`` when the request arrived (request deadlines start there)."""
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class StageMetrics(NamedTuple):
+    """One batching stage's metrics (:class:`app.batcher.BatchQueue`): the pose stage's are
+    ``heatpose_batch_size`` etc., the person detector's ``heatpose_detector_batch_size`` etc."""
+
+    batch_size: Histogram
+    inference_seconds: Histogram
+    queue_depth: Gauge
+    queue_wait_seconds: Histogram
+    items: Counter
 
 
 class Metrics:
@@ -71,6 +83,39 @@ class Metrics:
             "heatpose_batch_failures", "Forward passes that raised", registry=r
         )
         self.persons = Counter("heatpose_persons", "Person crops inferred", registry=r)
+        self.pose = StageMetrics(
+            self.batch_size,
+            self.inference_seconds,
+            self.queue_depth,
+            self.queue_wait_seconds,
+            self.persons,
+        )
+        self.detector = StageMetrics(
+            Histogram(
+                "heatpose_detector_batch_size",
+                "Images per person-detector forward pass",
+                buckets=_BATCH_BUCKETS,
+                registry=r,
+            ),
+            Histogram(
+                "heatpose_detector_inference_seconds",
+                "Time of one person-detector batch",
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            Gauge(
+                "heatpose_detector_queue_depth",
+                "Images waiting for the person detector",
+                registry=r,
+            ),
+            Histogram(
+                "heatpose_detector_queue_wait_seconds",
+                "Time an image waited before its person-detector pass",
+                buckets=_LATENCY_BUCKETS,
+                registry=r,
+            ),
+            Counter("heatpose_detector_images", "Images run through the detector", registry=r),
+        )
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""

@@ -1,13 +1,17 @@
-"""Overlay rendering for ``/visualize``: heatmaps and skeletons drawn over the image.
+"""Overlay rendering for ``/visualize``: heatmaps, person boxes and skeletons over the image.
 
-Heatmaps are resized to their crop (input pixels), mapped back into the image with the
-inverse crop warp of :mod:`models.geometry`, coloured with the jet colormap and blended over the
-image inside the cropped regions. Skeleton links and keypoints (from the checkpoint's
-:class:`~models.keypoints.KeypointSpec`) are drawn where their scores pass the threshold.
+Very large images are drawn at a bounded size (longest side ``max_side``, every coordinate
+scaled with them). Heatmaps are resized to their crop (input pixels), mapped back into the image
+with the inverse crop warp of :mod:`models.geometry`, coloured with the jet colormap and blended
+with an opacity proportional to the heat: transparent where the heat is low. Each person gets
+its own colour (:data:`PALETTE`, by its index in the answer): its box, labelled ``#index`` and
+its detector score, and its skeleton (links and keypoints of the checkpoint's
+:class:`~models.keypoints.KeypointSpec`) where the keypoint scores reach ``kpt_thr``.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 import cv2
@@ -16,9 +20,22 @@ import numpy as np
 from models import geometry
 from models.keypoints import KeypointSpec
 from models.persons import PersonResult
+from models.pipeline import keypoint_visible
 
 Mode = Literal["heatmap", "skeleton", "both"]
-LEFT, RIGHT, CENTRE = (255, 140, 0), (0, 150, 255), (60, 220, 60)  # RGB
+PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
+"""Person colours (RGB), by the person's index in the answer (cycled)."""
 
 
 def heatmap_layer(
@@ -54,17 +71,13 @@ def heatmap_layer(
 
 
 def blend_heat(image: np.ndarray, heat: np.ndarray, cover: np.ndarray, alpha: float) -> np.ndarray:
-    """Jet-coloured ``heat (H, W)`` blended over ``image (H, W, 3)`` RGB where ``cover`` > 0."""
+    """Jet-coloured ``heat (H, W)`` blended over ``image (H, W, 3)`` RGB with opacity
+    ``alpha * heat`` inside ``cover``: where the heat is 0 the image shows unchanged."""
     jet = cv2.applyColorMap(np.rint(heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
     jet = cv2.cvtColor(jet, cv2.COLOR_BGR2RGB).astype(np.float32)
-    a = (alpha * np.clip(cover, 0, 1))[..., None]
+    a = (alpha * np.clip(cover, 0, 1) * np.clip(heat, 0, 1))[..., None]
     out = image.astype(np.float32) * (1 - a) + jet * a
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def _colour(spec: KeypointSpec, i: int) -> tuple[int, int, int]:
-    name = spec.names[i]
-    return LEFT if name.startswith("left") else RIGHT if name.startswith("right") else CENTRE
 
 
 def draw_skeleton(
@@ -72,30 +85,67 @@ def draw_skeleton(
     keypoints: np.ndarray,
     scores: np.ndarray,
     spec: KeypointSpec,
-    threshold: float,
-    *,
-    colour: tuple[int, int, int] | None = None,
+    kpt_thr: float,
+    colour: tuple[int, int, int] = PALETTE[0],
 ) -> None:
-    """Draw one person in place: links and keypoints with ``score >= threshold``.
+    """Draw one person in place, in ``colour``: links and keypoints with ``score >= kpt_thr``.
 
     Args:
         image: ``(H, W, 3)`` uint8 RGB, drawn on.
         keypoints: ``(K, 2)`` image px; ``scores``: ``(K,)``.
-        colour: one RGB colour for the whole person (e.g. its track's); ``None``: left,
-            right and centre colours.
     """
     h, w = image.shape[:2]
     thick = max(1, round(min(h, w) / 250))
-    ok = scores >= threshold
+    ok = keypoint_visible(scores, kpt_thr)
     pts = [(round(float(x)), round(float(y))) for x, y in keypoints]
     for a, b in spec.skeleton:
         if ok[a] and ok[b]:
-            side = _colour(spec, a) if _colour(spec, a) == _colour(spec, b) else CENTRE
-            cv2.line(image, pts[a], pts[b], colour or side, thick, cv2.LINE_AA)
+            cv2.line(image, pts[a], pts[b], colour, thick, cv2.LINE_AA)
     for i, p in enumerate(pts):
         if ok[i]:
-            cv2.circle(image, p, thick + 2, colour or _colour(spec, i), -1, cv2.LINE_AA)
+            cv2.circle(image, p, thick + 2, colour, -1, cv2.LINE_AA)
             cv2.circle(image, p, thick + 2, (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def draw_box(image: np.ndarray, person: PersonResult, index: int, colour: tuple[int, ...]) -> None:
+    """Draw one person's box in place, labelled ``#index`` and its detector score if any."""
+    h, w = image.shape[:2]
+    thick = max(1, round(min(h, w) / 400))
+    x1, y1, x2, y2 = (round(float(v)) for v in person.box)
+    cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
+    label = f"#{index}" if person.box_score is None else f"#{index} {person.box_score:.2f}"
+    scale = max(0.4, min(h, w) / 1000)
+    (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    top = max(y1, th + base + 2)
+    cv2.rectangle(image, (x1, top - th - base - 2), (x1 + tw + 4, top), colour, -1)
+    cv2.putText(
+        image, label, (x1 + 2, top - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick
+    )
+
+
+def bounded(
+    image: np.ndarray, people: list[PersonResult], max_side: int
+) -> tuple[np.ndarray, list[PersonResult]]:
+    """``image`` shrunk so its longest side is at most ``max_side`` (INTER_AREA), and the
+    persons' boxes, keypoints and regions scaled with it (unchanged when it already fits)."""
+    h, w = image.shape[:2]
+    f = min(1.0, max_side / max(h, w))
+    if f >= 1.0:
+        return image, people
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    fx, fy = size[0] / w, size[1] / h
+    xy = np.array([fx, fy])
+    return small, [
+        replace(
+            r,
+            box=np.asarray(r.box) * np.array([fx, fy, fx, fy]),
+            keypoints=np.asarray(r.keypoints) * xy,
+            center=np.asarray(r.center) * xy,
+            scale=np.asarray(r.scale) * xy,
+        )
+        for r in people
+    ]
 
 
 def render(
@@ -107,17 +157,22 @@ def render(
     mode: Mode = "both",
     channel: int | None = None,
     alpha: float = 0.5,
-    threshold: float = 0.3,
+    kpt_thr: float = 0.3,
+    max_side: int = 2048,
 ) -> np.ndarray:
-    """The overlay: ``image (H, W, 3)`` uint8 RGB -> a new ``(H, W, 3)`` uint8 RGB image."""
-    out = image.copy()
+    """The overlay: ``image (H, W, 3)`` uint8 RGB -> a new ``(h, w, 3)`` uint8 RGB image, the
+    same size unless the longest side exceeds ``max_side`` (then scaled to it)."""
+    out, people = bounded(image, people, max_side)
+    out = out.copy()
     if mode in ("heatmap", "both") and people:
-        size = (image.shape[1], image.shape[0])
+        size = (out.shape[1], out.shape[0])
         heat, cover = heatmap_layer(size, people, input_size, channel)
         out = blend_heat(out, heat, cover, alpha)
     if mode in ("skeleton", "both"):
-        for r in people:
-            draw_skeleton(out, r.keypoints, r.scores, spec, threshold)
+        for i, r in enumerate(people):
+            colour = PALETTE[i % len(PALETTE)]
+            draw_box(out, r, i, colour)
+            draw_skeleton(out, r.keypoints, r.scores, spec, kpt_thr, colour)
     return out
 
 

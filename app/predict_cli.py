@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".y4m"})
-DETECTOR_AUTO = {"cuda": "person-rcnn-r50-fpn", "cpu": "person-frcnn-mbv3"}
-"""``--detector auto``: the accurate detector on a GPU, the light one on the CPU."""
 
 
 @dataclass(frozen=True)
@@ -99,21 +97,21 @@ def pick_device(device: str) -> str:
 
 
 def load_detector(name: str, device: str) -> Detector | None:
-    """``--detector`` -> a person detector, or ``None`` for ``none``.
+    """``--detector`` -> a person detector, or ``None`` for ``none`` (``auto`` as the service:
+    :func:`app.service.detector_name`).
 
     Raises:
         UsageError: an unknown name, weights that cannot be fetched, a file that is not a
             detector's state dict.
     """
-    if name == "none":
-        return None
+    from app.service import detector_name
     from models.checkpoint import CheckpointError
     from models.detector import load_detector as load
     from models.zoo import ZooError
 
-    chosen = (
-        DETECTOR_AUTO["cuda" if device.startswith("cuda") else "cpu"] if name == "auto" else name
-    )
+    chosen = detector_name(name, device)
+    if chosen is None:
+        return None
     try:
         return load(chosen, device)
     except (ZooError, CheckpointError, OSError) as e:

@@ -146,7 +146,9 @@ def run_images(
                         "width": image.width,
                         "height": image.height,
                         "persons": [
-                            person(names, replace(r, heatmaps=None)).model_dump(mode="json")
+                            person(names, replace(r, heatmaps=None), args.kpt_thr).model_dump(
+                                mode="json"
+                            )
                             for r in persons
                         ],
                     }
@@ -157,7 +159,7 @@ def run_images(
                         persons,
                         predictor.spec,
                         predictor.input_size,
-                        threshold=args.kpt_thr,
+                        kpt_thr=args.kpt_thr,
                     )
                     Path(f"{stem}.overlay.png").write_bytes(encode_png(picture))
             bar.update(len(chunk))

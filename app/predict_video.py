@@ -11,18 +11,17 @@ smoothed afterwards by the non-causal Savitzky-Golay filter of :mod:`models.smoo
 ``NAME.jsonl`` has one line per frame in the stream's message schema: ``seq``, ``ts_ms``,
 ``width``, ``height``, ``persons: [{track_id, bbox, bbox_score, score, keypoints: [{name, x,
 y, score, visible}]}]`` (image px; ``bbox_score`` is null on frames without detection).
-``NAME.overlay.mp4`` (``--overlay``) draws each track's box, id and skeleton in its colour.
+``NAME.overlay.mp4`` (``--overlay``) draws each track's box, ``#id`` and skeleton in its colour.
 """
 
 from __future__ import annotations
 
 import argparse
-import colorsys
 import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from app.overlay import draw_skeleton
+from app.overlay import PALETTE, draw_box, draw_skeleton
 from app.predict_args import UsageError
 from app.predict_images import pipeline_options
 from models.keypoints import KeypointSpec
-from models.persons import PersonBoxes
+from models.persons import PersonBoxes, PersonResult
 from models.pipeline import PosePipeline, keypoint_visible
 from models.smoothing import OneEuroParams, savgol
 from models.tracking import Detection, Tracker
@@ -43,14 +42,12 @@ from models.video_files import write_video
 
 @dataclass
 class FramePerson:
-    """One tracked person in one frame: ``box (4,)`` xyxy image px, ``box_score`` (None unless
-    detected in this frame), ``keypoints (K, 2)`` image px (smoothed) and ``scores (K,)``."""
+    """One tracked person in one frame: its ``track_id`` and the pipeline's ``person`` (box,
+    ``box_score`` None unless detected in this frame), its keypoints ``(K, 2)`` image px
+    replaced by the smoothed ones."""
 
     track_id: int
-    box: np.ndarray
-    box_score: float | None
-    keypoints: np.ndarray
-    scores: np.ndarray
+    person: PersonResult
 
 
 @dataclass(frozen=True)
@@ -128,7 +125,7 @@ def track_frames(
         tracked = tracker.update(detections, seq / info.fps)
         out.append(
             [
-                FramePerson(t.track_id, r.box, r.box_score, np.asarray(t.keypoints), r.scores)
+                FramePerson(t.track_id, replace(r, keypoints=np.asarray(t.keypoints)))
                 for t, r in zip(tracked, people, strict=True)
             ]
         )
@@ -148,9 +145,9 @@ def smooth_savgol(frames: list[list[FramePerson]], window: int, order: int) -> N
         for i in range(1, len(track) + 1):
             if i == len(track) or track[i][0] != track[i - 1][0] + 1:
                 run = [p for _, p in track[start:i]]
-                smoothed = savgol(np.stack([p.keypoints for p in run]), window, order)
+                smoothed = savgol(np.stack([p.person.keypoints for p in run]), window, order)
                 for p, k in zip(run, smoothed, strict=True):
-                    p.keypoints = k
+                    p.person = replace(p.person, keypoints=k)
                 start = i
 
 
@@ -165,11 +162,12 @@ def frame_message(
 ) -> dict[str, Any]:
     """One frame in the stream's message schema (image px)."""
     out = []
-    for p in persons:
+    for tracked in persons:
+        p = tracked.person
         visible = keypoint_visible(p.scores, kpt_thr)
         out.append(
             {
-                "track_id": p.track_id,
+                "track_id": tracked.track_id,
                 "bbox": [round(float(v), 2) for v in p.box],
                 "bbox_score": None if p.box_score is None else round(float(p.box_score), 4),
                 "score": round(float(np.mean(p.scores)), 4) if len(p.scores) else 0.0,
@@ -194,38 +192,16 @@ def frame_message(
     }
 
 
-def track_colour(track_id: int) -> tuple[int, int, int]:
-    """A bright RGB colour per track id (hues spread by the golden ratio)."""
-    r, g, b = colorsys.hsv_to_rgb((track_id * 0.618034) % 1.0, 0.85, 1.0)
-    return round(r * 255), round(g * 255), round(b * 255)
-
-
 def draw_tracks(
     frame: np.ndarray, persons: Sequence[FramePerson], spec: KeypointSpec, kpt_thr: float
 ) -> np.ndarray:
-    """``frame (H, W, 3)`` uint8 RGB with each track's box, ``ID n`` and skeleton in its colour."""
+    """``frame (H, W, 3)`` uint8 RGB with each track's box, ``#id`` (and detector score) and
+    skeleton in its colour (:data:`app.overlay.PALETTE` by track id)."""
     out = frame.copy()
-    thick = max(1, round(min(out.shape[:2]) / 300))
     for p in persons:
-        colour = track_colour(p.track_id)
-        x1, y1, x2, y2 = (round(float(v)) for v in p.box)
-        cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-        label = f"ID {p.track_id}"
-        scale = max(0.4, min(out.shape[:2]) / 600)
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(y1, th + 4)
-        cv2.rectangle(out, (x1, top - th - 4), (x1 + tw + 4, top), colour, -1)
-        cv2.putText(
-            out,
-            label,
-            (x1 + 2, top - 3),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-        draw_skeleton(out, p.keypoints, p.scores, spec, kpt_thr, colour=colour)
+        colour = PALETTE[p.track_id % len(PALETTE)]
+        draw_box(out, p.person, p.track_id, colour)
+        draw_skeleton(out, p.person.keypoints, p.person.scores, spec, kpt_thr, colour)
     return out
 
 

@@ -40,6 +40,7 @@ class Keypoint(BaseModel):
     x: float
     y: float
     score: float
+    visible: bool = Field(description="score >= the request's kpt_thr.")
 
 
 class Heatmaps(BaseModel):
@@ -57,7 +58,13 @@ class Person(BaseModel):
     bbox: list[float] = Field(
         min_length=4,
         max_length=4,
-        description="[x1, y1, x2, y2] in image pixels (the box given, or the whole image).",
+        description="[x1, y1, x2, y2] in image pixels (given, detected, or the whole image).",
+    )
+    bbox_score: float | None = Field(
+        description="The person detector's confidence; null when the box was not detected."
+    )
+    bbox_source: Literal["client", "detector", "image"] = Field(
+        description="Where the box came from: the request, the person detector, the whole image."
     )
     score: float = Field(description="Mean keypoint score.")
     keypoints: list[Keypoint]
@@ -129,3 +136,7 @@ class ModelMetadata(BaseModel):
     device: str
     flip_test_default: bool
     decode_mode_default: str
+    detector: str | None = Field(
+        description="The person detector and its weights; null: images without boxes are one "
+        "whole-image person."
+    )

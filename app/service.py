@@ -29,14 +29,17 @@ import numpy as np
 import torch
 
 from app.batcher import Batcher, DeadlineExceeded, NotServing
+from app.detector_batcher import DetectorBatcher
 from app.metrics import Metrics
 from app.settings import Settings
 from models import zoo
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
+from models.detector import load_detector
 from models.model_config import ModelConfig
 from models.output_check import check_finite_heatmaps
 from models.persons import PersonBoxes, PersonResult
+from models.pipeline import DetectMode, Detector, needs_detection, sort_persons
 from models.predictor import Crops, Predictor, split
 from models.zoo import ZooError
 
@@ -57,6 +60,35 @@ def resolve_checkpoint(name: str) -> Path:
         return Path(zoo.resolve(name, progress=False))
     except ZooError as e:
         raise StartupError(f"HEATPOSE_CHECKPOINT={name!r}: {e}") from e
+
+
+DETECTOR_NONE_HINT = "or set HEATPOSE_DETECTOR=none to serve without a person detector"
+
+
+def detector_name(setting: str, device: str | None) -> str | None:
+    """``HEATPOSE_DETECTOR`` -> a zoo name or file, or ``None`` (no detector).
+
+    ``auto``: ``person-rcnn-r50-fpn`` on CUDA, ``person-frcnn-mbv3`` on CPU (``device`` as
+    :func:`pick_device` returns it, ``None`` = auto).
+    """
+    if setting == "none":
+        return None
+    if setting != "auto":
+        return setting
+    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
+    return "person-rcnn-r50-fpn" if cuda else "person-frcnn-mbv3"
+
+
+def resolve_detector(name: str) -> Path:
+    """A detector zoo name or file -> a file (fetched once, cached).
+
+    Raises:
+        StartupError: neither, or the download failed; the message says how to fix it.
+    """
+    try:
+        return Path(zoo.resolve(name, progress=False, kind="detector"))
+    except ZooError as e:
+        raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
 
 
 def pick_device(setting: str) -> str | None:
@@ -86,19 +118,38 @@ class PredictOptions:
         flip_test: average with the horizontally flipped crop.
         decode: heatmap decode mode.
         heatmaps: return each person's ``(K, H, W)`` heatmaps.
+        detect: which images go to the person detector (:data:`models.pipeline.DetectMode`).
+        bbox_thr: detector box score threshold; ``max_persons``: at most this many detected
+            persons an image (best box scores kept).
+        kpt_thr: keypoints below it are reported not visible (the routes apply it).
     """
 
     flip_test: bool | None = None
     decode: DecodeMode | None = None
     heatmaps: bool = False
+    detect: DetectMode = "auto"
+    bbox_thr: float = 0.3
+    max_persons: int = 20
+    kpt_thr: float = 0.3
 
 
 class PoseService:
-    """Owns the model and the batcher for one app instance."""
+    """Owns the models (pose, person detector) and their batchers for one app instance.
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+    Args:
+        detector: a person detector to use instead of the one ``HEATPOSE_DETECTOR`` names
+            (anything with :meth:`models.detector.PersonDetector.detect`: tests pass stand-ins).
+    """
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, detector: Detector | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.given_detector = detector
+        self.detector: Detector | None = None
+        self.detector_label: str | None = None  # the weights (file) or the stand-in's type
+        self.detector_batcher: DetectorBatcher | None = None
         self.predictor: Predictor | None = None
         self.batcher: Batcher | None = None
         self.config: ModelConfig | None = None
@@ -143,10 +194,55 @@ class PoseService:
             device_name=str(predictor.device),
         )
         self.batcher.start()
+        await self._start_detector(device, str(predictor.device))
         # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self.started_at = time.time()
-        log.info("serving %s (%s) on %s", bundle.config.name, path, predictor.device)
+        log.info(
+            "serving %s (%s) on %s; person detector: %s",
+            bundle.config.name,
+            path,
+            predictor.device,
+            self.detector_label or "none (images without boxes are one person)",
+        )
+
+    async def _start_detector(self, device: str | None, device_name: str) -> None:
+        """Load the person detector (``HEATPOSE_DETECTOR``, or the one given) and its batcher.
+
+        Raises:
+            StartupError: the weights cannot be found, fetched or read (the message says how
+                to provide them, or to set ``HEATPOSE_DETECTOR=none``).
+        """
+        s = self.settings
+        detector = self.given_detector
+        label = None if detector is None else f"{type(detector).__name__} (given)"
+        name = None if detector is not None else detector_name(s.detector, device)
+        if name is not None:
+            path = await anyio.to_thread.run_sync(resolve_detector, name)
+            try:
+                detector = await anyio.to_thread.run_sync(
+                    lambda: load_detector(path, device, progress=False)
+                )
+            except (CheckpointError, ZooError) as e:
+                raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
+            label = name if str(path) == name else f"{name} ({path})"
+        self.detector, self.detector_label = detector, label
+        if detector is None:
+            self.detector_batcher = None
+            return
+        if s.warmup:
+            blank = np.zeros((64, 64, 3), np.uint8)
+            await anyio.to_thread.run_sync(lambda: detector.detect([blank]))
+        self.detector_batcher = DetectorBatcher(
+            detector,
+            nms_thr=s.detector_nms_thr,
+            max_batch_size=s.detector_batch_size,
+            max_queue_delay_s=s.max_queue_delay_s,
+            max_queued=s.detector_max_queued_images,
+            metrics=self.metrics,
+            device_name=device_name,
+        )
+        self.detector_batcher.start()
 
     def _warmup(self, flips: tuple[bool, ...]) -> None:
         """Run ``flips`` once each (allocations, kernels); the outputs must be finite.
@@ -171,12 +267,14 @@ class PoseService:
     async def stop(self) -> None:
         """Finish queued work within the grace period, then release the model and device."""
         self.begin_drain()
-        if self.batcher is not None:
-            clean = await self.batcher.drain(self.settings.shutdown_grace_s)
-            if not clean:
+        grace = self.settings.shutdown_grace_s
+        # The detector stage first: its images still have to pass the pose stage.
+        for batcher in (self.detector_batcher, self.batcher):
+            if batcher is not None and not await batcher.drain(grace):
                 log.warning("grace period over with work still queued; it was refused")
         device = self.predictor.device if self.predictor is not None else None
         self.predictor = None
+        self.detector = self.detector_batcher = None
         gc.collect()
         if device is not None and device.type == "cuda":
             torch.cuda.empty_cache()
@@ -193,9 +291,10 @@ class PoseService:
             return "the service is shutting down"
         if self.predictor is None or self.batcher is None:
             return "the model is not loaded yet"
-        if not self.batcher.alive:
-            died = self.batcher.died
-            return f"the batcher is not running ({died!r})" if died else "the batcher stopped"
+        for batcher in (self.batcher, self.detector_batcher):
+            if batcher is not None and not batcher.alive:
+                died = batcher.died
+                return f"the batcher is not running ({died!r})" if died else "the batcher stopped"
         return None
 
     @property
@@ -253,20 +352,24 @@ class PoseService:
         Args:
             images: ``(H, W, 3)`` uint8 RGB images (as displayed).
             boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
-                (the whole image is one person); ``None`` for the list = ``None`` everywhere.
+                (detected, or the whole image without a detector); ``None`` for the list =
+                ``None`` everywhere.
             options: unresolved or resolved (:meth:`resolve`) options.
             deadline: ``time.monotonic()`` deadline of the request.
 
         Returns:
-            Per image, per person (in box order) its result, keypoints in image pixels.
+            Per image its persons, keypoints in image pixels, sorted by
+            :func:`models.pipeline.sort_persons` (detected: best box score first; client
+            boxes: in their order); an image with nobody in it -> ``[]``.
 
         Raises:
             NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.batcher`.
             BoxError: a box that is malformed or lies outside its image.
+            PipelineError: ``detect=true`` without a detector.
         """
         predictor, batcher = self.check_ready()
         opts = self._resolve(predictor, options)
-        persons = await self._person_boxes(images, boxes)
+        persons = await self._person_boxes(images, boxes, opts, deadline=deadline)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.decode_limiter
         )
@@ -282,32 +385,52 @@ class PoseService:
             mode=opts.decode,
             want_heatmaps=opts.heatmaps,
         )
-        return split(results, counts)
+        return [sort_persons(p) for p in split(results, counts)]
 
     async def _person_boxes(
         self,
         images: Sequence[np.ndarray],
         boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+        options: PredictOptions,
+        *,
+        deadline: float,
     ) -> list[PersonBoxes]:
-        """Per image where its persons are: the caller's boxes (validated), else the whole image.
-
-        The person-detector stage plugs in here: images without boxes go to the detector (its
-        own batcher), whose boxes come back as ``PersonBoxes(boxes, scores, "detector")``.
+        """Per image where its persons are: the caller's boxes (validated), the detector's
+        (images chosen by :func:`models.pipeline.needs_detection`, through the detector
+        batcher), else the whole image.
 
         Raises:
-            BoxError: naming the box (``boxes[i][j] = ...``).
+            BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
+            without a detector. The detector batcher's exceptions (:mod:`app.batcher`).
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        out = []
+        out: list[PersonBoxes | None] = []
         for i, image in enumerate(images):
             height, width = image.shape[:2]
             raw = None if boxes is None else boxes[i]
             if raw is None:
-                out.append(PersonBoxes.whole_image(width, height))
+                out.append(None)
             else:
                 out.append(PersonBoxes.from_client(raw, width, height, label=f"boxes[{i}]"))
-        return out
+        has = self.detector_batcher is not None
+        todo = [
+            i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
+        ]
+        if todo:
+            assert self.detector_batcher is not None
+            found = await self.detector_batcher.submit(
+                [images[i] for i in todo],
+                bbox_thr=options.bbox_thr,
+                max_persons=options.max_persons,
+                deadline=deadline,
+            )
+            for i, p in zip(todo, found, strict=True):
+                out[i] = p
+        return [
+            p if p is not None else PersonBoxes.whole_image(im.shape[1], im.shape[0])
+            for p, im in zip(out, images, strict=True)
+        ]
 
     @staticmethod
     def _crop(
@@ -327,4 +450,5 @@ class PoseService:
             "device": str(self.predictor.device),
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,
+            "detector": self.detector_label,
         }

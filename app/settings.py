@@ -48,6 +48,24 @@ class Settings(BaseSettings):
         "ResNet-50 COCO 256x192 weights.",
     )
     device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
+    detector: str = Field(
+        "auto",
+        description="Person detector for images without boxes: a zoo name (`heatpose weights "
+        "list`), a local torchvision state dict (.pth/.safetensors), `none` (the whole image is "
+        "one person), or `auto` = person-rcnn-r50-fpn on CUDA, person-frcnn-mbv3 on CPU.",
+    )
+    detector_batch_size: int = Field(
+        8, ge=1, le=256, description="Images in one person-detector forward pass."
+    )
+    detector_max_queued_images: int = Field(
+        64, ge=1, description="Images waiting for the person detector; beyond it requests get 503."
+    )
+    detector_nms_thr: float = Field(
+        0.3, ge=0, le=1, description="IoU above which a lower-scored person box is suppressed."
+    )
+    max_persons: int = Field(
+        100, ge=1, le=1000, description="Largest max_persons a request may ask for."
+    )
     max_batch_size: int = Field(32, ge=1, le=1024, description="Crops in one forward pass.")
     max_queue_delay_ms: float = Field(
         5.0, ge=0, le=10_000, description="Longest wait for a batch to fill after its first crop."
@@ -95,6 +113,14 @@ class Settings(BaseSettings):
         if not _DEVICE.match(v):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return v
+
+    @field_validator("detector")
+    @classmethod
+    def _detector(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("must be auto, none, a zoo detector name or a weights file")
+        return v.lower() if v.lower() in ("auto", "none") else v
 
     @field_validator("checkpoint")
     @classmethod

@@ -1,7 +1,7 @@
 """``heatpose weights``: list the zoo, fetch a zoo model, import a published ``.pth``.
 
     heatpose weights list
-    heatpose weights fetch NAME [--home DIR] [--force]
+    heatpose weights fetch NAME [NAME...] [--home DIR] [--force]
     heatpose weights import FILE --out X.safetensors [--layout mmpose|simplebaselines]
                             [--name N] [--decode dark|shift|argmax]
 
@@ -33,8 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heatpose weights", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     sub.add_parser("list", help="list the weight zoo and what is cached")
-    fetch_p = sub.add_parser("fetch", help="download, verify and convert a zoo model")
-    fetch_p.add_argument("name", help="zoo name (see `heatpose weights list`)")
+    fetch_p = sub.add_parser("fetch", help="download, verify and convert zoo models")
+    fetch_p.add_argument(
+        "names", nargs="+", metavar="NAME", help="zoo names (see `heatpose weights list`)"
+    )
     fetch_p.add_argument("--home", help="cache directory (default: $HEATPOSE_HOME)")
     fetch_p.add_argument("--force", action="store_true", help="download again even if cached")
     imp = sub.add_parser("import", help="convert a published .pth into a .safetensors model")
@@ -72,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "list":
             _list()
         elif args.command == "fetch":
-            print(fetch(args.name, home=args.home, force=args.force))
+            for name in args.names:  # e.g. the pose model and the person detector
+                print(fetch(name, home=args.home, force=args.force))
         else:
             config = import_published(
                 args.file, args.out, layout=args.layout, name=args.name, decode_mode=args.decode

@@ -278,6 +278,10 @@ def test_image_and_compose_pass_only_settings_the_code_reads() -> None:
             assert name in known, f"{name} is not a service setting"
     assert env["HEATPOSE_CHECKPOINT"] in zoo.ENTRIES
     assert interpolation_default(compose_env["HEATPOSE_CHECKPOINT"]) in zoo.ENTRIES
+    # the person detector: auto in the image (fetched on first start), a zoo detector in compose
+    assert env["HEATPOSE_DETECTOR"] == "auto"
+    detector = zoo.ENTRIES[interpolation_default(compose_env["HEATPOSE_DETECTOR"])]
+    assert detector.kind == "detector"
 
 
 def test_dockerignore_keeps_secrets_and_bulk_out_and_the_build_inputs_in() -> None:

@@ -267,7 +267,9 @@ def test_every_container_runs_a_command_the_image_has() -> None:
                 assert argv[1] in heatpose_cli.COMMANDS
             if argv[1:3] == ["weights", "fetch"]:
                 args = weights_cli._parser().parse_args(argv[2:])
-                assert args.name in zoo.ENTRIES and args.name == env["HEATPOSE_CHECKPOINT"]
+                assert all(n in zoo.ENTRIES for n in args.names)
+                assert args.names == [env["HEATPOSE_CHECKPOINT"], env["HEATPOSE_DETECTOR"]]
+                assert zoo.ENTRIES[env["HEATPOSE_DETECTOR"]].kind == "detector"
             if argv[0] == "torchrun":
                 _check_torchrun(argv[1:], c)
 

@@ -17,8 +17,10 @@ from app.deps import (
     BoxesParam,
     DeadlineDep,
     DecodeParam,
+    DetectionDep,
     FlipParam,
     ServiceDep,
+    reject_unknown_query,
     require_api_key,
     require_multipart,
 )
@@ -36,6 +38,7 @@ from app.schemas import (
 )
 from app.service import PredictOptions
 from models.persons import PersonResult
+from models.pipeline import keypoint_visible
 from models.predictor import Predictor
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
@@ -60,11 +63,15 @@ def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary
     )
 
 
-def person(names: tuple[str, ...], r: PersonResult) -> Person:
-    """One person's JSON: its box xyxy and keypoints in image pixels."""
+def person(names: tuple[str, ...], r: PersonResult, kpt_thr: float) -> Person:
+    """One person's JSON: its box xyxy, where the box came from, keypoints in image pixels
+    (``visible``: score at least ``kpt_thr``)."""
+    visible = keypoint_visible(r.scores, kpt_thr).tolist()
     kps = [
-        Keypoint(name=n, x=float(x), y=float(y), score=float(s))
-        for n, (x, y), s in zip(names, r.keypoints.tolist(), r.scores.tolist(), strict=True)
+        Keypoint(name=n, x=float(x), y=float(y), score=float(s), visible=v)
+        for n, (x, y), s, v in zip(
+            names, r.keypoints.tolist(), r.scores.tolist(), visible, strict=True
+        )
     ]
     hm = None
     if r.heatmaps is not None:
@@ -73,6 +80,8 @@ def person(names: tuple[str, ...], r: PersonResult) -> Person:
         hm = Heatmaps(shape=[k, hh, ww], data=base64.b64encode(arr.tobytes()).decode("ascii"))
     return Person(
         bbox=[float(v) for v in r.box],
+        bbox_score=r.box_score,
+        bbox_source=r.box_source,
         score=float(np.mean(r.scores)) if len(r.scores) else 0.0,
         keypoints=kps,
         heatmaps=hm,
@@ -82,7 +91,7 @@ def person(names: tuple[str, ...], r: PersonResult) -> Person:
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    dependencies=[Depends(require_multipart)],
+    dependencies=[Depends(require_multipart), Depends(reject_unknown_query)],
     responses=error_responses(400, 401, 413, 415, 422, 500, 503, 504),
     summary="Keypoints of the persons in one or more images",
 )
@@ -90,15 +99,19 @@ async def predict(
     service: ServiceDep,
     deadline: DeadlineDep,
     response: Response,
+    detection: DetectionDep,
     files: FilesParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
     decode: DecodeParam = None,
     heatmaps: HeatmapsParam = False,
 ) -> PredictResponse:
-    """Per image the persons (given boxes, or the whole image) and their K keypoints."""
+    """Per image the persons (given boxes, detected, or the whole image; best box score first)
+    and their K keypoints."""
     start = time.perf_counter()
-    options = service.resolve(PredictOptions(flip_test=flip_test, decode=decode, heatmaps=heatmaps))
+    options = service.resolve(
+        detection.options(flip_test=flip_test, decode=decode, heatmaps=heatmaps)
+    )
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
     images = await read_images(files, settings, service.decode_limiter)
@@ -114,7 +127,7 @@ async def predict(
             filename=img.filename,
             width=img.width,
             height=img.height,
-            persons=[person(names, r) for r in people],
+            persons=[person(names, r, detection.kpt_thr) for r in people],
         )
         for img, people in zip(images, results, strict=True)
     ]

@@ -15,15 +15,16 @@ from app.deps import (
     BoxesParam,
     DeadlineDep,
     DecodeParam,
+    DetectionDep,
     FlipParam,
     ServiceDep,
+    reject_unknown_query,
     require_api_key,
     require_multipart,
 )
 from app.errors import ApiError, error_responses
 from app.overlay import Mode, encode_png, render
 from app.routes.uploads import read_images
-from app.service import PredictOptions
 
 router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
 
@@ -36,21 +37,22 @@ KeypointParam = Annotated[
     str | None, Query(description="Show this keypoint's heatmap only (a name).")
 ]
 AlphaParam = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
-ThresholdParam = Annotated[
-    float, Query(ge=0, le=1, description="Draw keypoints scoring at least this.")
+MaxSideParam = Annotated[
+    int, Query(ge=64, le=8192, description="Longest side of the PNG (larger images shrink).")
 ]
 
 
 @router.post(
     "/visualize",
     response_class=Response,
-    dependencies=[Depends(require_multipart)],
+    dependencies=[Depends(require_multipart), Depends(reject_unknown_query)],
     responses={**PNG_RESPONSE, **error_responses(400, 401, 413, 415, 422, 500, 503, 504)},
     summary="Heatmaps and skeleton drawn over one image (PNG)",
 )
 async def visualize(
     service: ServiceDep,
     deadline: DeadlineDep,
+    detection: DetectionDep,
     file: FileParam,
     boxes: BoxesParam = None,
     flip_test: FlipParam = None,
@@ -58,10 +60,11 @@ async def visualize(
     mode: ModeParam = "both",
     keypoint: KeypointParam = None,
     alpha: AlphaParam = 0.5,
-    threshold: ThresholdParam = 0.3,
+    max_side: MaxSideParam = 2048,
 ) -> Response:
-    """The image at its oriented size, heatmaps blended in their crops, skeleton on top."""
-    want = PredictOptions(flip_test=flip_test, decode=decode, heatmaps=mode != "skeleton")
+    """The image at its oriented size (at most ``max_side``), heatmaps blended where they are
+    hot, each person's box (index, score) and skeleton in its own colour."""
+    want = detection.options(flip_test=flip_test, decode=decode, heatmaps=mode != "skeleton")
     options = service.resolve(want)
     predictor = service.model
     names = predictor.spec.names
@@ -84,7 +87,8 @@ async def visualize(
             mode=mode,
             channel=channel,
             alpha=alpha,
-            threshold=threshold,
+            kpt_thr=detection.kpt_thr,
+            max_side=max_side,
         )
         return encode_png(out)
 

@@ -33,11 +33,27 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def reference(app_checkpoint: Path):
+    """The tiny checkpoint in a :class:`~models.predictor.Predictor` on CPU, as the service
+    runs it: what ``/predict`` must agree with."""
+    import torch
+
+    from models.checkpoint import load
+    from models.predictor import Predictor
+
+    ref = Predictor(load(app_checkpoint), device="cpu")
+    ref.model.to(memory_format=torch.channels_last)  # as the service runs it on CPU
+    return ref
+
+
 @pytest.fixture
 def serve_app(app_checkpoint: Path):
     """``async with serve_app(**settings) as (client, app)``: the real app, lifespan running.
 
     ``client`` is an ``httpx.AsyncClient`` over the ASGI transport (requests stream their body).
+    No person detector unless a test asks: ``serve_app(detector="FILE")`` (a setting) or
+    ``serve_app(stand_in=obj)`` (an object with ``PersonDetector.detect``'s interface).
     """
     from contextlib import asynccontextmanager
 
@@ -47,9 +63,10 @@ def serve_app(app_checkpoint: Path):
     from app.settings import Settings
 
     @asynccontextmanager
-    async def serve(**overrides):
-        settings = Settings(_env_file=None, **{"checkpoint": str(app_checkpoint), **overrides})
-        app = create_app(settings)
+    async def serve(stand_in=None, **overrides):
+        defaults = {"checkpoint": str(app_checkpoint), "detector": "none"}
+        settings = Settings(_env_file=None, **{**defaults, **overrides})
+        app = create_app(settings, detector=stand_in)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:

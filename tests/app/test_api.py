@@ -9,11 +9,7 @@ import io
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
-
-from models.checkpoint import load
-from models.predictor import Predictor
 
 pytestmark = pytest.mark.anyio
 
@@ -37,13 +33,6 @@ def encode(a: np.ndarray, fmt: str = "PNG", **kw: object) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, fmt, **kw)
     return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def reference(app_checkpoint):
-    ref = Predictor(load(app_checkpoint), device="cpu")
-    ref.model.to(memory_format=torch.channels_last)  # as the service runs it on CPU
-    return ref
 
 
 async def test_predict_matches_the_predictor(serve_app, reference) -> None:
@@ -137,7 +126,7 @@ async def test_visualize_png_at_the_oriented_size(serve_app) -> None:
                 "/visualize",
                 files=[("file", ("a.png", data, "image/png"))],
                 data={"boxes": box},
-                params={"mode": mode, "threshold": 0.0},
+                params={"mode": mode, "kpt_thr": 0.0},
             )
             assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
             out[mode] = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"))
@@ -218,7 +207,7 @@ async def test_not_ready_before_start_and_after_the_batcher_dies(serve_app, app_
     from app.main import create_app
     from app.settings import Settings
 
-    cold = create_app(Settings(_env_file=None, checkpoint=str(app_checkpoint)))
+    cold = create_app(Settings(_env_file=None, checkpoint=str(app_checkpoint), detector="none"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cold), base_url="http://a") as c:
         r = await c.get("/ready")
         assert r.status_code == 503 and "not loaded" in r.json()["error"]["message"]
@@ -290,7 +279,7 @@ async def test_predict_and_visualize_resolve_defaults_the_same_way(serve_app, re
             "other": {"flip_test": "true", "decode": "dark"},
         }.items():
             v = await client.post(
-                "/visualize", files=one, params={"mode": "skeleton", "threshold": 0, **params}
+                "/visualize", files=one, params={"mode": "skeleton", "kpt_thr": 0, **params}
             )
             assert v.status_code == 200, v.text
             drawn[name] = np.asarray(Image.open(io.BytesIO(v.content)).convert("RGB"))

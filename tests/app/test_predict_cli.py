@@ -123,6 +123,8 @@ def test_image_folder_gives_one_json_per_image(
         assert len(result.persons) == 2  # the 0.2 box is under --bbox-thr 0.3
         expected_boxes = boxes[[1, 0]]  # best box score first
         np.testing.assert_allclose([p.bbox for p in result.persons], expected_boxes, atol=1e-3)
+        assert [p.bbox_score for p in result.persons] == pytest.approx([0.9, 0.6])
+        assert [p.bbox_source for p in result.persons] == ["detector", "detector"]
         (direct,) = predictor.predict([pixels], [expected_boxes])
         for person, truth in zip(result.persons, direct, strict=True):
             assert [k.name for k in person.keypoints] == list(COCO_KEYPOINTS.names)
@@ -130,6 +132,9 @@ def test_image_folder_gives_one_json_per_image(
             np.testing.assert_allclose(xy, truth.keypoints, atol=0.1)  # batch composition
             np.testing.assert_allclose([k.score for k in person.keypoints], truth.scores, rtol=1e-3)
             assert person.heatmaps is None
+            assert [k.visible for k in person.keypoints] == [
+                k.score >= 0.3 for k in person.keypoints
+            ]
 
 
 def test_detector_file_and_none(
@@ -161,7 +166,9 @@ def test_detector_file_and_none(
     assert run(args, app_checkpoint, None) == 0
     for f, im in zip(files, pixels, strict=True):
         doc = json.loads((tmp_path / "none" / f"{f.stem}.json").read_text())
-        assert [p["bbox"] for p in doc["persons"]] == [[0, 0, im.shape[1], im.shape[0]]]
+        (whole,) = doc["persons"]
+        assert whole["bbox"] == [0, 0, im.shape[1], im.shape[0]]
+        assert (whole["bbox_source"], whole["bbox_score"]) == ("image", None)
 
 
 def test_overlay_pngs_have_the_image_size(

@@ -48,6 +48,7 @@ def api_schema(app_checkpoint):
     settings_ = Settings(
         _env_file=None,
         checkpoint=str(app_checkpoint),
+        detector="none",
         max_upload_bytes=200_000,
         max_image_pixels=2_000_000,
     )

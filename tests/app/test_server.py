@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def env(**kw: str) -> dict[str, str]:
+    """The environment without HEATPOSE_* variables; no person detector unless ``kw`` names
+    one (no test downloads detector weights)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
-    return {**base, **kw}
+    return {**base, "HEATPOSE_DETECTOR": "none", **kw}
 
 
 def run(args: list[str], **kw: str) -> subprocess.CompletedProcess[str]:
@@ -73,6 +75,25 @@ def test_default_checkpoint_offline_without_cache_says_how_to_provide_one(tmp_pa
     assert "HEATPOSE_WEIGHTS_URL" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_default_detector_offline_without_cache_says_how_to_provide_one(
+    app_checkpoint: Path, tmp_path: Path
+) -> None:
+    # A pose checkpoint at hand, the default detector (auto) neither cached nor downloadable.
+    r = run(
+        ["-m", "app"],
+        HEATPOSE_CHECKPOINT=str(app_checkpoint),
+        HEATPOSE_DETECTOR="auto",
+        HEATPOSE_DEVICE="cpu",
+        HEATPOSE_HOME=str(tmp_path),
+        HEATPOSE_WEIGHTS_URL="http://127.0.0.1:9",
+    )
+    assert r.returncode == 2, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "HEATPOSE_DETECTOR='person-frcnn-mbv3'" in line and "cannot download" in line
+    assert "HEATPOSE_DETECTOR=none" in line and "state dict" in line  # the ways out
+    assert not list(tmp_path.rglob("*.pth"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
