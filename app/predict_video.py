@@ -1,8 +1,9 @@
 """``heatpose predict`` on a video: tracked, smoothed persons as JSON lines, an annotated MP4.
 
 Frames are read with OpenCV and go through the pipeline one at a time, as a stream's frames
-do: the detector runs every ``--det-interval`` frames; in between each track is cropped from
-the box its previous keypoints span, enlarged 1.25x (:meth:`models.tracking.Tracker.next_boxes`).
+do: the detector runs every ``--det-interval`` frames (and whenever no track can be followed);
+in between each track is cropped from the box its previous keypoints span, enlarged 1.25x
+(:meth:`models.tracking.Tracker.next_boxes`).
 A :class:`~models.tracking.Tracker` gives every person a track id and, with ``--smoothing
 one_euro``, filters its keypoints causally by the frames' timestamps (``seq / fps``). With
 ``--smoothing savgol`` the tracks are kept raw and each track's contiguous runs of frames are
@@ -10,7 +11,8 @@ smoothed afterwards by the non-causal Savitzky-Golay filter of :mod:`models.smoo
 
 ``NAME.jsonl`` has one line per frame in the stream's message schema: ``seq``, ``ts_ms``,
 ``width``, ``height``, ``persons: [{track_id, bbox, bbox_score, score, keypoints: [{name, x,
-y, score, visible}]}]`` (image px; ``bbox_score`` is null on frames without detection).
+y, score, visible}]}]`` (image px; ``bbox_score``: the track's box score at its last detection,
+null without a detector).
 ``NAME.overlay.mp4`` (``--overlay``) draws each track's box, ``#id`` and skeleton in its colour.
 """
 
@@ -105,14 +107,12 @@ def track_frames(
     tracker = Tracker(kpt_thr=args.kpt_thr, smoothing=smoothing)
     options = pipeline_options(args)
     out: list[list[FramePerson]] = []
+    det_scores: dict[int, float | None] = {}  # each track's box score at its last detection
     for seq, frame in enumerate(frames):
-        boxes: PersonBoxes | None = None
-        if seq % args.det_interval:
-            follow = [box for _, box in tracker.next_boxes(info.size)]
-            boxes = PersonBoxes(np.asarray(follow, np.float64).reshape(-1, 4), None, "client")
-        people = (
-            [] if boxes is not None and not len(boxes) else pipeline([frame], [boxes], options)[0]
-        )
+        follow = [] if seq % args.det_interval == 0 else tracker.next_boxes(info.size)
+        detecting = not follow  # also when no track can be followed, as the stream does
+        boxes = None if detecting else PersonBoxes(np.stack([b for _, b in follow]), None, "client")
+        people = pipeline([frame], [boxes], options)[0]
         detections = [
             Detection(
                 r.box,
@@ -123,9 +123,20 @@ def track_frames(
             for r in people
         ]
         tracked = tracker.update(detections, seq / info.fps)
+        if detecting:
+            det_scores |= {t.track_id: r.box_score for t, r in zip(tracked, people, strict=True)}
+        live = {t.track_id for t in tracker.tracks}
+        det_scores = {k: v for k, v in det_scores.items() if k in live}
         out.append(
             [
-                FramePerson(t.track_id, replace(r, keypoints=np.asarray(t.keypoints)))
+                FramePerson(
+                    t.track_id,
+                    replace(
+                        r,
+                        keypoints=np.asarray(t.keypoints),
+                        box_score=det_scores.get(t.track_id),
+                    ),
+                )
                 for t, r in zip(tracked, people, strict=True)
             ]
         )
