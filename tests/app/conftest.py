@@ -103,6 +103,7 @@ def server_process(app_checkpoint: Path):
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
         env |= {"HEATPOSE_CHECKPOINT": str(app_checkpoint), "HEATPOSE_PORT": str(port)}
         env |= {"OMP_NUM_THREADS": "1", "HEATPOSE_TORCH_THREADS": "1"}
+        env |= {"HEATPOSE_DETECTOR": "none"}  # no detector weights here; tests may set one
         env |= {f"HEATPOSE_{k}": v for k, v in settings.items()}
         cmd = [sys.executable, *args]
         if "uvicorn" in args:

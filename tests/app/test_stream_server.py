@@ -32,7 +32,14 @@ def start_server(checkpoint: Path, **settings: str) -> tuple[subprocess.Popen[st
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "--port", str(port)],
         cwd=ROOT,
-        env=env(HEATPOSE_CHECKPOINT=str(checkpoint), OMP_NUM_THREADS="1", **settings),
+        env=env(
+            **{
+                "HEATPOSE_CHECKPOINT": str(checkpoint),
+                "OMP_NUM_THREADS": "1",
+                "HEATPOSE_DRAIN_DELAY_S": "0",  # the drain delay is tested in test_drain.py
+                **settings,
+            }
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
