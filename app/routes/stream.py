@@ -25,10 +25,10 @@ import json
 import math
 import time
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.auth import presented_key
 from app.batcher import NotServing
@@ -59,7 +59,7 @@ def key_ok(expected: str | None, ws: WebSocket) -> bool:
     """The configured key (if any) in a header (as ``/predict``) or the ``api_key`` parameter."""
     if expected is None:
         return True
-    got = ws.query_params.get("api_key") or presented_key(cast(Request, ws))  # headers only
+    got = ws.query_params.get("api_key") or presented_key(ws.headers)
     return got is not None and hmac.compare_digest(got.encode(), expected.encode())
 
 
