@@ -98,13 +98,17 @@ def main(argv: list[str] | None = None) -> int:
         **connection_options(settings),
     }
     if settings.workers > 1:
-        return _run_workers(settings.workers, overrides, options)
+        return _run_workers(
+            settings.workers, overrides, options, header_timeout_s=settings.header_timeout_s
+        )
     server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     server.run()
     return 0 if server.started else 3
 
 
-def _run_workers(workers: int, overrides: dict[str, Any], options: dict[str, Any]) -> int:
+def _run_workers(
+    workers: int, overrides: dict[str, Any], options: dict[str, Any], *, header_timeout_s: float
+) -> int:
     """``--workers N``: uvicorn's process supervisor, each worker building the app from the
     environment (the flags are passed on as ``HEATPOSE_*``), metrics shared through
     ``PROMETHEUS_MULTIPROC_DIR`` (:mod:`app.multiprocess_metrics`)."""
@@ -114,6 +118,9 @@ def _run_workers(workers: int, overrides: dict[str, Any], options: dict[str, Any
 
     for key, value in overrides.items():
         os.environ[ENV_PREFIX + key.upper()] = str(value)
+    # The workers are spawned: the protocol class goes by name and reads its timeout from here.
+    os.environ[ENV_PREFIX + "HEADER_TIMEOUT_S"] = str(header_timeout_s)
+    options = {**options, "http": "app.connections:WorkerH11Protocol"}
     with multiprocess_dir():
         # A worker loading torch and its model on a busy host can miss uvicorn's 5 s ping and be
         # killed and restarted over and over; a minute is enough for a start-up.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Mapping
 
 import h11
@@ -154,6 +155,16 @@ class BudgetedH11Protocol(H11Protocol):
             self.transport.close()
             return
         super().send_400_response(msg)
+
+
+class WorkerH11Protocol(BudgetedH11Protocol):
+    """:class:`BudgetedH11Protocol` for ``--workers N``: worker processes are spawned, so the
+    protocol class must be importable by name (``app.connections:WorkerH11Protocol``); its header
+    timeout is ``HEATPOSE_HEADER_TIMEOUT_S``, which ``heatpose serve`` exports to the workers."""
+
+    header_timeout_s = float(
+        os.environ.get("HEATPOSE_HEADER_TIMEOUT_S", BudgetedH11Protocol.header_timeout_s)
+    )
 
 
 def budgeted_protocol(header_timeout_s: float) -> type[BudgetedH11Protocol]:
