@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.backends import create  # noqa: E402
-from models.checkpoint import ModelConfig, build_model  # noqa: E402
+from models.checkpoint import build_model  # noqa: E402
+from models.model_config import ModelConfig  # noqa: E402
 
 
 def images_per_s(forward, x: torch.Tensor, seconds: float) -> float:

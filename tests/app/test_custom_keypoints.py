@@ -13,27 +13,16 @@ import torch
 from PIL import Image
 
 from app.overlay import PALETTE
-from models.checkpoint import ModelConfig, build_model, load, save
+from models.checkpoint import build_model, load, save
 from models.codec import HeatmapCodec
 from models.keypoints import KeypointSpec
+from models.model_config import ModelConfig
 from models.predictor import Predictor
+from training import synthetic_animal
 
 pytestmark = pytest.mark.anyio
 
-NAMES = (
-    "nose",
-    "withers",
-    "tail_base",
-    "tail_tip",
-    "left_front_knee",
-    "left_front_paw",
-    "right_front_knee",
-    "right_front_paw",
-    "left_back_knee",
-    "left_back_paw",
-    "right_back_knee",
-    "right_back_paw",
-)
+NAMES = synthetic_animal.NAMES
 LINKS = ((0, 1), (1, 2), (2, 3), (1, 4), (4, 5), (1, 6), (6, 7), (2, 8), (8, 9), (2, 10), (10, 11))
 ANIMAL = KeypointSpec(
     names=NAMES,

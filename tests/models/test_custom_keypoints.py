@@ -5,25 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from models.checkpoint import ModelBundle, ModelConfig, build_model
+from models.checkpoint import ModelBundle, build_model
 from models.codec import HeatmapCodec
 from models.keypoints import KeypointSpec
+from models.model_config import ModelConfig
 from models.predictor import Predictor
+from training import synthetic_animal
 
-NAMES = (
-    "nose",
-    "withers",
-    "tail_base",
-    "tail_tip",
-    "left_front_knee",
-    "left_front_paw",
-    "right_front_knee",
-    "right_front_paw",
-    "left_back_knee",
-    "left_back_paw",
-    "right_back_knee",
-    "right_back_paw",
-)
+NAMES = synthetic_animal.NAMES
 
 
 def _other_side(name: str) -> str:

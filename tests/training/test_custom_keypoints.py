@@ -19,9 +19,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from models.checkpoint import ModelBundle, ModelConfig, build_model, load, read_config, save
+from models.checkpoint import ModelBundle, build_model, load, read_config, save
 from models.codec import HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS
+from models.model_config import ModelConfig
 from models.predictor import Predictor
 from training import synthetic, synthetic_animal, train
 from training.evaluate import evaluate
