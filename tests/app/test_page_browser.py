@@ -1,5 +1,7 @@
-"""The demo page in a real browser: Debian's Chromium driven by Playwright against a live
-``python -m app`` process (the tiny test checkpoint, an API key set).
+"""The demo page in a real browser: Debian's Chromium driven by Playwright against live
+service processes (the tiny test checkpoint, an API key set): photo mode against one whose
+stand-in person detector (``tests/app/page_server.py``) finds the synthetic people where they
+were drawn, the other tests against ``python -m app`` without a detector.
 
 Without a Chromium binary the module is skipped, except in CI (``CI=true``), where that is a
 failure: ``.ci/run`` installs Chromium. ``HEATPOSE_SCREENSHOTS=DIR`` saves screenshots of the
@@ -18,6 +20,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -90,23 +95,16 @@ def page_checkpoint(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     return path
 
 
-@pytest.fixture(scope="module")
-def server(page_checkpoint: Path) -> Iterator[str]:
-    """``python -m app`` on a free port with an API key; yields its base URL."""
+@contextmanager
+def running(args: list[str], **settings: str) -> Iterator[str]:
+    """``python ARGS --port N`` with the tiny page checkpoint, an API key and ``settings``
+    (``HEATPOSE_*``) on a free port until it is ready; yields its base URL."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    checkpoint = str(page_checkpoint)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
-    # HEATPOSE_DETECTOR=none: no detector weights can be downloaded here (services without
-    # person detection ignore the variable).
-    env.update(
-        HEATPOSE_CHECKPOINT=checkpoint,
-        HEATPOSE_API_KEY=KEY,
-        HEATPOSE_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-        HEATPOSE_DETECTOR="none",
-    )
+    env |= {f"HEATPOSE_{k}": v for k, v in settings.items()} | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "--port", str(port)],
+        [sys.executable, *args, "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -128,6 +126,71 @@ def server(page_checkpoint: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def page_settings(checkpoint: Path) -> dict[str, str]:
+    return {
+        "CHECKPOINT": str(checkpoint),
+        "API_KEY": KEY,
+        "MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+        "TORCH_THREADS": "1",
+    }
+
+
+@pytest.fixture(scope="module")
+def server(page_checkpoint: Path) -> Iterator[str]:
+    """``python -m app`` without a person detector (none can be downloaded here): an image
+    is one whole-image person."""
+    with running(["-m", "app"], DETECTOR="none", **page_settings(page_checkpoint)) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A synthetic photo written as JPEG, and the persons in it: ``boxes (N, 4)`` image px
+    ``[x1, y1, x2, y2]`` (the drawn keypoints' span, enlarged) with ``scores (N,)``."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: np.ndarray
+    scores: np.ndarray
+
+
+def photo(path: Path, seed: int, *, width: int, height: int, scores: list[float]) -> Photo:
+    from models.tracking import keypoints_to_box
+    from training.synthetic_scene import people_scene
+
+    scene, keypoints = people_scene(seed, width=width, height=height, people=len(scores))
+    path.write_bytes(jpeg(scene))
+    boxes = [
+        keypoints_to_box(k, np.ones(len(k)), kpt_thr=0, enlarge=1.15, image_size=(width, height))
+        for k in keypoints
+    ]
+    return Photo(path, width, height, np.array(boxes), np.array(scores))
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Photo]:
+    """Three people with box scores 0.9, 0.5 and 0.7 (left to right), and one person."""
+    folder = tmp_path_factory.mktemp("photos")
+    three = photo(folder / "three.jpg", 7, width=480, height=360, scores=[0.9, 0.5, 0.7])
+    one = photo(folder / "one.jpg", 1, width=320, height=400, scores=[0.8])
+    return [three, one]
+
+
+@pytest.fixture(scope="module")
+def detector_server(
+    page_checkpoint: Path, photos: list[Photo], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The service with a stand-in person detector (``tests/app/page_server.py``) that finds
+    the persons of ``photos`` where the synthetic scene drew them."""
+    table = {f"{p.width}x{p.height}": np.column_stack([p.boxes, p.scores]).tolist() for p in photos}
+    boxes = tmp_path_factory.mktemp("detector") / "boxes.json"
+    boxes.write_text(json.dumps(table))
+    args = ["-m", "tests.app.page_server", str(boxes)]
+    with running(args, **page_settings(page_checkpoint)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +250,12 @@ def session(browser: Any, server: str) -> Iterator[Session]:
 
 SAME = "(d, i, c) => [0, 1, 2].every((k) => Math.abs(d[i + k] - c[k]) < 3)"
 
-COUNT_COLOUR = f"""([selector, rgb]) => {{
+# Pixels of colour ``rgb`` on the canvas, or inside ``box`` [x1, y1, x2, y2] (canvas px) of it.
+COUNT_COLOUR = f"""([selector, rgb, box]) => {{
   const same = {SAME};
   const c = document.querySelector(selector);
-  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  const [x1, y1, x2, y2] = box ?? [0, 0, c.width, c.height];
+  const d = c.getContext('2d').getImageData(x1, y1, x2 - x1, y2 - y1).data;
   let n = 0;
   for (let i = 0; i < d.length; i += 4) if (same(d, i, rgb)) n++;
   return n;
@@ -203,6 +268,11 @@ NEAR = f"""([selector, x, y, rgb]) => {{
   for (let i = 0; i < d.length; i += 4) if (same(d, i, rgb)) return true;
   return false;
 }}"""
+
+# Nothing in a slider's row sticks out of it (a long label would push the value over the next).
+SLIDERS_FIT = (
+    "[...document.querySelectorAll('.slider')].every((e) => e.scrollWidth <= e.clientWidth)"
+)
 
 DIGEST = """(selector) => {
   const c = document.querySelector(selector);
@@ -217,6 +287,13 @@ def rgb_of(css: str) -> list[int]:
     return [int(v) for v in css.removeprefix("rgb(").removesuffix(")").split(",")]
 
 
+def colour_counts(page: Any, canvas: str, colours: list[list[int]], boxes: list[Any]) -> list[int]:
+    """Pixels of ``colours[i]`` inside ``boxes[i]`` (canvas px) on ``canvas``, for each i."""
+    return [
+        page.evaluate(COUNT_COLOUR, [canvas, c, b]) for c, b in zip(colours, boxes, strict=True)
+    ]
+
+
 def set_slider(page: Any, selector: str, value: float) -> None:
     page.fill(selector, str(value))
     page.wait_for_function(
@@ -224,25 +301,47 @@ def set_slider(page: Any, selector: str, value: float) -> None:
     )
 
 
-def screenshot(page: Any, name: str) -> None:
+def screenshot(page: Any, name: str, *, down_to: str | None = None) -> None:
+    """The viewport, or the page from its top down to the element ``down_to``, saved as
+    ``name`` in ``HEATPOSE_SCREENSHOTS`` (when set)."""
     out = os.environ.get("HEATPOSE_SCREENSHOTS")
     if not out:
         return
     from PIL import Image
 
-    raw = Image.open(io.BytesIO(page.screenshot(full_page=False)))
+    if down_to is None:
+        png = page.screenshot(full_page=False)
+    else:
+        bottom = page.locator(down_to).evaluate(
+            "e => e.getBoundingClientRect().bottom + window.scrollY"
+        )
+        width = page.viewport_size["width"]
+        png = page.screenshot(
+            full_page=True, clip={"x": 0, "y": 0, "width": width, "height": bottom + 8}
+        )
+    raw = Image.open(io.BytesIO(png))
     raw.convert("RGB").quantize(colors=128).save(Path(out) / name, optimize=True)
 
 
-def test_photo_mode_draws_and_lists_what_predict_returns(session: Session, tmp_path: Path) -> None:
-    from training.synthetic_scene import people_scene
+@pytest.fixture
+def photo_session(browser: Any, detector_server: str) -> Iterator[Session]:
+    s = Session(browser, detector_server, viewport={"width": 640, "height": 1000})
+    yield s
+    s.close()
 
-    scene, _ = people_scene(7, width=480, height=360, people=3)
-    (tmp_path / "three.jpg").write_bytes(jpeg(scene))
-    files = [ROOT / "docs" / "sample.jpg", tmp_path / "three.jpg"]
+
+def test_photo_mode_draws_and_lists_what_predict_returns(
+    photo_session: Session, photos: list[Photo]
+) -> None:
+    """Two photos (three people, one person) through the page to a service whose stand-in
+    detector finds them: the table, the skeletons in per-person colours, both sliders, the
+    heatmap layer and the JSON download, checked against ``/predict`` asked directly."""
+    session = photo_session
+    files = [p.path for p in photos]
     page = session.page
     page.goto(session.base + "/")
     page.wait_for_selector("body[data-ready=true]")
+    assert page.evaluate(SLIDERS_FIT)  # 640 px wide: each label, slider and value side by side
     set_slider(page, "#kpt-thr", 0.0)
     page.set_input_files("#files", [str(f) for f in files])
     # The service has an API key: the page learns it from the 401 and asks for it.
@@ -262,59 +361,82 @@ def test_photo_mode_draws_and_lists_what_predict_returns(session: Session, tmp_p
 
     cards = page.locator("#results article.result")
     assert cards.count() == 2
-    for i, image in enumerate(answer["images"]):
+    for i, (image, shot) in enumerate(zip(answer["images"], photos, strict=True)):
+        # The persons are the stand-in detector's boxes, best box score first.
+        persons = image["persons"]
+        order = np.argsort(-shot.scores, kind="stable")
+        assert [p["bbox_source"] for p in persons] == ["detector"] * len(order)
+        np.testing.assert_allclose([p["bbox"] for p in persons], shot.boxes[order], atol=0.01)
+        np.testing.assert_allclose([p["bbox_score"] for p in persons], shot.scores[order], 1e-6)
+
         card = cards.nth(i)
+        assert f"{len(order)} person(s)" in card.locator("h3").inner_text()
         rows = card.locator("tr.person")
-        assert rows.count() == len(image["persons"]) >= 1
+        assert rows.count() == len(persons)
         canvas = f"#results article.result:nth-of-type({i + 1}) canvas"
         size = page.evaluate(
             f"[document.querySelector('{canvas}').width, document.querySelector('{canvas}').height]"
         )
-        assert size == [image["width"], image["height"]]
-        for j, person in enumerate(image["persons"]):
-            row = rows.nth(j)
-            cells = row.locator("td").all_inner_texts()
-            scores = cells[4:]
-            assert scores == [f"{kp['score']:.2f}" for kp in person["keypoints"]]
-            colour = rgb_of(row.locator("th").get_attribute("data-color"))
+        assert size == [image["width"], image["height"]] == [shot.width, shot.height]
+        colours = [rgb_of(r.locator("th").get_attribute("data-color")) for r in rows.all()]
+        assert len({tuple(c) for c in colours}) == len(colours)  # a colour per person
+        for j, (person, colour) in enumerate(zip(persons, colours, strict=True)):
+            cells = rows.nth(j).locator("td").all_inner_texts()
+            assert cells[:2] == [f"{person['bbox_score']:.2f}", "detector"]
+            assert cells[4:] == [f"{kp['score']:.2f}" for kp in person["keypoints"]]
             # Each keypoint is a dot in the person's colour where the JSON puts it (dots may
-            # overlap: a later dot's white rim can cross an earlier one's centre). A random
-            # model puts some outside the image, where nothing can be drawn.
+            # overlap: a later dot's white rim can cross an earlier one's centre).
             w, h = image["width"] - 2, image["height"] - 2
             inside = [kp for kp in person["keypoints"] if 2 <= kp["x"] < w and 2 <= kp["y"] < h]
             hits = sum(
                 page.evaluate(NEAR, [canvas, int(kp["x"]), int(kp["y"]), colour]) for kp in inside
             )
             assert len(inside) >= 5 and hits >= 0.9 * len(inside), (i, j, hits, len(inside))
-        first = rgb_of(rows.nth(0).locator("th").get_attribute("data-color"))
-        drawn = page.evaluate(COUNT_COLOUR, [canvas, first])
-        assert drawn > 300
-        # The keypoint slider redraws without asking the service again.
+
+        # Skeletons: inside each person's box (its dashed outline left out), pixels in that
+        # person's colour beyond those the photo itself has in it (every person hidden).
+        inner = [
+            [int(x1) + 3, int(y1) + 3, int(x2) - 3, int(y2) - 3]
+            for x1, y1, x2, y2 in (p["bbox"] for p in persons)
+        ]
+
+        counts = partial(colour_counts, page, canvas, colours, inner)
+        drawn = counts()
         n_requests = len(session.requests)
+        set_slider(page, "#bbox-thr", 1.0)
+        assert card.locator("tr.hidden-person").count() == len(persons)
+        bare = counts()
+        assert all(d > b + 150 for d, b in zip(drawn, bare, strict=True)), (drawn, bare)
+        # The box slider hides the persons scored below it.
+        set_slider(page, "#bbox-thr", 0.6)
+        kept = [p["bbox_score"] >= 0.6 for p in persons]
+        hidden = card.locator("tr.person").evaluate_all(
+            "rows => rows.map((r) => r.classList.contains('hidden-person'))"
+        )
+        assert hidden == [not k for k in kept]
+        assert sum(kept) == (2 if i == 0 else 1)  # three people: 0.5 < 0.6 is hidden
+        now = counts()
+        for k, n, b in zip(kept, now, bare, strict=True):
+            assert n > b + 150 if k else n <= b, (kept, now, drawn, bare)
+        set_slider(page, "#bbox-thr", 0.3)
+        assert counts() == drawn
+
+        # The keypoint slider redraws without asking the service again.
         set_slider(page, "#kpt-thr", 1.0)
-        kps = image["persons"][0]["keypoints"]
+        kps = persons[0]["keypoints"]
         assert max(kp["score"] for kp in kps) < 1.0  # the scaled checkpoint's scores
-        assert page.evaluate(COUNT_COLOUR, [canvas, first]) < 0.5 * drawn
-        assert card.locator("tr.person").nth(0).locator("td.low").count() == len(kps)
+        assert counts()[0] <= bare[0]  # no skeleton, no dots
+        assert rows.nth(0).locator("td.low").count() == len(kps)
         median = round(float(np.median([kp["score"] for kp in kps])) * 20) / 20
         set_slider(page, "#kpt-thr", median)
         low = sum(kp["score"] < median for kp in kps)
-        assert card.locator("tr.person").nth(0).locator("td.low").count() == low
-        between = page.evaluate(COUNT_COLOUR, [canvas, first])
-        assert between < drawn or low == 0
+        assert rows.nth(0).locator("td.low").count() == low
+        assert bare[0] < counts()[0] < drawn[0] or low == 0
         set_slider(page, "#kpt-thr", 0.0)
-        assert page.evaluate(COUNT_COLOUR, [canvas, first]) == drawn
+        assert counts() == drawn
         assert len(session.requests) == n_requests
-        # With detector boxes (bbox_score), the box slider hides the persons below it.
-        scored = [p["bbox_score"] for p in image["persons"] if p.get("bbox_score") is not None]
-        if scored:
-            set_slider(page, "#bbox-thr", 1.0)
-            hidden = card.locator("tr.hidden-person").count()
-            assert hidden == sum(s < 1.0 for s in scored)
-            set_slider(page, "#bbox-thr", 0.0)
-    assert len(answer["images"][1]["persons"]) in (1, 3)  # whole image, or one per person
     assert "ms" in page.inner_text("#timing")
-    screenshot(page, "page-photo.png")
+    screenshot(page, "page-photo.png", down_to="#results article.result:nth-of-type(1)")
 
     # The downloaded JSON is /predict's answer (the timing aside).
     with page.expect_download() as download:
@@ -339,6 +461,7 @@ def test_photo_mode_draws_and_lists_what_predict_returns(session: Session, tmp_p
     # Phone-sized: nothing wider than the screen (the table scrolls inside its own box).
     page.set_viewport_size({"width": 360, "height": 740})
     assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert page.evaluate(SLIDERS_FIT)
     assert page.locator("#files").is_visible() and page.locator("#kpt-thr").is_visible()
     screenshot(page, "page-phone.png")
 
