@@ -292,6 +292,12 @@ def main() -> None:
         default=torch.get_num_threads(),
         help="torch intra-op threads, raw model and servers (HEATPOSE_TORCH_THREADS)",
     )
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnxruntime", "compile"),
+        help="HEATPOSE_BACKEND of service (b); (a) and (c) stay on torch",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -323,7 +329,15 @@ def main() -> None:
         args.max_batch = args.max_batch or best_b
         ports = {"b": free_port(), "c": free_port()}
         servers = {
-            "b": start_server(checkpoint, ports["b"], args.max_batch, args.delay_ms, args.threads),
+            "b": start_server(
+                checkpoint,
+                ports["b"],
+                args.max_batch,
+                args.delay_ms,
+                args.threads,
+                backend=args.backend,
+                home=tmp,
+            ),
             "c": start_server(checkpoint, ports["c"], 1, args.delay_ms, args.threads),
         }
         rows: list[tuple[float, Load, Load]] = []
@@ -334,7 +348,7 @@ def main() -> None:
                 print(f"  (a) raw model, {best}: {a:6.2f} images/s", flush=True)
                 warm = args.warmup if r == 0 else 1.0
                 b = measured_load(ports["b"], args, warm)
-                report(f"(b) service, max batch {args.max_batch}", b)
+                report(f"(b) service, {args.backend}, max batch {args.max_batch}", b)
                 c = measured_load(ports["c"], args, warm)
                 report("(c) service, max batch 1 ", c)
                 rows.append((a, b, c))
@@ -347,7 +361,7 @@ def main() -> None:
     print(f"\nmedian of {len(rows)} rounds        images/s    p50 ms    p99 ms")
     print(f"(a) raw model, {best:<20}{a_m:>9.2f}")
     services = {
-        f"(b) service, max batch {args.max_batch}": [b for _, b, _ in rows],
+        f"(b) service, {args.backend}, max batch {args.max_batch}": [b for _, b, _ in rows],
         "(c) service, max batch 1": [c for _, _, c in rows],
     }
     for label, loads in services.items():
