@@ -11,8 +11,15 @@ is busy with the previous batch the next one fills up meanwhile; when it comes f
 are already waiting are held ``max(max_queue_delay_s, 2% of a batch's time)`` longer, so that
 the requests the last batch just answered can rejoin (otherwise concurrent clients split into
 alternating half batches; on CPU, where a batch takes about a second, that hold is ~20 ms).
-Each batch runs on one dedicated worker thread (one per device): ``run_batch`` (the forward
-pass) then ``decode``.
+Each batch runs on a dedicated worker thread: ``run_batch`` (the forward pass) then ``decode``.
+
+Several devices (``HEATPOSE_DEVICE=cuda:0,cuda:1``, :mod:`app.devices`): one queue, one worker
+per device, each with its own model replica and at most one batch in flight. A batch is formed
+when a worker is free and goes to the least-loaded free worker: no batch in flight, a worker
+whose last batch succeeded before one whose last batch failed, then the one idle longest (so
+batches alternate between equally healthy devices). One device alone is today's single worker.
+Per worker, ``heatpose_device_batch_size{device=...}`` (and ``heatpose_detector_...``) counts
+its batches and their sizes.
 
 Failures are the domain exceptions below (``app.errors`` alone turns them into HTTP answers):
 
@@ -22,7 +29,8 @@ Failures are the domain exceptions below (``app.errors`` alone turns them into H
   while waiting (the client disconnected) has its crops removed from the queue at once. Both
   are counted in ``heatpose_dropped_crops_total{reason="deadline"|"cancelled"}``.
 - An exception in a batch fails the jobs in that batch only (:class:`BatchFailed`) and the loop
-  goes on; CUDA out-of-memory splits the batch in halves and retries them.
+  goes on, with every device (a failing one is picked last while a healthy one is free); CUDA
+  out-of-memory splits the batch in halves and retries them.
 - :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
   with :class:`NotServing`.
 - :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
@@ -36,14 +44,16 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
 from app import batch_worker
 from app.batch_worker import Decode, RunBatch
+from app.devices import worker_labels
 from app.metrics import Metrics, StageMetrics
 from models.persons import PersonResult
 from models.predictor import Crops
@@ -103,13 +113,32 @@ class _Job(Generic[Out]):
 Entry = tuple[_Job[Any], int]
 
 
-class BatchQueue(Generic[Out]):
-    """Collects items into batches and runs them on one worker thread (see module docstring).
+@dataclass
+class _Worker:
+    """One device's worker: its model replica, its thread and its load."""
 
-    Subclasses give :meth:`_run` (one batch of ``(job, index)`` entries on the worker thread ->
-    one output per entry) and a typed ``submit`` calling :meth:`_submit`.
+    label: str  # the metrics label (app.devices.worker_labels)
+    replica: Any  # what the stage's _run needs on this device
+    executor: ThreadPoolExecutor
+    inflight: int = 0  # batches running (0 or 1)
+    failed: bool = False  # its last batch raised
+    free_since: float = 0.0  # time.monotonic() when its last batch ended
+
+    def load(self) -> tuple[int, bool, float]:
+        """Sort key: the least-loaded worker first (see the module docstring)."""
+        return self.inflight, self.failed, self.free_since
+
+
+class BatchQueue(Generic[Out]):
+    """Collects items into batches and runs them on one worker thread per device (see module
+    docstring).
+
+    Subclasses give :meth:`_run` (one batch of ``(job, index)`` entries and the replica of the
+    worker's device, on the worker thread -> one output per entry) and a typed ``submit``
+    calling :meth:`_submit`.
 
     Args:
+        replicas: per worker ``(device, replica)``: what :meth:`_run` gets on that device.
         max_batch_size: items in one batch; ``max_queue_delay_s``: longest wait for a batch to
             fill after its first item; ``max_queued``: items waiting, beyond it QueueFull.
         stage: this stage's histograms and gauges (``metrics.pose`` or ``metrics.detector``).
@@ -120,6 +149,7 @@ class BatchQueue(Generic[Out]):
     def __init__(
         self,
         *,
+        replicas: Sequence[tuple[str, Any]],
         max_batch_size: int,
         max_queue_delay_s: float,
         max_queued: int,
@@ -136,11 +166,16 @@ class BatchQueue(Generic[Out]):
         self.stage = stage or self.metrics.pose
         self.unit = unit
         self.limit_setting = limit_setting
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=thread_name)
+        if not replicas:
+            raise ValueError("a batcher needs at least one device")
+        labels = worker_labels([d for d, _ in replicas])
+        self._workers = [
+            _Worker(label, r, ThreadPoolExecutor(1, thread_name_prefix=f"{thread_name}-{label}"))
+            for label, (_, r) in zip(labels, replicas, strict=True)
+        ]
         self._queue: collections.deque[Entry] = collections.deque()
         self._wakeup = asyncio.Event()
-        self._busy = False
-        self._free_since = 0.0  # time.monotonic() when the worker last finished a batch
+        self._free_since = 0.0  # time.monotonic() when a worker last finished a batch
         self._accepting = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -164,6 +199,20 @@ class BatchQueue(Generic[Out]):
         """Crops waiting for a forward pass."""
         return len(self._queue)
 
+    @property
+    def devices(self) -> list[str]:
+        """Each worker's label (its device; ``device/k`` where one repeats)."""
+        return [w.label for w in self._workers]
+
+    @property
+    def _busy(self) -> bool:
+        return any(w.inflight for w in self._workers)
+
+    def _free_worker(self) -> _Worker | None:
+        """The least-loaded worker with no batch in flight, or ``None``."""
+        best = min(self._workers, key=_Worker.load)
+        return best if best.inflight == 0 else None
+
     async def drain(self, timeout: float) -> bool:
         """Refuse new jobs, let queued and running ones finish (up to ``timeout`` s), stop.
 
@@ -181,7 +230,8 @@ class BatchQueue(Generic[Out]):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._task, timeout=max(0.1, end - time.monotonic()))
         self._fail_all(NotServing("the service is shutting down", state="shutting_down"))
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for w in self._workers:
+            w.executor.shutdown(wait=False, cancel_futures=True)
         return clean
 
     # ---------------------------------------------------------------- submit
@@ -236,7 +286,8 @@ class BatchQueue(Generic[Out]):
                 f"({self.limit_setting}): send fewer images or boxes per request"
             )
         if len(self._queue) + n > self.max_queued:
-            retry = max(1, math.ceil(len(self._queue) * self._per_crop_s))
+            per_crop = self._per_crop_s / len(self._workers)  # the workers run side by side
+            retry = max(1, math.ceil(len(self._queue) * per_crop))
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
                 f"{len(self._queue)} {self.unit} are queued (limit {self.max_queued}); "
@@ -263,9 +314,13 @@ class BatchQueue(Generic[Out]):
                 batch = await self._gather()
                 if batch is None:
                     return
-                self._busy = True
-                fut = loop.run_in_executor(self._executor, self._process, batch)
-                fut.add_done_callback(lambda f, b=batch: self._finish(b, f))  # type: ignore[misc]
+                worker = self._free_worker()
+                assert worker is not None  # _gather returns when one is free
+                worker.inflight += 1
+                fut = loop.run_in_executor(worker.executor, self._process, batch, worker)
+                fut.add_done_callback(
+                    lambda f, b=batch, w=worker: self._finish(b, w, f)  # type: ignore[misc]
+                )
         except Exception as e:
             self.died = e
             log.exception("the batcher loop died; /ready is false from now on")
@@ -287,7 +342,7 @@ class BatchQueue(Generic[Out]):
             job.future.set_exception(DeadlineExceeded("deadline passed while queued"))
 
     async def _gather(self) -> list[Entry] | None:
-        """Wait for a batch worth dispatching (and a free worker); None when stopping."""
+        """Wait for a batch worth dispatching and a free worker; None when stopping."""
         while True:
             self._wakeup.clear()
             self._drop_dead_front()
@@ -307,7 +362,7 @@ class BatchQueue(Generic[Out]):
             )
             now = time.monotonic()
             ready = len(self._queue) >= self.max_batch_size or now >= dispatch_at
-            if ready and not self._busy:
+            if ready and self._free_worker() is not None:
                 break
             await self._wait(None if ready else dispatch_at - now)
         batch: list[Entry] = []
@@ -323,33 +378,42 @@ class BatchQueue(Generic[Out]):
         return batch or await self._gather()
 
     # ---------------------------------------------------------------- worker thread
-    def _run(self, batch: list[Entry]) -> list[Out]:
-        """On the worker thread: one output per entry of ``batch``, in order."""
+    def _run(self, batch: list[Entry], replica: Any) -> list[Out]:
+        """On the worker thread of ``replica``'s device: one output per entry of ``batch``."""
         raise NotImplementedError
 
-    def _process(self, batch: list[Entry]) -> list[Out]:
+    def _process(self, batch: list[Entry], worker: _Worker) -> list[Out]:
         """Runs on the worker thread: the stage's :meth:`_run`, timed and counted."""
         t0 = time.perf_counter()
-        results = self._run(batch)
+        results = self._run(batch, worker.replica)
         dt = time.perf_counter() - t0
         self.stage.batch_size.observe(len(batch))
+        self.stage.device_batch_size.labels(worker.label).observe(len(batch))
         self.stage.inference_seconds.observe(dt)
         self.stage.items.inc(len(batch))
         self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
         self._batch_s = 0.8 * self._batch_s + 0.2 * dt
         return results
 
-    def _finish(self, batch: list[Entry], fut: asyncio.Future[list[Out]]) -> None:
+    def _finish(self, batch: list[Entry], worker: _Worker, fut: asyncio.Future[list[Out]]) -> None:
         """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
-        self._busy = False
-        self._free_since = time.monotonic()
+        worker.inflight -= 1
+        worker.free_since = self._free_since = time.monotonic()
         self._wakeup.set()
         if fut.cancelled():
             return
         exc = fut.exception()
+        worker.failed = exc is not None
         if exc is not None:
             self.metrics.batch_failures.inc()
-            log.error("a batch of %d %s failed: %r", len(batch), self.unit, exc, exc_info=exc)
+            log.error(
+                "a batch of %d %s on %s failed: %r",
+                len(batch),
+                self.unit,
+                worker.label,
+                exc,
+                exc_info=exc,
+            )
             for job, _ in batch:
                 if not job.future.done():
                     err = BatchFailed(
@@ -376,31 +440,47 @@ class BatchQueue(Generic[Out]):
         self.stage.queue_depth.set(0)
 
 
+class PoseReplica(NamedTuple):
+    """The pose model on one device: ``run_batch`` and ``decode`` (:mod:`app.batch_worker`),
+    in production a :class:`~models.predictor.Predictor`'s bound methods."""
+
+    device: str
+    run_batch: RunBatch
+    decode: Decode
+
+
 class Batcher(BatchQueue[PersonResult]):
-    """The pose stage: person crops -> heatmaps (``run_batch``) -> keypoints (``decode``)."""
+    """The pose stage: person crops -> heatmaps (``run_batch``) -> keypoints (``decode``).
+
+    Args:
+        run_batch, decode: the model on one device (``device_name``); or, instead,
+        replicas: the model on each device, one worker each.
+    """
 
     def __init__(
         self,
-        run_batch: RunBatch,
-        decode: Decode,
+        run_batch: RunBatch | None = None,
+        decode: Decode | None = None,
         *,
+        replicas: Sequence[PoseReplica] = (),
         max_batch_size: int,
         max_queue_delay_s: float,
         max_queued: int,
         metrics: Metrics | None = None,
         device_name: str = "cpu",
     ) -> None:
+        if run_batch is not None and decode is not None:
+            replicas = [PoseReplica(device_name, run_batch, decode), *replicas]
         super().__init__(
+            replicas=[(r.device, r) for r in replicas],
             max_batch_size=max_batch_size,
             max_queue_delay_s=max_queue_delay_s,
             max_queued=max_queued,
             metrics=metrics,
             unit="person crops",
             limit_setting="HEATPOSE_MAX_QUEUED_PERSONS",
-            thread_name=f"heatpose-{device_name}",
+            thread_name="heatpose",
         )
-        self.run_batch = run_batch
-        self.decode = decode
 
     async def submit(
         self,
@@ -430,11 +510,11 @@ class Batcher(BatchQueue[PersonResult]):
         flips = np.broadcast_to(np.asarray(flip, dtype=bool), (len(crops),))
         return await self._submit(crops, (flips, mode, want_heatmaps), deadline=deadline)
 
-    def _run(self, batch: list[Entry]) -> list[PersonResult]:
+    def _run(self, batch: list[Entry], replica: PoseReplica) -> list[PersonResult]:
         """Gather the batch's crops, forward and decode them (:func:`app.batch_worker.run`)."""
         outputs = batch_worker.run(
-            self.run_batch,
-            self.decode,
+            replica.run_batch,
+            replica.decode,
             crops=np.stack([job.items.images[i] for job, i in batch]),
             flip=np.array([job.params[0][i] for job, i in batch], dtype=bool),
             centers=np.stack([job.items.centers[i] for job, i in batch]).astype(np.float64),

@@ -26,7 +26,8 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
     """Batches images for ``detector.detect`` (see the module doc).
 
     Args:
-        detector: a :class:`models.detector.PersonDetector` (or anything with its ``detect``).
+        detector: a :class:`models.detector.PersonDetector` (or anything with its ``detect``)
+            on ``device_name``; ``replicas``: more ``(device, detector)``, a worker each.
         nms_thr: IoU above which a lower-scored person box is suppressed.
         max_batch_size, max_queue_delay_s, max_queued, metrics: as for
             :class:`~app.batcher.BatchQueue` (metrics: ``metrics.detector``).
@@ -42,9 +43,11 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
         max_queued: int,
         metrics: Metrics | None = None,
         device_name: str = "cpu",
+        replicas: Sequence[tuple[str, Detector]] = (),
     ) -> None:
         metrics = metrics or Metrics()
         super().__init__(
+            replicas=[(device_name, detector), *replicas],
             max_batch_size=max_batch_size,
             max_queue_delay_s=max_queue_delay_s,
             max_queued=max_queued,
@@ -52,9 +55,8 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
             stage=metrics.detector,
             unit="images for the person detector",
             limit_setting="HEATPOSE_DETECTOR_MAX_QUEUED_IMAGES",
-            thread_name=f"heatpose-detector-{device_name}",
+            thread_name="heatpose-detector",
         )
-        self.detector = detector
         self.nms_thr = nms_thr
 
     async def submit(
@@ -81,12 +83,12 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
         """
         return await self._submit(list(images), (bbox_thr, max_persons), deadline=deadline)
 
-    def _run(self, batch: list[Entry]) -> list[PersonBoxes]:
+    def _run(self, batch: list[Entry], detector: Detector) -> list[PersonBoxes]:
         """One ``detect`` call for the batch, then each image's own threshold and cap."""
         images = [job.items[i] for job, i in batch]
         thr = min(job.params[0] for job, _ in batch)
         cap = max(job.params[1] for job, _ in batch)
-        found = self.detector.detect(images, score_thr=thr, nms_thr=self.nms_thr, max_persons=cap)
+        found = detector.detect(images, score_thr=thr, nms_thr=self.nms_thr, max_persons=cap)
         out = []
         for (job, _), det in zip(batch, found, strict=True):
             own_thr, own_cap = job.params

@@ -31,6 +31,7 @@ class StageMetrics(NamedTuple):
     queue_depth: Gauge
     queue_wait_seconds: Histogram
     items: Counter
+    device_batch_size: Histogram  # labelled by device (app.devices.worker_labels)
 
 
 class Metrics:
@@ -99,6 +100,13 @@ class Metrics:
             self.queue_depth,
             self.queue_wait_seconds,
             self.persons,
+            Histogram(
+                "heatpose_device_batch_size",
+                "Person crops per forward pass, by device (worker)",
+                ["device"],
+                buckets=_BATCH_BUCKETS,
+                registry=r,
+            ),
         )
         self.detector = StageMetrics(
             Histogram(
@@ -125,6 +133,13 @@ class Metrics:
                 registry=r,
             ),
             Counter("heatpose_detector_images", "Images run through the detector", registry=r),
+            Histogram(
+                "heatpose_detector_device_batch_size",
+                "Images per person-detector pass, by device (worker)",
+                ["device"],
+                buckets=_BATCH_BUCKETS,
+                registry=r,
+            ),
         )
         self.dropped_crops = Counter(
             "heatpose_dropped_crops",

@@ -14,6 +14,8 @@ them to HTTP answers.
 
 from __future__ import annotations
 
+import copy
+import functools
 import gc
 import logging
 import os
@@ -28,20 +30,21 @@ import anyio.to_thread
 import numpy as np
 import torch
 
-from app.batcher import Batcher, DeadlineExceeded, NotServing
+from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
+from app.devices import DeviceError, buckets_for, resolve_devices
 from app.metrics import Metrics
 from app.settings import Settings
 from models import zoo
 from models.backends import BackendError
-from models.checkpoint import CheckpointError, load
+from models.checkpoint import CheckpointError, ModelBundle, load
 from models.codec import DecodeMode
 from models.detector import load_detector
 from models.model_config import ModelConfig
 from models.output_check import check_finite_heatmaps
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, needs_detection, sort_persons
-from models.predictor import Crops, Predictor, split
+from models.predictor import Crops, Predictor, default_device, split
 from models.zoo import ZooError
 
 log = logging.getLogger("heatpose.app")
@@ -92,23 +95,22 @@ def resolve_detector(name: str) -> Path:
         raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
 
 
+def pick_devices(setting: str) -> list[str | None]:
+    """``HEATPOSE_DEVICE`` -> one torch device string per worker; ``[None]`` = auto.
+
+    Raises:
+        StartupError: a CUDA device this host does not have (:func:`app.devices.resolve_devices`).
+    """
+    try:
+        devices = resolve_devices(setting)
+    except DeviceError as e:
+        raise StartupError(str(e)) from e
+    return [None] if devices is None else list(devices)
+
+
 def pick_device(setting: str) -> str | None:
-    """``HEATPOSE_DEVICE`` -> a torch device string, or ``None`` (auto)."""
-    if setting == "auto":
-        return None
-    if setting.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise StartupError(
-                f"HEATPOSE_DEVICE={setting} but no CUDA device is available; "
-                "use HEATPOSE_DEVICE=auto or cpu"
-            )
-        index = int(setting.split(":")[1]) if ":" in setting else 0
-        if index >= torch.cuda.device_count():
-            raise StartupError(
-                f"HEATPOSE_DEVICE={setting} but only {torch.cuda.device_count()} CUDA "
-                "device(s) exist"
-            )
-    return setting
+    """``HEATPOSE_DEVICE`` -> the first worker's torch device string, or ``None`` (auto)."""
+    return pick_devices(setting)[0]
 
 
 @dataclass(frozen=True)
@@ -151,7 +153,8 @@ class PoseService:
         self.detector: Detector | None = None
         self.detector_label: str | None = None  # the weights (file) or the stand-in's type
         self.detector_batcher: DetectorBatcher | None = None
-        self.predictor: Predictor | None = None
+        self.predictor: Predictor | None = None  # the first device's (crops, model info)
+        self.predictors: list[Predictor] = []  # one per device (HEATPOSE_DEVICE)
         self.batcher: Batcher | None = None
         self.config: ModelConfig | None = None
         self.checkpoint_path: Path | None = None
@@ -168,7 +171,7 @@ class PoseService:
         """
         s = self.settings
         self.draining = self.stopping = False
-        device = pick_device(s.device)
+        devices = pick_devices(s.device)
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
         path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
@@ -176,34 +179,26 @@ class PoseService:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
-        try:
-            predictor = Predictor(
-                bundle,
-                device=device,
-                flip_test=s.flip_test,
-                decode_mode=s.decode_mode,
-                backend=s.backend,
-            )
-        except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
-            raise StartupError(str(e)) from e
-        self.predictor, self.config, self.checkpoint_path = predictor, bundle.config, path
+        predictors = await anyio.to_thread.run_sync(self._replicas, bundle, devices)
+        predictor = predictors[0]
+        self.predictor, self.predictors = predictor, predictors
+        self.config, self.checkpoint_path = bundle.config, path
         try:
             # Without warm-up one pass still runs: a NaN checkpoint must not start serving.
             flips = (False, True) if s.warmup else (False,)
-            await anyio.to_thread.run_sync(self._warmup, flips)
+            for p in predictors:
+                await anyio.to_thread.run_sync(self._warmup, p, flips)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
         self.batcher = Batcher(
-            predictor.heatmaps,
-            predictor.decode,
+            replicas=[PoseReplica(str(p.device), p.heatmaps, p.decode) for p in predictors],
             max_batch_size=s.max_batch_size,
             max_queue_delay_s=s.max_queue_delay_s,
             max_queued=s.max_queued_persons,
             metrics=self.metrics,
-            device_name=str(predictor.device),
         )
         self.batcher.start()
-        await self._start_detector(device, str(predictor.device))
+        await self._start_detector(devices, [str(p.device) for p in predictors])
         # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self.started_at = time.time()
@@ -211,12 +206,42 @@ class PoseService:
             "serving %s (%s) on %s; person detector: %s",
             bundle.config.name,
             path,
-            predictor.device,
+            ", ".join(self.batcher.devices),
             self.detector_label or "none (images without boxes are one person)",
         )
 
-    async def _start_detector(self, device: str | None, device_name: str) -> None:
-        """Load the person detector (``HEATPOSE_DETECTOR``, or the one given) and its batcher.
+    def _replicas(self, bundle: ModelBundle, devices: Sequence[str | None]) -> list[Predictor]:
+        """One :class:`Predictor` per device, each with its own copy of the weights.
+
+        Raises:
+            StartupError: the backend cannot run here (e.g. tensorrt without CUDA).
+        """
+        s = self.settings
+        # Copies first: a Predictor moves its module to its device in place.
+        models = [bundle.model, *(copy.deepcopy(bundle.model) for _ in devices[1:])]
+        out = []
+        for device, model in zip(devices, models, strict=True):
+            where = torch.device(device) if device is not None else default_device()
+            try:
+                out.append(
+                    Predictor(
+                        replace(bundle, model=model),
+                        device=where,
+                        flip_test=s.flip_test,
+                        decode_mode=s.decode_mode,
+                        backend=s.backend,
+                        batch_buckets=buckets_for(
+                            s.batch_buckets, where, max_batch_size=s.max_batch_size
+                        ),
+                    )
+                )
+            except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
+                raise StartupError(str(e)) from e
+        return out
+
+    async def _start_detector(self, devices: Sequence[str | None], names: Sequence[str]) -> None:
+        """Load the person detector (``HEATPOSE_DETECTOR``, or the one given) and its batcher:
+        one copy and worker per device (a given detector serves on every worker).
 
         Raises:
             StartupError: the weights cannot be found, fetched or read (the message says how
@@ -225,47 +250,52 @@ class PoseService:
         s = self.settings
         detector = self.given_detector
         label = None if detector is None else f"{type(detector).__name__} (given)"
-        name = None if detector is not None else detector_name(s.detector, device)
+        name = None if detector is not None else detector_name(s.detector, devices[0])
+        detectors = [detector] * len(devices) if detector is not None else []
         if name is not None:
             path = await anyio.to_thread.run_sync(resolve_detector, name)
             try:
-                detector = await anyio.to_thread.run_sync(
-                    lambda: load_detector(path, device, progress=False)
-                )
+                for device in devices:
+                    load_one = functools.partial(load_detector, path, device, progress=False)
+                    detectors.append(await anyio.to_thread.run_sync(load_one))
             except (CheckpointError, ZooError) as e:
                 raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
             label = name if str(path) == name else f"{name} ({path})"
-        self.detector, self.detector_label = detector, label
-        if detector is None:
+        self.detector = detectors[0] if detectors else None
+        self.detector_label = label
+        if not detectors:
             self.detector_batcher = None
             return
         if s.warmup:
             blank = np.zeros((64, 64, 3), np.uint8)
-            await anyio.to_thread.run_sync(lambda: detector.detect([blank]))
+            for d in dict.fromkeys(detectors):  # a given detector once
+                await anyio.to_thread.run_sync(d.detect, [blank])
         self.detector_batcher = DetectorBatcher(
-            detector,
+            detectors[0],
             nms_thr=s.detector_nms_thr,
             max_batch_size=s.detector_batch_size,
             max_queue_delay_s=s.max_queue_delay_s,
             max_queued=s.detector_max_queued_images,
             metrics=self.metrics,
-            device_name=device_name,
+            device_name=names[0],
+            replicas=list(zip(names[1:], detectors[1:], strict=True)),
         )
         self.detector_batcher.start()
 
-    def _warmup(self, flips: tuple[bool, ...]) -> None:
-        """Run ``flips`` once each (allocations, kernels); the outputs must be finite.
+    @staticmethod
+    def _warmup(predictor: Predictor, flips: tuple[bool, ...]) -> None:
+        """Run ``flips`` once each on ``predictor`` (allocations, kernels); the outputs must be
+        finite.
 
         Raises:
             CheckpointError: NaN/Inf heatmaps (NaN weights); start-up stops with its message.
         """
-        assert self.predictor is not None
-        w, h = self.predictor.input_size
+        w, h = predictor.input_size
         crops = np.zeros((1, h, w, 3), np.uint8)
         for flip in flips:
-            hm = self.predictor.heatmaps(crops, flip)
-            check_finite_heatmaps(hm, self.predictor.model)
-            self.predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
+            hm = predictor.heatmaps(crops, flip)
+            check_finite_heatmaps(hm, predictor.model)
+            predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
 
     def begin_drain(self) -> None:
         """``/ready`` turns false; requests are still served (the drain delay of SIGTERM)."""
@@ -282,11 +312,11 @@ class PoseService:
         for batcher in (self.detector_batcher, self.batcher):
             if batcher is not None and not await batcher.drain(grace):
                 log.warning("grace period over with work still queued; it was refused")
-        device = self.predictor.device if self.predictor is not None else None
-        self.predictor = None
+        cuda = any(p.device.type == "cuda" for p in self.predictors)
+        self.predictor, self.predictors = None, []
         self.detector = self.detector_batcher = None
         gc.collect()
-        if device is not None and device.type == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
 
     # ---------------------------------------------------------------- state
@@ -480,7 +510,7 @@ class PoseService:
             "input_size": list(self.config.input_size),
             "heatmap_size": list(self.config.codec.heatmap_size),
             "checkpoint": self.checkpoint_path.name if self.checkpoint_path else "",
-            "device": str(self.predictor.device),
+            "device": ",".join(str(p.device) for p in self.predictors),
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,
             "detector": self.detector_label,

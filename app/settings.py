@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from app.devices import parse_buckets, parse_devices
 from models.codec import DecodeMode
 from models.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
 
 ENV_PREFIX = "HEATPOSE_"
 OTHER_VARIABLES = ("HEATPOSE_HOME", "HEATPOSE_WEIGHTS_URL")
 """``HEATPOSE_*`` variables read outside the settings (the weight zoo's cache and mirror)."""
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 
 
 class SettingsError(ValueError):
@@ -47,7 +46,17 @@ class Settings(BaseSettings):
         "(fetched and cached under HEATPOSE_HOME on first start). Default: the published DARK "
         "ResNet-50 COCO 256x192 weights.",
     )
-    device: str = Field("auto", description="auto (cuda if available), cpu, cuda or cuda:N.")
+    device: str = Field(
+        "auto",
+        description="auto (cuda if available), cpu, cuda, cuda:N, mps, a comma list "
+        "(cuda:0,cuda:1: a model replica and batch worker per device, one shared queue) or all "
+        "(every visible CUDA device; the CPU without CUDA). cpu,cpu: two CPU workers.",
+    )
+    batch_buckets: str = Field(
+        "auto",
+        description="Pad each forward pass to one of these batch sizes (e.g. 8,16,32) so CUDA "
+        "graphs and TensorRT profiles are reused; auto = 8,16,32,... on CUDA, none on the CPU.",
+    )
     backend: Literal["torch", "onnxruntime", "tensorrt", "compile"] = Field(
         "torch",
         description="Who runs the forward pass (models/backends.py): torch, onnxruntime (pip "
@@ -186,10 +195,12 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        v = v.strip().lower()
-        if not _DEVICE.match(v):
-            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
-        return v
+        return parse_devices(v)
+
+    @field_validator("batch_buckets")
+    @classmethod
+    def _buckets(cls, v: str) -> str:
+        return parse_buckets(v)
 
     @field_validator("detector")
     @classmethod

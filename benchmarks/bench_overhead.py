@@ -19,7 +19,10 @@ this process, so their CPU is not the server's):
 
 ``--roots`` serves other checkouts side by side (e.g. ``git worktree add /tmp/base main``), in
 interleaved rounds, so a change is compared with its base in one run. ``--workers 1,2`` runs
-the service with ``heatpose serve --workers N``. ``--profile DIR`` runs one server under
+the service with ``heatpose serve --workers N``. ``--devices 'cpu|cpu,cpu'`` compares
+``HEATPOSE_DEVICE`` values (``|``-separated; ``cpu,cpu`` = two batch workers with a model
+replica each). ``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
+the instant stand-in. ``--profile DIR`` runs one server under
 ``py-spy record`` instead and writes its collapsed stacks there.
 
     .venv/bin/python benchmarks/bench_overhead.py [--duration 8] [--rounds 3] [--clients 16]
@@ -176,11 +179,18 @@ def tree_cpu_s(pid: int) -> float:
 
 
 def start_server(
-    root: Path, checkpoint: Path, port: int, site: Path, workers: int, profile: Path | None
+    root: Path,
+    checkpoint: Path,
+    port: int,
+    site: Path | None,
+    workers: int,
+    profile: Path | None,
+    device: str = "auto",
 ) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
     env.update(
-        PYTHONPATH=f"{site}{os.pathsep}{root}",
+        PYTHONPATH=str(root) if site is None else f"{site}{os.pathsep}{root}",
+        HEATPOSE_DEVICE=device,
         HEATPOSE_CHECKPOINT=str(checkpoint),
         HEATPOSE_PORT=str(port),
         HEATPOSE_LOG_LEVEL="warning",
@@ -287,6 +297,10 @@ def main() -> None:
         help="comma-separated WxH:persons",
     )
     p.add_argument("--workers", default="1", help="comma-separated worker counts to compare")
+    p.add_argument("--devices", default="auto", help="HEATPOSE_DEVICE values, |-separated")
+    p.add_argument(
+        "--model", default="instant", choices=["instant", "r18", "r50"], help="the forward pass"
+    )
     p.add_argument(
         "--roots",
         default=str(ROOT),
@@ -305,20 +319,25 @@ def main() -> None:
         label, _, path = r.rpartition("=")
         roots[label or Path(path).name] = Path(path).resolve()
     workers = [int(w) for w in args.workers.split(",")]
+    devices = args.devices.split("|")
 
     print(
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    model = "instant model (zero heatmaps)" if args.model == "instant" else "random weights"
     print(
-        f"instant model (zero heatmaps), ResNet-50 256x192 config, service defaults (flip test "
-        f"on, DARK decode); {args.clients} clients; {args.rounds} rounds x {args.duration:.0f} s\n"
+        f"{model}, ResNet-{50 if args.model != 'r18' else 18} 256x192 config, service defaults "
+        f"(flip test on, DARK decode); {args.clients} clients; {args.rounds} rounds x "
+        f"{args.duration:.0f} s\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        site = Path(tmp) / "site"
-        site.mkdir()
-        (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        config = ModelConfig(name="instant-256x192", depth=50)
+        site: Path | None = None
+        if args.model == "instant":
+            site = Path(tmp) / "site"
+            site.mkdir()
+            (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        config = ModelConfig(name=f"{args.model}-256x192", depth=18 if args.model == "r18" else 50)
         checkpoint = Path(tmp) / "model.safetensors"
         save(checkpoint, build_model(config).eval(), config)
 
@@ -342,21 +361,23 @@ def main() -> None:
         try:
             for label, root in roots.items():
                 for n in workers:
-                    port = free_port()
-                    proc = start_server(root, checkpoint, port, site, n, None)
-                    servers[(label, n)] = (proc, port)
-            table: dict[tuple[str, int, Scenario], list[Result]] = {}
+                    for dev in devices:
+                        port = free_port()
+                        proc = start_server(root, checkpoint, port, site, n, None, dev)
+                        servers[(label, n, dev)] = (proc, port)
+            table: dict[tuple[str, int, str, Scenario], list[Result]] = {}
             for r in range(args.rounds):
                 print(f"round {r + 1}:")
                 for sc in scenarios:
-                    for (label, n), (proc, port) in servers.items():
+                    for (label, n, dev), (proc, port) in servers.items():
                         load = functools.partial(
                             run_load, proc, port, sc, args.clients, args.warmup, args.duration
                         )
                         res = with_batches(port, load)
-                        table.setdefault((label, n, sc), []).append(res)
+                        table.setdefault((label, n, dev, sc), []).append(res)
                         print(
-                            f"  {label:<10} workers {n}  {sc.label:<20} {res.rate:7.1f} req/s"
+                            f"  {label:<10} workers {n} {dev:<9} {sc.label:<20} "
+                            f"{res.rate:7.1f} req/s"
                             f"  {res.cpu_ms:6.2f} ms CPU/req {res.crops_per_forward:5.1f} crops/fwd"
                             f"  ({res.errors} errors)",
                             flush=True,
@@ -368,13 +389,13 @@ def main() -> None:
     med = lambda xs: float(np.median(xs))  # noqa: E731
     print(f"\nmedian of {args.rounds} rounds")
     print(
-        f"{'server':<10} {'workers':>7}  {'request':<20} {'req/s':>7} {'CPU ms/req':>11}"
-        f" {'crops/forward':>14}"
+        f"{'server':<10} {'workers':>7} {'device':<9} {'request':<20} {'req/s':>7}"
+        f" {'CPU ms/req':>11} {'crops/forward':>14}"
     )
-    for (label, n, sc), rs in table.items():
+    for (label, n, dev, sc), rs in table.items():
         rate, cpu = med([x.rate for x in rs]), med([x.cpu_ms for x in rs])
         batch = med([x.crops_per_forward for x in rs])
-        print(f"{label:<10} {n:>7}  {sc.label:<20} {rate:7.1f} {cpu:11.2f} {batch:14.1f}")
+        print(f"{label:<10} {n:>7} {dev:<9} {sc.label:<20} {rate:7.1f} {cpu:11.2f} {batch:14.1f}")
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

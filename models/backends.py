@@ -13,6 +13,9 @@ decoding and everything after stay in :class:`models.predictor.Predictor`, share
 - ``tensorrt``: ONNX Runtime's TensorRT execution provider, fp16 engines for a few batch-size
   profiles; CUDA hosts with onnxruntime-gpu and TensorRT only.
 
+:class:`Bucketed` wraps any of them so each call runs at one of a few fixed batch sizes
+(``HEATPOSE_BATCH_BUCKETS``): CUDA graphs and TensorRT profiles are then reused.
+
 The ONNX file and the TensorRT engines are built on first start and cached under
 ``cache_dir`` (default ``$HEATPOSE_HOME/backends``), keyed by :func:`weights_sha256`, so a
 restart with the same weights reuses them.
@@ -153,6 +156,34 @@ class OrtBackend:
         torch.cuda.current_stream(x.device).synchronize()  # x is written before ORT reads it
         self.session.run_with_iobinding(binding)
         return out_t
+
+
+class Bucketed:
+    """``inner`` run at fixed batch sizes: an input of ``n`` rows is padded with zero rows to
+    the smallest bucket ``>= n`` and the padding's output dropped (``n`` above every bucket
+    runs as it is). Exact: in eval mode each row of a batch is computed on its own (BatchNorm
+    uses its running statistics), so the padding cannot change the real rows' heatmaps.
+
+    Args:
+        inner: the backend; ``buckets``: increasing batch sizes, e.g. ``(8, 16, 32, 64)``.
+    """
+
+    def __init__(self, inner: Backend, buckets: Sequence[int]) -> None:
+        self.inner, self.buckets, self.name = inner, tuple(sorted(buckets)), inner.name
+
+    def size_for(self, n: int) -> int:
+        """The batch size an input of ``n`` rows runs at."""
+        return next((b for b in self.buckets if b >= n), n)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        size = self.size_for(n)
+        if size == n:
+            return self.inner(x)
+        padded = torch.cat([x, x.new_zeros((size - n, *x.shape[1:]))])
+        if x.is_contiguous(memory_format=torch.channels_last):
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        return self.inner(padded)[:n]
 
 
 def _onnxruntime(path: Path, device: torch.device, out_shape: tuple[int, int, int]) -> OrtBackend:

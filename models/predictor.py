@@ -145,6 +145,8 @@ class Predictor:
         decode_mode: default decode mode; ``None`` = the checkpoint's own default.
         amp: autocast on CUDA (bf16 where supported, else fp16); ``None`` = on for CUDA.
         backend: who runs the forward call, one of :data:`models.backends.BACKENDS`.
+        batch_buckets: pad each forward call to one of these batch sizes
+            (:class:`models.backends.Bucketed`); ``()`` = run every batch at its own size.
     """
 
     def __init__(
@@ -155,6 +157,7 @@ class Predictor:
         decode_mode: str | None = None,
         amp: bool | None = None,
         backend: str = "torch",
+        batch_buckets: Sequence[int] = (),
     ) -> None:
         self.config = bundle.config
         self.spec = bundle.config.spec
@@ -173,6 +176,8 @@ class Predictor:
         self.model = bundle.model.to(self.device).eval().to(memory_format=torch.channels_last)
         # The forward call only (models/backends.py); everything around it stays here.
         self.forward = backends.create(backend, self.model, self.config, device=self.device)
+        if batch_buckets:
+            self.forward = backends.Bucketed(self.forward, batch_buckets)
 
     # -- stage 1 -------------------------------------------------------------------------
     def crop(

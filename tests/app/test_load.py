@@ -72,15 +72,15 @@ async def test_40_concurrent_requests_batched_and_correct(serve_app, app_checkpo
 
 def gate_model(app: Any) -> threading.Event:
     """Make the app's forward pass wait for the returned event (a stuck or slow device)."""
-    batcher = app.state.service.batcher
-    real = batcher.run_batch
+    predictor = app.state.service.predictor  # its forward call: the backend interface
+    real = predictor.forward
     gate = threading.Event()
 
-    def gated(crops: np.ndarray, flip: np.ndarray) -> Any:
+    def gated(x: Any) -> Any:
         gate.wait(30)
-        return real(crops, flip)
+        return real(x)
 
-    batcher.run_batch = gated
+    predictor.forward = gated
     return gate
 
 
@@ -134,16 +134,16 @@ async def test_timeout_is_504_and_the_service_recovers(serve_app) -> None:
 async def test_a_failing_batch_fails_only_its_requests(serve_app) -> None:
     _, data = png(2)
     async with serve_app(max_queue_delay_ms=0) as (client, app):
-        batcher = app.state.service.batcher
-        real, calls = batcher.run_batch, []
+        predictor = app.state.service.predictor  # its forward call: the backend interface
+        real, calls = predictor.forward, []
 
-        def flaky(crops: np.ndarray, flip: np.ndarray) -> Any:
-            calls.append(len(crops))
+        def flaky(x: Any) -> Any:
+            calls.append(len(x))
             if len(calls) == 1:
                 raise RuntimeError("device fell over")
-            return real(crops, flip)
+            return real(x)
 
-        batcher.run_batch = flaky
+        predictor.forward = flaky
         r = await client.post("/predict", files=upload(data))
         assert r.status_code == 500 and r.json()["error"]["code"] == "inference_failed"
         assert "device fell over" in r.json()["error"]["message"]
