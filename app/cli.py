@@ -29,7 +29,9 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
     )
     p.add_argument("--host", help="bind address (HEATPOSE_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (HEATPOSE_PORT, default 8000)")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (HEATPOSE_DEVICE)")
+    p.add_argument(
+        "--device", help="auto, cpu, cuda, cuda:N, a list cuda:0,cuda:1 or all (HEATPOSE_DEVICE)"
+    )
     p.add_argument(
         "--workers", type=int, help="server processes, each with its own batcher (HEATPOSE_WORKERS)"
     )

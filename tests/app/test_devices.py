@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import time
 
 import numpy as np
 import pytest
@@ -30,6 +31,14 @@ from app.settings import SettingsError, load_settings
 def test_device_lists_are_accepted(monkeypatch, value: str, normalised: str) -> None:
     monkeypatch.setenv("HEATPOSE_DEVICE", value)
     assert load_settings(_env_file=None).device == normalised
+
+
+@pytest.mark.parametrize(
+    ("value", "normalised"), [("auto", "auto"), ("NONE", "none"), ("8, 16,32", "8,16,32")]
+)
+def test_bucket_lists_are_accepted(monkeypatch, value: str, normalised: str) -> None:
+    monkeypatch.setenv("HEATPOSE_BATCH_BUCKETS", value)
+    assert load_settings(_env_file=None).batch_buckets == normalised
 
 
 @pytest.mark.parametrize(
@@ -198,3 +207,28 @@ async def test_cuda_workers_serve(serve_app, device: str) -> None:
         metrics = (await client.get("/metrics")).text
     assert all(a["status"] == 200 for a in answers)
     assert len(device_batches(metrics)) == len(service.predictors)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None:
+    from tests.app.test_detection import StandIn
+
+    class Slow(StandIn):
+        def detect(self, images, *args, **kw):  # type: ignore[no-untyped-def]
+            time.sleep(0.02)  # long enough for the requests to pile up behind one worker
+            return super().detect(images, *args, **kw)
+
+    det = Slow()
+    settings = {"device": "cpu,cpu", "detector_batch_size": 1, "torch_threads": 1}
+    async with serve_app(stand_in=det, **settings) as (client, _):
+        answers = await predict_all(client, 8)
+        metrics = (await client.get("/metrics")).text
+    assert all(a["status"] == 200 for a in answers)
+    assert all(len(a["body"]["images"][0]["persons"]) == 3 for a in answers)
+    found = re.findall(
+        r'^heatpose_detector_device_batch_size_count\{device="([^"]+)"\} (\S+)$', metrics, re.M
+    )
+    counts = {d: float(v) for d, v in found}
+    assert set(counts) == {"cpu/0", "cpu/1"} and min(counts.values()) >= 1
+    assert sum(counts.values()) == 8 and len(det.calls) == 1 + 8  # the warm-up: once
