@@ -1,18 +1,20 @@
 """``heatpose predict`` on a video: tracked, smoothed persons as JSON lines, an annotated MP4.
 
-Frames are read with OpenCV and go through the pipeline one at a time, as a stream's frames
-do: the detector runs every ``--det-interval`` frames (and whenever no track can be followed);
-in between each track is cropped from the box its previous keypoints span, enlarged 1.25x
-(:meth:`models.tracking.Tracker.next_boxes`).
-A :class:`~models.tracking.Tracker` gives every person a track id and, with ``--smoothing
-one_euro``, filters its keypoints causally by the frames' timestamps (``seq / fps``). With
-``--smoothing savgol`` the tracks are kept raw and each track's contiguous runs of frames are
-smoothed afterwards by the non-causal Savitzky-Golay filter of :mod:`models.smoothing`.
+Frames are read with OpenCV and go through the pipeline one at a time with the per-frame logic
+of a ``WS /v1/stream`` stream (:class:`models.video_tracking.VideoTracker`): the detector runs
+every ``--det-interval`` frames (and whenever no track can be followed); in between each track
+is cropped from the box its previous keypoints span, enlarged 1.25x. Every person gets a track
+id and, with ``--smoothing one_euro``, its keypoints are filtered causally by the frames'
+timestamps (``ts_ms = seq * 1000 / fps``). With ``--smoothing savgol`` the tracks are kept raw
+and each track's contiguous runs of frames are smoothed afterwards by the non-causal
+Savitzky-Golay filter of :mod:`models.smoothing`.
 
-``NAME.jsonl`` has one line per frame in the stream's message schema: ``seq``, ``ts_ms``,
-``width``, ``height``, ``persons: [{track_id, bbox, bbox_score, score, keypoints: [{name, x,
-y, score, visible}]}]`` (image px; ``bbox_score``: the track's box score at its last detection,
-null without a detector).
+``NAME.jsonl`` has one line per frame, the stream's answer message
+(:func:`app.stream_session.frame_message`) without the live-only ``latency_ms`` and
+``dropped``: ``seq``, ``ts_ms``, ``width``, ``height``, ``persons: [{track_id, bbox,
+bbox_score, score, keypoints: [{name, x, y, score, visible}]}]`` (image px; ``bbox_score``: the
+track's box score at its last detection, null without a detector). The same frames and options
+give the same lines as the stream's answers.
 ``NAME.overlay.mp4`` (``--overlay``) draws each track's box, ``#id`` and skeleton in its colour.
 """
 
@@ -25,7 +27,6 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -34,22 +35,12 @@ from tqdm import tqdm
 from app.overlay import PALETTE, draw_box, draw_skeleton
 from app.predict_args import UsageError
 from app.predict_images import pipeline_options
+from app.stream_session import frame_message
 from models.keypoints import KeypointSpec
-from models.persons import PersonBoxes, PersonResult
-from models.pipeline import PosePipeline, keypoint_visible
+from models.pipeline import PosePipeline
 from models.smoothing import OneEuroParams, savgol
-from models.tracking import Detection, Tracker
 from models.video_files import write_video
-
-
-@dataclass
-class FramePerson:
-    """One tracked person in one frame: its ``track_id`` and the pipeline's ``person`` (box,
-    ``box_score`` None unless detected in this frame), its keypoints ``(K, 2)`` image px
-    replaced by the smoothed ones."""
-
-    track_id: int
-    person: PersonResult
+from models.video_tracking import FramePerson, TrackingOptions, VideoTracker
 
 
 @dataclass(frozen=True)
@@ -93,53 +84,42 @@ def read_frames(path: Path) -> Iterator[np.ndarray]:
         cap.release()
 
 
+def tracking_options(args: argparse.Namespace) -> TrackingOptions:
+    """The flags as :class:`TrackingOptions` (``--smoothing savgol``: raw tracks, smoothed
+    afterwards by :func:`smooth_savgol`)."""
+    one_euro = OneEuroParams(args.min_cutoff, args.beta, args.d_cutoff)
+    return TrackingOptions(
+        det_interval=args.det_interval,
+        max_persons=args.max_persons,
+        kpt_thr=args.kpt_thr,
+        smoothing=one_euro if args.smoothing == "one_euro" else None,
+    )
+
+
+def frame_ts_ms(seq: int, fps: float) -> float:
+    """Frame ``seq``'s timestamp, ms from the start."""
+    return seq * 1000.0 / fps
+
+
 def track_frames(
     pipeline: PosePipeline,
     frames: Iterator[np.ndarray],
-    info: VideoInfo,
+    fps: float,
     args: argparse.Namespace,
     *,
     progress: tqdm | None = None,
 ) -> list[list[FramePerson]]:
-    """Every frame's tracked persons (see the module docstring)."""
-    one_euro = OneEuroParams(args.min_cutoff, args.beta, args.d_cutoff)
-    smoothing = one_euro if args.smoothing == "one_euro" else None
-    tracker = Tracker(kpt_thr=args.kpt_thr, smoothing=smoothing)
+    """Every frame's tracked persons (``frames``: ``(H, W, 3)`` uint8 RGB; see the module
+    docstring)."""
+    tracker = VideoTracker(tracking_options(args), has_detector=pipeline.detector is not None)
     options = pipeline_options(args)
     out: list[list[FramePerson]] = []
-    det_scores: dict[int, float | None] = {}  # each track's box score at its last detection
     for seq, frame in enumerate(frames):
-        follow = [] if seq % args.det_interval == 0 else tracker.next_boxes(info.size)
-        detecting = not follow  # also when no track can be followed, as the stream does
-        boxes = None if detecting else PersonBoxes(np.stack([b for _, b in follow]), None, "client")
-        people = pipeline([frame], [boxes], options)[0]
-        detections = [
-            Detection(
-                r.box,
-                float(np.mean(r.scores)) if r.box_score is None else r.box_score,
-                r.keypoints,
-                r.scores,
-            )
-            for r in people
-        ]
-        tracked = tracker.update(detections, seq / info.fps)
-        if detecting:
-            det_scores |= {t.track_id: r.box_score for t, r in zip(tracked, people, strict=True)}
-        live = {t.track_id for t in tracker.tracks}
-        det_scores = {k: v for k, v in det_scores.items() if k in live}
-        out.append(
-            [
-                FramePerson(
-                    t.track_id,
-                    replace(
-                        r,
-                        keypoints=np.asarray(t.keypoints),
-                        box_score=det_scores.get(t.track_id),
-                    ),
-                )
-                for t, r in zip(tracked, people, strict=True)
-            ]
-        )
+        h, w = frame.shape[:2]
+        plan = tracker.plan(w, h)
+        boxes = None if plan.boxes is None else [plan.boxes]
+        (found,) = pipeline([frame], boxes, replace(options, detect=plan.detect))
+        out.append(tracker.update(plan, found, timestamp_s=frame_ts_ms(seq, fps) / 1000.0))
         if progress is not None:
             progress.update(1)
     return out
@@ -162,47 +142,6 @@ def smooth_savgol(frames: list[list[FramePerson]], window: int, order: int) -> N
                 start = i
 
 
-def frame_message(
-    seq: int,
-    fps: float,
-    size: tuple[int, int],
-    persons: Sequence[FramePerson],
-    *,
-    names: Sequence[str],
-    kpt_thr: float,
-) -> dict[str, Any]:
-    """One frame in the stream's message schema (image px)."""
-    out = []
-    for tracked in persons:
-        p = tracked.person
-        visible = keypoint_visible(p.scores, kpt_thr)
-        out.append(
-            {
-                "track_id": tracked.track_id,
-                "bbox": [round(float(v), 2) for v in p.box],
-                "bbox_score": None if p.box_score is None else round(float(p.box_score), 4),
-                "score": round(float(np.mean(p.scores)), 4) if len(p.scores) else 0.0,
-                "keypoints": [
-                    {
-                        "name": n,
-                        "x": round(float(x), 2),
-                        "y": round(float(y), 2),
-                        "score": round(float(s), 4),
-                        "visible": bool(v),
-                    }
-                    for n, (x, y), s, v in zip(names, p.keypoints, p.scores, visible, strict=True)
-                ],
-            }
-        )
-    return {
-        "seq": seq,
-        "ts_ms": round(seq * 1000.0 / fps, 3),
-        "width": size[0],
-        "height": size[1],
-        "persons": out,
-    }
-
-
 def draw_tracks(
     frame: np.ndarray, persons: Sequence[FramePerson], spec: KeypointSpec, kpt_thr: float
 ) -> np.ndarray:
@@ -222,11 +161,18 @@ def run_video(pipeline: PosePipeline, path: Path, args: argparse.Namespace) -> N
     spec = pipeline.predictor.spec
     total = info.frames or None
     with tqdm(total=total, unit="frame", desc=path.name, file=sys.stderr) as bar:
-        frames = track_frames(pipeline, read_frames(path), info, args, progress=bar)
+        frames = track_frames(pipeline, read_frames(path), info.fps, args, progress=bar)
     if args.smoothing == "savgol":
         smooth_savgol(frames, args.savgol_window, args.savgol_order)
     lines = (
-        frame_message(seq, info.fps, info.size, persons, names=spec.names, kpt_thr=args.kpt_thr)
+        frame_message(
+            seq,
+            frame_ts_ms(seq, info.fps),
+            info.size,
+            persons,
+            names=spec.names,
+            kpt_thr=args.kpt_thr,
+        )
         for seq, persons in enumerate(frames)
     )
     out: Path = args.out

@@ -1,30 +1,30 @@
-"""One ``WS /v1/stream`` connection's state: its parameters, the frame slot, tracks and smoothing.
+"""One ``WS /v1/stream`` connection's parameters, its frame slot, and the answer message.
 
 - :class:`StreamParams`: the opening query parameters, validated (:func:`parse_stream_params`).
 - :class:`FrameSlot`: latest frame wins. One frame waits at most; a newer one replaces it and
   counts as dropped, so a client sending faster than the model never makes the server buffer.
-- :class:`StreamSession`: per processed frame, which person boxes to ask the pose model for
-  (every ``det_interval`` frames the whole image, in between each track's box from its last
-  keypoints, enlarged 1.25x: :meth:`models.tracking.Tracker.next_boxes`), then the tracker and
-  its One Euro filters, and the answer message. Boxes and keypoints are image px, ``(x, y)``.
+- :func:`frame_message`: one frame's tracked persons as the answer message; ``heatpose predict
+  VIDEO`` writes the same messages (its JSON lines).
 
-The route (:mod:`app.routes.stream`) owns the socket; nothing here does I/O.
+Which frames run the detector, tracking and smoothing are :class:`models.video_tracking.
+VideoTracker`'s, shared with the video files of ``heatpose predict``. The route
+(:mod:`app.routes.stream`) owns the socket; nothing here does I/O. Boxes and keypoints are
+image px, ``(x, y)``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from models.persons import PersonResult
 from models.pipeline import keypoint_visible
 from models.smoothing import OneEuroParams
-from models.tracking import Detection, Tracker
+from models.video_tracking import FramePerson, TrackingOptions
 
 _EURO = OneEuroParams()
 
@@ -49,6 +49,16 @@ class StreamParams(BaseModel):
         if self.smoothing == "none":
             return None
         return OneEuroParams(self.min_cutoff, self.beta, self.d_cutoff)
+
+    @property
+    def tracking(self) -> TrackingOptions:
+        """The per-frame logic's options (:class:`models.video_tracking.VideoTracker`)."""
+        return TrackingOptions(
+            det_interval=self.det_interval,
+            max_persons=self.max_persons,
+            kpt_thr=self.kpt_thr,
+            smoothing=self.one_euro,
+        )
 
 
 class StreamParamError(ValueError):
@@ -117,82 +127,41 @@ class FrameSlot:
             await self._ready.wait()
 
 
-@dataclass(frozen=True)
-class FramePlan:
-    """Where to look for persons in one frame: ``boxes (N, 4)`` image px of the tracks followed
-    (``track_ids`` in the same order), or ``None`` for a detector frame (the person detector,
-    or the whole image when the service has none)."""
+def frame_message(
+    seq: int,
+    ts_ms: float,
+    size: tuple[int, int],
+    persons: Sequence[FramePerson],
+    *,
+    names: Sequence[str],
+    kpt_thr: float,
+) -> dict[str, Any]:
+    """One frame's answer: ``{seq, ts_ms, width, height, persons: [{track_id, bbox,
+    bbox_score, score, keypoints: [{name, x, y, score, visible}]}]}`` (image px, keypoint
+    fields as in ``/predict``; ``size`` is ``(w, h)``). A stream adds ``latency_ms`` and
+    ``dropped``; a video file's JSON lines are these messages as they are."""
+    return {
+        "seq": seq,
+        "ts_ms": ts_ms,
+        "width": size[0],
+        "height": size[1],
+        "persons": [person_message(p, names=names, kpt_thr=kpt_thr) for p in persons],
+    }
 
-    boxes: np.ndarray | None
-    track_ids: tuple[int, ...]
 
-
-class StreamSession:
-    """Tracks and smoothing of one stream; :meth:`plan` then :meth:`answer` per frame."""
-
-    def __init__(
-        self, params: StreamParams, names: tuple[str, ...], *, has_detector: bool = False
-    ) -> None:
-        self.params, self.names, self.has_detector = params, names, has_detector
-        self.tracker = Tracker(kpt_thr=params.kpt_thr, smoothing=params.one_euro)
-        self.frames = 0  # processed frames
-        self.det_scores: dict[int, float | None] = {}  # each track's last detector box score
-
-    def plan(self, width: int, height: int) -> FramePlan:
-        """Detector frame every ``det_interval`` frames (with a detector) and whenever no track
-        can be followed; otherwise the tracks' boxes from their last keypoints (best
-        ``max_persons``). Without a detector the whole image is looked at only when no track
-        can be followed."""
-        following = []
-        if not self.has_detector or self.frames % self.params.det_interval != 0:
-            following = self.tracker.next_boxes(image_size=(width, height))
-        if not following:
-            return FramePlan(None, ())
-        scores = {t.track_id: t.score for t in self.tracker.tracks}
-        following.sort(key=lambda tb: -scores.get(tb[0], 0.0))
-        following = following[: self.params.max_persons]
-        return FramePlan(np.stack([b for _, b in following]), tuple(i for i, _ in following))
-
-    def answer(
-        self, plan: FramePlan, results: list[PersonResult], *, timestamp_s: float
-    ) -> list[dict[str, Any]]:
-        """Track the frame's persons, smooth their keypoints; the ``persons`` of the message."""
-        self.frames += 1
-        results = results[: self.params.max_persons]
-        dets = [
-            Detection(
-                box=r.box,
-                score=float(np.mean(r.scores)) if r.box_score is None else r.box_score,
-                keypoints=r.keypoints,
-                keypoint_scores=r.scores,
-            )
-            for r in results
-        ]
-        tracked = self.tracker.update(dets, timestamp_s)
-        out = []
-        for r, t in zip(results, tracked, strict=True):
-            if plan.boxes is None:  # a detector frame: the box's own score (None: whole image)
-                self.det_scores[t.track_id] = r.box_score
-            kps = r.keypoints if t.keypoints is None else t.keypoints
-            out.append(self._person(t.track_id, r, kps, self.det_scores.get(t.track_id)))
-        live = {t.track_id for t in self.tracker.tracks}
-        self.det_scores = {k: v for k, v in self.det_scores.items() if k in live}
-        return out
-
-    def _person(
-        self, track_id: int, r: PersonResult, kps: np.ndarray, bbox_score: float | None
-    ) -> dict[str, Any]:
-        visible = keypoint_visible(r.scores, self.params.kpt_thr).tolist()
-        keypoints = [
-            {"name": n, "x": float(x), "y": float(y), "score": float(s), "visible": v}
-            for n, (x, y), s, v in zip(
-                self.names, kps.tolist(), r.scores.tolist(), visible, strict=True
-            )
-        ]
-        return {
-            "track_id": track_id,
-            "bbox": [float(v) for v in r.box],
-            "bbox_score": bbox_score,
-            "score": float(np.mean(r.scores)) if len(r.scores) else 0.0,
-            "keypoints": keypoints,
-        }
+def person_message(p: FramePerson, *, names: Sequence[str], kpt_thr: float) -> dict[str, Any]:
+    """One tracked person of :func:`frame_message` (``visible``: score at least ``kpt_thr``)."""
+    r = p.person
+    visible = keypoint_visible(r.scores, kpt_thr).tolist()
+    points = zip(names, r.keypoints.tolist(), r.scores.tolist(), visible, strict=True)
+    keypoints = [
+        {"name": n, "x": float(x), "y": float(y), "score": float(s), "visible": v}
+        for n, (x, y), s, v in points
+    ]
+    return {
+        "track_id": p.track_id,
+        "bbox": [float(v) for v in r.box],
+        "bbox_score": None if r.box_score is None else float(r.box_score),
+        "score": float(np.mean(r.scores)) if len(r.scores) else 0.0,
+        "keypoints": keypoints,
+    }

@@ -12,8 +12,10 @@ Protocol (docs/streaming.md, "WS /v1/stream"):
   "seq"}}`` for a frame (or a text message) that could not be used; the stream goes on.
 
 Two tasks per connection: the receiver puts frames into a :class:`FrameSlot` (latest wins) and
-the worker decodes, infers (``PoseService.predict``: the batchers shared with ``/predict``),
-tracks and sends. The worker awaits each send, so at most one answer is in flight per stream.
+the worker decodes (holding the frame's pixels in the process-wide pixel budget of ``/predict``),
+infers (``PoseService.predict``: the batchers shared with ``/predict``), tracks and smooths
+(:class:`models.video_tracking.VideoTracker`, as ``heatpose predict VIDEO``) and sends. The
+worker awaits each send, so at most one answer is in flight per stream.
 """
 
 from __future__ import annotations
@@ -30,19 +32,22 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.admission import PixelBudget, PixelLease
 from app.auth import presented_key
 from app.batcher import NotServing
 from app.errors import DOMAIN_ERRORS, ApiError, http_error
-from app.intake import decode_image
+from app.intake import declared_pixels, decode_image
 from app.service import PoseService, PredictOptions
 from app.stream_session import (
     Frame,
     FrameSlot,
     StreamParamError,
-    StreamSession,
+    StreamParams,
+    frame_message,
     parse_stream_params,
 )
 from app.streams import StreamRegistry
+from models.video_tracking import VideoTracker
 
 router = APIRouter(tags=["inference"])
 
@@ -102,9 +107,7 @@ async def stream(ws: WebSocket) -> None:
         await ws.close(TRY_AGAIN_LATER, f"try again later: {registry.max_streams} streams open")
         return
     try:
-        has_detector = service.detector is not None
-        session = StreamSession(params, service.model.spec.names, has_detector=has_detector)
-        reason = await Connection(ws, service, registry, slot, session, options).run()
+        reason = await Connection(ws, service, registry, slot, params, options).run()
         if reason == "drain":
             await _close(ws, GOING_AWAY, "the server is shutting down")
         elif reason == "idle":
@@ -120,7 +123,7 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
 
 
 class Connection:
-    """The receiving and the working task of one admitted stream."""
+    """The receiving and the working task of one admitted stream (``options``: resolved)."""
 
     def __init__(
         self,
@@ -128,11 +131,13 @@ class Connection:
         service: PoseService,
         registry: StreamRegistry,
         slot: FrameSlot,
-        session: StreamSession,
+        params: StreamParams,
         options: PredictOptions,
     ) -> None:
-        self.ws, self.service, self.slot, self.session = ws, service, slot, session
+        self.ws, self.service, self.slot, self.params = ws, service, slot, params
         self.metrics, self.options = registry.metrics, options
+        self.budget: PixelBudget = ws.app.state.pixel_budget
+        self.tracker = VideoTracker(params.tracking, has_detector=service.detector is not None)
         self.send_lock = asyncio.Lock()
         self.received = 0
 
@@ -210,7 +215,13 @@ class Connection:
             self.metrics.latency.observe(time.monotonic() - frame.arrival)
 
     async def process(self, frame: Frame, dropped: int) -> dict[str, Any]:
-        """Decode (the limits of ``/predict``), infer, track and smooth one frame."""
+        """Decode (the limits of ``/predict``), infer, track and smooth one frame.
+
+        Its declared pixels are held in the process-wide pixel budget (:mod:`app.admission`)
+        from before decoding until its crops are made, as a ``/predict`` request's: a frame
+        that can never fit is refused (413 ``too_many_pixels``), one that finds no room by its
+        deadline (arrival + ``HEATPOSE_REQUEST_TIMEOUT_S``) times out (504 ``timeout``).
+        """
         s = self.service.settings
         name = f"frame {frame.seq}"
         if len(frame.data) > s.max_upload_bytes:
@@ -220,26 +231,29 @@ class Connection:
                 f"{name} has {len(frame.data):,} bytes; the limit is {s.max_upload_bytes:,} "
                 "(HEATPOSE_MAX_UPLOAD_BYTES)",
             )
-        image = await anyio.to_thread.run_sync(
-            decode_image, frame.data, name, s.max_image_pixels, limiter=self.service.decode_limiter
-        )
-        plan = self.session.plan(image.width, image.height)
         deadline = frame.arrival + s.request_timeout_s
-        if plan.boxes is None:  # a detector frame (the whole image without a detector)
-            boxes, options = None, replace(self.options, detect="auto")
-        else:  # the tracks' boxes, as a client's: not detected
-            boxes, options = [plan.boxes], replace(self.options, detect="false")
-        (results,) = await self.service.predict([image.pixels], boxes, options, deadline=deadline)
-        persons = self.session.answer(plan, results, timestamp_s=frame.ts_ms / 1000.0)
-        return {
-            "seq": frame.seq,
-            "ts_ms": frame.ts_ms,
-            "latency_ms": round((time.monotonic() - frame.arrival) * 1000.0, 2),
-            "dropped": dropped,
-            "width": image.width,
-            "height": image.height,
-            "persons": persons,
-        }
+        lease = PixelLease(self.budget, deadline)
+        try:
+            await lease.acquire(declared_pixels(frame.data))
+            image = await anyio.to_thread.run_sync(
+                decode_image,
+                frame.data,
+                name,
+                s.max_image_pixels,
+                limiter=self.service.decode_limiter,
+            )
+            plan = self.tracker.plan(image.width, image.height)
+            boxes = None if plan.boxes is None else [plan.boxes]
+            options = replace(self.options, detect=plan.detect)
+            (found,) = await self.service.predict([image.pixels], boxes, options, deadline=deadline)
+        finally:
+            await lease.release()
+        persons = self.tracker.update(plan, found, timestamp_s=frame.ts_ms / 1000.0)
+        size = (image.width, image.height)
+        names, kpt_thr = self.service.model.spec.names, self.params.kpt_thr
+        message = frame_message(frame.seq, frame.ts_ms, size, persons, names=names, kpt_thr=kpt_thr)
+        latency_ms = round((time.monotonic() - frame.arrival) * 1000.0, 2)
+        return {**message, "latency_ms": latency_ms, "dropped": dropped}
 
 
 def parse_control(text: str) -> dict[str, Any]:
