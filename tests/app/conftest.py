@@ -130,3 +130,28 @@ def server_process(app_checkpoint: Path):
                 proc.wait()
 
     return start
+
+
+@pytest.fixture
+def client(app_checkpoint: Path):
+    """``client(stand_in=None, **settings)``: a TestClient over a fresh app, lifespan running
+    (no person detector unless ``stand_in`` is one)."""
+    from typing import Any
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    opened: list[Any] = []
+
+    def make(stand_in: Any = None, **overrides: Any) -> Any:
+        defaults = {"checkpoint": str(app_checkpoint), "warmup": False, "detector": "none"}
+        s = Settings(_env_file=None, **{**defaults, **overrides})
+        c = TestClient(create_app(s, detector=stand_in))
+        opened.append(c.__enter__())
+        return opened[-1]
+
+    yield make
+    for c in opened:
+        c.__exit__(None, None, None)

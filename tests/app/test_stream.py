@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,29 +47,6 @@ def check_message(m: dict[str, Any], width: int, height: int) -> None:
         assert [k["name"] for k in p["keypoints"]] == list(COCO_KEYPOINTS.names)
         for k in p["keypoints"]:
             assert set(k) == KEYPOINT_FIELDS and isinstance(k["visible"], bool)
-
-
-@pytest.fixture
-def client(app_checkpoint: Path) -> Iterator[Any]:
-    """``client(stand_in=None, **settings)``: a TestClient over a fresh app, lifespan running
-    (no person detector unless ``stand_in`` is one)."""
-    from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from app.settings import Settings
-
-    opened: list[Any] = []
-
-    def make(stand_in: Any = None, **overrides: Any) -> Any:
-        defaults = {"checkpoint": str(app_checkpoint), "warmup": False, "detector": "none"}
-        s = Settings(_env_file=None, **{**defaults, **overrides})
-        c = TestClient(create_app(s, detector=stand_in))
-        opened.append(c.__enter__())
-        return opened[-1]
-
-    yield make
-    for c in opened:
-        c.__exit__(None, None, None)
 
 
 def closed_with(ws: Any) -> tuple[int, str]:

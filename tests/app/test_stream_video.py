@@ -20,7 +20,6 @@ from app.predict_cli import main
 from app.predict_video import probe, read_frames
 from models.video_files import write_video
 from tests.app.test_stream import TruthDetector, encode
-from tests.app.test_stream import client as client_fixture  # noqa: F401 (the fixture "client")
 from training.synthetic_video import make_video
 
 
