@@ -9,11 +9,26 @@ Side by side in one run, ResNet-50 (``--depth``) at 256x192 with random weights,
     latest frame wins on the server); per run the answered frames/s per stream and in total,
     p50/p99 of the server's ``latency_ms`` (frame arrival to answer) and the dropped share.
 
-The server runs without a person detector (``HEATPOSE_DETECTOR=none``: no detector weights
-can be fetched here, and random detector weights find nobody), so each frame is one crop of
-the whole image and ``det_interval`` changes nothing; ``--det-intervals 1 5`` runs both anyway.
+Person detector (``--detector``):
+
+- ``none`` (default): ``HEATPOSE_DETECTOR=none``, each frame is one crop of the whole image and
+  ``det_interval`` changes nothing;
+- ``frcnn-random``: torchvision's Faster R-CNN MobileNetV3-Large-FPN (``person-frcnn-mbv3``, the
+  CPU default) with random weights, written as a state-dict file (``HEATPOSE_DETECTOR=FILE``);
+  its person logit gets a +10 bias so every proposal is a confident person (as
+  ``bench_detection.py``), and the streams ask ``max_persons=1`` (one walker per frame) and
+  ``kpt_thr=0`` (the random pose model's keypoint scores are meaningless; with them every track
+  can be followed from its keypoints, as a trained model's confident keypoints allow). The
+  detector then runs on every ``det_interval``-th frame of each stream; its compute per image
+  is that of the real model (weights do not change FLOPs).
+
+Per run, from the server's ``/metrics`` (warm-up included): detector images and pose crops per
+answered frame, so ``det_interval``'s effect is visible (about 1 and 1/N with one walker; the
+frame each stream is on when its client leaves is inferred but not answered, which adds up to
+one frame per stream to the numerators: noticeable only in short runs).
 
     .venv/bin/python benchmarks/bench_stream.py [--depth 18] [--duration 10] [--streams 1 4 16]
+        [--detector frcnn-random]
 """
 
 from __future__ import annotations
@@ -43,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from bench_service import free_port, raw_model, start_server, stop_server  # noqa: E402
 
 from models.checkpoint import build_model, save  # noqa: E402
+from models.detector import build_torchvision_model  # noqa: E402
 from models.model_config import ModelConfig  # noqa: E402
 from training.synthetic_video import make_video  # noqa: E402
 
@@ -112,18 +128,45 @@ async def one_stream(
         await sender
 
 
-def wait_streams_closed(port: int, timeout: float = 120.0) -> None:
+COUNTERS = (
+    "heatpose_stream_frames_processed_total",
+    "heatpose_detector_batch_size_sum",
+    "heatpose_batch_size_sum",
+)
+
+
+def wait_streams_closed(port: int, timeout: float = 120.0) -> dict[str, float]:
     """Until the server's ``heatpose_streams_open`` is 0 (streams of the previous run finish
-    the frame they are on after their client left)."""
+    the frame they are on after their client left); then its :data:`COUNTERS` (answered
+    frames, detector images, pose crops so far; 0 if absent)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         c.request("GET", "/metrics")
         text = c.getresponse().read().decode()
         if re.search(r"^heatpose_streams_open 0\.0$", text, re.M):
-            return
+            found = {k: re.search(rf"^{k} ([0-9.e+-]+)$", text, re.M) for k in COUNTERS}
+            return {k: float(m.group(1)) if m else 0.0 for k, m in found.items()}
         time.sleep(0.5)
     raise RuntimeError("streams of the previous run are still open")
+
+
+def per_frame(before: dict[str, float], after: dict[str, float]) -> str:
+    """Detector images and pose crops per answered frame between two counter readings."""
+    d = {k: after[k] - before[k] for k in COUNTERS}
+    frames = max(d["heatpose_stream_frames_processed_total"], 1.0)
+    det = d["heatpose_detector_batch_size_sum"] / frames
+    crops = d["heatpose_batch_size_sum"] / frames
+    return f"{det:9.2f} {crops:11.2f}"
+
+
+def random_detector(path: Path) -> None:
+    """``person-frcnn-mbv3`` with random weights, person logit +10, as a state dict at ``path``."""
+    torch.manual_seed(0)
+    model = build_torchvision_model("person-frcnn-mbv3")
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] += 10.0  # every proposal a person
+    torch.save(model.state_dict(), path)
 
 
 async def run_streams(
@@ -135,9 +178,10 @@ async def run_streams(
     warmup: float,
     seconds: float,
     fps: float,
+    query: str = "",
 ) -> StreamLoad:
     load = StreamLoad(streams, seconds)
-    url = f"ws://127.0.0.1:{port}/v1/stream?det_interval={det_interval}&flip_test=false"
+    url = f"ws://127.0.0.1:{port}/v1/stream?det_interval={det_interval}&flip_test=false{query}"
     await asyncio.gather(
         *(one_stream(url, frames, load, warmup, seconds, fps) for _ in range(streams))
     )
@@ -155,6 +199,12 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=50, choices=[18, 34, 50, 101, 152])
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    ap.add_argument(
+        "--detector",
+        choices=("none", "frcnn-random"),
+        default="none",
+        help="person detector of the server (see the module docstring)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     print(
@@ -173,18 +223,28 @@ def main() -> None:
         best = max(raw.values())
         frames = video_jpegs()
         port = free_port()
-        proc = start_server(ckpt, port, args.max_batch, 5.0, args.threads)
+        settings, query, detector = {}, "", "HEATPOSE_DETECTOR=none"
+        if args.detector == "frcnn-random":
+            det_path = Path(tmp) / "frcnn-mbv3-random.pth"
+            random_detector(det_path)
+            settings, query = {"detector": str(det_path)}, "&max_persons=1&kpt_thr=0"
+            detector = "HEATPOSE_DETECTOR=person-frcnn-mbv3 random weights, person logit +10"
+        proc = start_server(ckpt, port, args.max_batch, 5.0, args.threads, **settings)
         try:
             print(
                 f"\n(b) WS /v1/stream, 640x480 JPEG at {args.fps:g} frames/s per stream, "
                 f"{args.duration:g} s measured after {args.warmup:g} s; "
-                f"HEATPOSE_MAX_BATCH_SIZE={args.max_batch}, HEATPOSE_DETECTOR=none"
+                f"HEATPOSE_MAX_BATCH_SIZE={args.max_batch}, {detector}; "
+                f"stream query flip_test=false{query}"
             )
+            print("det/frame, crops/frame: detector images and pose crops per answered frame")
             for det in args.det_intervals:
                 print(f"\ndet_interval {det}")
-                print("streams  fps/stream fps total  p50 ms   p99 ms  dropped")
+                print(
+                    "streams  fps/stream fps total  p50 ms   p99 ms  dropped det/frame crops/frame"
+                )
                 for n in args.streams:
-                    wait_streams_closed(port)
+                    before = wait_streams_closed(port)
                     load = asyncio.run(
                         run_streams(
                             port,
@@ -194,9 +254,12 @@ def main() -> None:
                             warmup=args.warmup,
                             seconds=args.duration,
                             fps=args.fps,
+                            query=query,
                         )
                     )
-                    print(load.row() + f"   ({load.answered / load.seconds / best:.2f}x raw best)")
+                    counts = per_frame(before, wait_streams_closed(port))
+                    ratio = load.answered / load.seconds / best
+                    print(f"{load.row()} {counts}   ({ratio:.2f}x raw best)", flush=True)
         finally:
             stop_server(proc)
     print(
