@@ -156,8 +156,13 @@ class Connection:
             await self.ws.send_text(json.dumps(message))
 
     async def error(self, code: str, message: str, seq: int | None) -> None:
+        """Send an error message; a client that has left (e.g. while its frame waited for
+        pixel budget) ends the stream."""
         self.metrics.frame_errors.labels(code).inc()
-        await self.send({"error": {"code": code, "message": message, "seq": seq}})
+        try:
+            await self.send({"error": {"code": code, "message": message, "seq": seq}})
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.slot.close("disconnect")
 
     async def receive(self) -> None:
         """Frames into the slot; a text message sets the next frame's ``seq`` / ``ts_ms``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -126,3 +127,31 @@ def test_a_frame_waits_for_room_and_times_out_at_its_deadline(server: Server) ->
     check_message(after, 64, 48)
     assert after["seq"] == 2
     assert server.budget.in_use == 0
+
+
+def test_a_client_that_leaves_while_its_frame_waits_ends_the_stream_cleanly(
+    server: Server,
+) -> None:
+    """The frame times out at its deadline, its error finds the socket closed: the stream ends
+    (no server error logged) and the frame's pixels are not kept."""
+    errors: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = errors.append  # type: ignore[method-assign]
+    log = logging.getLogger("uvicorn.error")
+    log.addHandler(handler)
+    held = TOTAL - 1000
+    try:
+        server.on_loop(server.budget.acquire(held, time.monotonic() + 30))
+        with connect(f"ws://127.0.0.1:{server.port}/v1/stream", max_size=None) as ws:
+            send(ws, 0, frame(64, 48))
+            time.sleep(0.5)  # the frame waits for room; the client leaves
+        streams = server.app.state.streams
+        deadline = time.monotonic() + TIMEOUT_S + 10
+        while streams.slots and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not streams.slots  # the stream ended after its frame's deadline
+        assert server.budget.in_use == held  # only the test's own pixels
+    finally:
+        server.on_loop(server.budget.release(held))
+        log.removeHandler(handler)
+    assert errors == []
