@@ -204,7 +204,7 @@ class PosePipeline:
         boxes: Sequence[np.ndarray | PersonBoxes | None] | None = None,
         options: PipelineOptions = PipelineOptions(),
     ) -> list[list[PersonResult]]:
-        """Every person of every image.
+        """Every person of every image: :meth:`person_boxes`, then :meth:`poses`.
 
         Args:
             images: ``(H, W, 3)`` uint8 RGB arrays.
@@ -216,8 +216,29 @@ class PosePipeline:
             Per image its persons (:class:`~models.persons.PersonResult`, keypoints image
             px), sorted by :func:`sort_persons`; an image with nobody in it -> ``[]``.
         """
+        return self.poses(images, self.person_boxes(images, boxes, options), options)
+
+    def poses(
+        self,
+        images: Sequence[np.ndarray],
+        persons: Sequence[PersonBoxes],
+        options: PipelineOptions = PipelineOptions(),
+    ) -> list[list[PersonResult]]:
+        """The poses of persons already found (:meth:`person_boxes`' output, e.g. batched
+        apart from the pose passes as evaluation and the service do): crops, pose passes of
+        at most ``max_batch_size`` crops, decoding. ``options.detect`` plays no part here.
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB arrays.
+            persons: per image its :class:`~models.persons.PersonBoxes` (image px).
+            options: flip test, decode mode, heatmaps (:class:`PipelineOptions`).
+
+        Returns:
+            As :meth:`__call__`: per image its persons, sorted by :func:`sort_persons`.
+        """
+        if len(persons) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(persons)} person box lists")
         pred = self.predictor
-        persons = self.person_boxes(images, boxes, options)
         crops = [pred.crop(im, p) for im, p in zip(images, persons, strict=True)]
         counts = [len(c) for c in crops]
         total = sum(counts)

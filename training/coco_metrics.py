@@ -53,9 +53,11 @@ class PosePrediction:
 
 
 def rescore(box_score: float, scores: np.ndarray, threshold: float = 0.2) -> float:
-    """Box score times the mean of the keypoint scores above ``threshold`` (0 mean if none)."""
+    """Box score times the mean of the keypoint scores above ``threshold`` (0 mean if none),
+    in double precision whatever the types (a Python float times a float32 mean would
+    otherwise round to float32)."""
     confident = scores[scores > threshold]
-    return float(box_score * (confident.mean() if len(confident) else 0.0))
+    return float(box_score) * (float(confident.mean()) if len(confident) else 0.0)
 
 
 def oks_nms(preds: list[PosePrediction], threshold: float, sigmas: np.ndarray) -> list[int]:

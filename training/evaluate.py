@@ -1,15 +1,16 @@
-"""COCO keypoint evaluation through the shared :class:`models.predictor.Predictor`.
+"""COCO keypoint evaluation through the shared pipeline (:class:`models.pipeline.PosePipeline`).
 
 ``heatpose eval --checkpoint X --data-path D [--split val2017] [--boxes gt|detector|det.json]
 [--detector NAME_OR_FILE]`` (flags in :mod:`training.evaluate_args`; ``--split`` may be left
-out when the data set has one split) crops every person box (ground truth by default, a COCO
-detection-results file with its scores, or the boxes of our person detector run over the split
-with the COCO protocol: score threshold 0, up to 100 an image), runs the predictor (flip test
-on by default), rescores (box score x mean keypoint
-score above 0.2), applies OKS-NMS (0.9), writes the COCO results JSON and prints pycocotools'
-AP table. With the detector, its detection results file is written too and the person box AP
-(pycocotools ``bbox``) is reported next to the keypoint AP. The trainer calls :func:`evaluate`
-with the same defaults.
+out when the data set has one split) runs every person through the pipeline ``heatpose
+predict`` and the service use: the ground-truth boxes (score 1, the default) or those of a
+COCO detection-results file (with its scores) go in as client boxes; with ``--boxes detector``
+the pipeline's person detector finds them with the COCO protocol (score threshold 0, NMS 0.5,
+up to 100 an image). The pose model crops and decodes them (flip test on by default), then
+each pose is rescored (box score x mean keypoint score above 0.2), OKS-NMS (0.9) applied, the
+COCO results JSON written and pycocotools' AP table printed. With the detector, its detection
+results file is written too and the person box AP (pycocotools ``bbox``) is reported next to
+the keypoint AP. The trainer calls :func:`evaluate` with the same defaults.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from models.checkpoint import CheckpointError, load
 from models.detector import COCO_PROTOCOL, PersonDetector, load_detector
+from models.persons import PersonBoxes, PersonResult
+from models.pipeline import Detector, PipelineOptions, PosePipeline
 from models.predictor import Predictor
 from models.zoo import ZooError
 from training.coco_metrics import (
@@ -90,53 +93,6 @@ def detection_boxes(
     return {k: (np.array(b, dtype=np.float64), np.array(s)) for k, (b, s) in out.items()}
 
 
-def detector_boxes(
-    detector: PersonDetector,
-    coco: Any,
-    image_dir: Path,
-    *,
-    score_thr: float = 0.0,
-    batch_size: int = 4,
-    workers: int = 0,
-) -> tuple[Boxes, list[dict]]:
-    """Run ``detector`` over every image of the split, ``batch_size`` images a call, with the
-    COCO protocol (:data:`models.detector.COCO_PROTOCOL`; ``score_thr`` 0 keeps every box).
-
-    Returns the boxes by image id and the COCO detection results (``image_id``,
-    ``category_id`` 1, ``bbox`` xywh image px, ``score``). Only :meth:`detect` is called.
-    """
-    ids = sorted(coco.imgs)
-    loader = DataLoader(
-        _Images(coco, image_dir, ids), batch_size=None, num_workers=workers, collate_fn=_as_is
-    )
-    protocol = {**COCO_PROTOCOL, "score_thr": score_thr}
-    boxes: Boxes = {}
-    results: list[dict] = []
-    batch: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> None:
-        found = detector.detect([image for _, image in batch], **protocol)
-        for (image_id, _), det in zip(batch, found, strict=True):
-            if len(det.scores):
-                boxes[image_id] = (det.boxes.astype(np.float64), det.scores.astype(np.float64))
-            for (x1, y1, x2, y2), score in zip(
-                det.boxes.tolist(), det.scores.tolist(), strict=True
-            ):
-                xywh = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
-                results.append(
-                    {"image_id": image_id, "category_id": 1, "bbox": xywh, "score": score}
-                )
-        batch.clear()
-
-    for item in loader:
-        batch.append(item)
-        if len(batch) >= max(batch_size, 1):
-            flush()
-    if batch:
-        flush()
-    return boxes, results
-
-
 class _Images(Dataset):
     """Decoded RGB images ``(H, W, 3)`` uint8 of the given ids (for loader workers)."""
 
@@ -155,44 +111,114 @@ def _as_is(item: Any) -> Any:
     return item
 
 
-def predict_boxes(
-    predictor: Predictor,
+def coco_options(score_thr: float = 0.0) -> PipelineOptions:
+    """The pipeline options of COCO evaluation with the detector: every image detected with
+    :data:`models.detector.COCO_PROTOCOL` (``score_thr`` 0 keeps every box); OKS-NMS follows."""
+    return PipelineOptions(
+        detect="true",
+        bbox_thr=score_thr,
+        nms_thr=float(COCO_PROTOCOL["nms_thr"]),
+        max_persons=int(COCO_PROTOCOL["max_persons"]),
+        kpt_thr=0.0,
+    )
+
+
+def predict_split(
+    pipeline: PosePipeline,
     coco: Any,
     image_dir: Path,
-    boxes: Boxes,
+    boxes: Boxes | None,
     *,
+    options: PipelineOptions,
     batch_size: int = 64,
+    det_batch_size: int = 4,
     workers: int = 0,
-) -> list[PosePrediction]:
-    """Run ``predictor`` on every box: crops on the CPU, ``batch_size`` crops a forward pass."""
-    ids = sorted(boxes)
+) -> dict[int, list[PersonResult]]:
+    """Every person of the split through ``pipeline``: :meth:`PosePipeline.person_boxes`
+    ``det_batch_size`` images a call, then :meth:`PosePipeline.poses` on the persons of
+    consecutive images once they make ``batch_size`` crops (an image's persons stay in one pass).
+
+    Args:
+        boxes: per image id the persons' boxes and box scores, given to the pipeline as client
+            boxes (``PersonBoxes`` with those scores; images without any are skipped); ``None``:
+            every image of the split goes to the pipeline's detector (``options.detect`` true).
+        options: see :class:`models.pipeline.PipelineOptions` (:func:`coco_options` with a
+            detector).
+
+    Returns:
+        Per image id its persons as the pipeline orders them (keypoints image px).
+    """
+    ids = sorted(coco.imgs) if boxes is None else sorted(boxes)
     loader = DataLoader(
         _Images(coco, image_dir, ids), batch_size=None, num_workers=workers, collate_fn=_as_is
     )
-    preds: list[PosePrediction] = []
-    pending: list[tuple[int, Any, np.ndarray]] = []
+    out: dict[int, list[PersonResult]] = {}
+    chunk: list[tuple[int, np.ndarray]] = []
+    pending: list[tuple[int, np.ndarray, PersonBoxes]] = []
 
-    def flush() -> None:
-        crops = np.concatenate([c.images for _, c, _ in pending])
-        centers = np.concatenate([c.centers for _, c, _ in pending])
-        scales = np.concatenate([c.scales for _, c, _ in pending])
-        kps, scores = predictor.decode(predictor.heatmaps(crops), centers, scales)
-        i = 0
-        for image_id, c, box_scores in pending:
-            for j in range(len(c.images)):
-                area = float(c.scales[j, 0] * c.scales[j, 1])
-                preds.append(PosePrediction(image_id, kps[i], scores[i], area, box_scores[j]))
-                i += 1
+    def poses() -> None:
+        images, persons = [im for _, im, _ in pending], [p for _, _, p in pending]
+        found = pipeline.poses(images, persons, options)
+        out.update(zip([i for i, _, _ in pending], found, strict=True))
         pending.clear()
 
-    for image_id, image in loader:
-        b, s = boxes[image_id]
-        pending.append((image_id, predictor.crop(image, b), s))
-        if sum(len(c.images) for _, c, _ in pending) >= batch_size:
-            flush()
+    def locate() -> None:
+        images = [im for _, im in chunk]
+        given = None if boxes is None else [_client(*boxes[i]) for i, _ in chunk]
+        for (image_id, image), persons in zip(
+            chunk, pipeline.person_boxes(images, given, options), strict=True
+        ):
+            pending.append((image_id, image, persons))
+            if sum(len(p) for _, _, p in pending) >= batch_size:
+                poses()
+        chunk.clear()
+
+    for item in loader:
+        chunk.append(item)
+        if len(chunk) >= max(det_batch_size, 1):
+            locate()
+    if chunk:
+        locate()
     if pending:
-        flush()
-    return preds
+        poses()
+    return out
+
+
+def _client(boxes: np.ndarray, scores: np.ndarray) -> PersonBoxes:
+    """Boxes given to the pipeline with their scores (the rescoring's box scores)."""
+    return PersonBoxes(np.asarray(boxes, np.float64).reshape(-1, 4), scores, "client")
+
+
+def pose_predictions(persons: dict[int, list[PersonResult]]) -> list[PosePrediction]:
+    """The pipeline's persons for COCO's rescoring and OKS-NMS: the crop region's ``w * h`` as
+    the area, the box score (1 for boxes without one)."""
+    return [
+        PosePrediction(
+            image_id,
+            r.keypoints,
+            r.scores,
+            float(r.scale[0] * r.scale[1]),
+            1.0 if r.box_score is None else r.box_score,
+        )
+        for image_id in sorted(persons)
+        for r in persons[image_id]
+    ]
+
+
+def detection_results(persons: dict[int, list[PersonResult]]) -> list[dict]:
+    """The detector's boxes behind the persons as COCO detection results (``image_id``,
+    ``category_id`` 1, ``bbox`` xywh image px rounded to 0.01, ``score``), best first per image."""
+    results = []
+    for image_id in sorted(persons):
+        for r in persons[image_id]:
+            if r.box_source != "detector":
+                continue
+            x1, y1, x2, y2 = (float(v) for v in r.box)
+            xywh = [round(v, 2) for v in (x1, y1, x2 - x1, y2 - y1)]
+            results.append(
+                {"image_id": image_id, "category_id": 1, "bbox": xywh, "score": r.box_score}
+            )
+    return results
 
 
 def evaluate(
@@ -206,16 +232,19 @@ def evaluate(
     workers: int = 0,
     nms_threshold: float | None = 0.9,
     verbose: bool = False,
-    detector: PersonDetector | None = None,
+    detector: Detector | None = None,
     detections_path: str | Path | None = None,
     det_score_thr: float = 0.0,
     det_batch_size: int = 4,
 ) -> dict[str, float]:
     """COCO keypoint AP/AR of ``predictor`` on ``DATA``'s ``split`` (see the module doc).
 
-    With ``detector`` (anything with :meth:`PersonDetector.detect`) its boxes are used instead
-    of ``boxes_file``/ground truth, written to ``detections_path`` if given, and the person
-    box stats are added as ``box_<name>`` (:data:`BOX_STAT_NAMES`).
+    Persons go through :class:`models.pipeline.PosePipeline` (:func:`predict_split`), as in
+    ``heatpose predict`` and the service. With ``detector`` (anything with
+    :meth:`PersonDetector.detect`) the pipeline detects every image with :func:`coco_options`
+    instead of taking ``boxes_file``/ground-truth boxes; the detections are written to
+    ``detections_path`` if given, and the person box stats are added as ``box_<name>``
+    (:data:`BOX_STAT_NAMES`).
     """
     coco = load_coco(data_path, split)
     image_dir = Path(data_path) / split
@@ -226,20 +255,34 @@ def evaluate(
             f"{annotation_path(data_path, split)} has no category with the model's "
             f"{predictor.spec.num_keypoints} keypoints ({', '.join(predictor.spec.names[:4])}, ...)"
         )
-    box_stats: dict[str, float] = {}
+    pipeline = PosePipeline(predictor, detector, detector_batch_size=det_batch_size)
+    boxes: Boxes | None = None
+    options = PipelineOptions(detect="false", kpt_thr=0.0)  # the boxes are given
     if detector is not None:  # a person detector: the person category's boxes
-        options = {"score_thr": det_score_thr, "batch_size": det_batch_size, "workers": workers}
-        boxes, detections = detector_boxes(detector, coco, image_dir, **options)
-        if detections_path is not None:
-            write_results(detections_path, detections)
-        box = coco_box_eval(coco, detections, verbose=verbose)
-        box_stats = {f"box_{k}": v for k, v in box.items()}
+        options = coco_options(det_score_thr)
     elif boxes_file is None:
         boxes = ground_truth_boxes(coco, image_dir, category)
     else:
         boxes = detection_boxes(boxes_file, coco, category_id=category)
+    persons = predict_split(
+        pipeline,
+        coco,
+        image_dir,
+        boxes,
+        options=options,
+        batch_size=batch_size,
+        det_batch_size=det_batch_size,
+        workers=workers,
+    )
+    box_stats: dict[str, float] = {}
+    if detector is not None:
+        detections = detection_results(persons)
+        if detections_path is not None:
+            write_results(detections_path, detections)
+        box = coco_box_eval(coco, detections, verbose=verbose)
+        box_stats = {f"box_{k}": v for k, v in box.items()}
     sigmas = np.asarray(predictor.spec.sigmas)
-    preds = predict_boxes(predictor, coco, image_dir, boxes, batch_size=batch_size, workers=workers)
+    preds = pose_predictions(persons)
     results = to_coco_results(postprocess(preds, sigmas, nms_threshold), category)
     if results_path is not None:
         write_results(results_path, results)

@@ -107,6 +107,28 @@ def test_client_boxes_auto_true_false_and_no_detector() -> None:
         bare([image], None, PipelineOptions(detect="true"))
 
 
+def test_poses_of_persons_found_apart_are_the_whole_calls() -> None:
+    """person_boxes then poses (how evaluation batches the two stages apart) gives what one
+    call gives; poses detects nothing itself, and sorts by box score."""
+    image = _scene(SPOTS, (255, 0, 0))
+    det = StandInDetector(BOXES, SCORES)
+    pipe, net = _pipeline(det)
+    options = PipelineOptions(bbox_thr=0.0)
+    persons = pipe.person_boxes([image], None, options)
+    assert [p.source for p in persons] == ["detector"] and len(det.calls) == 1
+    reversed_boxes = PersonBoxes(persons[0].boxes[::-1], persons[0].scores[::-1], "detector")
+    (apart,) = pipe.poses([image], [reversed_boxes], options)
+    assert len(det.calls) == 1 and net.calls == 1
+    (whole,) = pipe([image], None, options)
+    best_first = sorted(SCORES.tolist(), reverse=True)
+    assert [p.box_score for p in apart] == [p.box_score for p in whole] == best_first
+    for a, w in zip(apart, whole, strict=True):
+        np.testing.assert_allclose(a.keypoints, w.keypoints, atol=1e-4)
+        assert a.box_source == w.box_source == "detector"
+    with pytest.raises(ValueError, match="2 images but 1 person box lists"):
+        pipe.poses([image, image], persons, options)
+
+
 def test_nobody_and_too_many_people() -> None:
     image = _scene(SPOTS, (255, 0, 0))
     pipe, net = _pipeline(StandInDetector(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))

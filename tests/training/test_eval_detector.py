@@ -19,11 +19,13 @@ from models.checkpoint import load, save
 from models.detector import Detections
 from models.model_config import ModelConfig
 from models.network import PoseResNet
+from models.persons import PersonBoxes
+from models.pipeline import PipelineOptions, PosePipeline
 from models.predictor import Predictor
 from training import evaluate as evaluate_module
 from training import synthetic
 from training.data import load_coco, read_image
-from training.evaluate import evaluate
+from training.evaluate import detection_boxes, evaluate
 
 
 class GroundTruthDetector:
@@ -139,3 +141,82 @@ def test_cli_boxes_errors_are_one_line(data: Path, tmp_path: Path, capsys, monke
         assert status == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1
+
+
+def _images(data: Path, split: str) -> tuple[list[int], list[np.ndarray]]:
+    """The split's image ids (sorted) and RGB images, decoded here."""
+    coco = load_coco(data, split)
+    ids = sorted(coco.imgs)
+    files = [data / split / coco.imgs[i]["file_name"] for i in ids]
+    return ids, [cv2.cvtColor(read_image(f), cv2.COLOR_BGR2RGB) for f in files]
+
+
+@pytest.mark.parametrize("boxes", ["detector", "file"])
+def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
+    data: Path, predictor: Predictor, tmp_path: Path, boxes: str
+) -> None:
+    """Evaluation's persons are PosePipeline's: the same keypoints per image, in the same order
+    (by box score), as one direct pipeline call on all images decoded here, whatever the
+    evaluation's batching (3 images a detector pass, passes of >= 5 crops)."""
+    detector = GroundTruthDetector(data, "val", noise=0.06, seed=1)
+    ids, images = _images(data, "val")
+    coco = load_coco(data, "val")
+    pipe = PosePipeline(predictor, detector)
+    if boxes == "detector":  # the COCO protocol, written out here
+        opts = PipelineOptions(detect="true", bbox_thr=0.0, nms_thr=0.5, max_persons=100)
+        direct = pipe(images, None, opts)
+        given, options = None, evaluate_module.coco_options()
+        kw: dict = {"detector": detector, "det_batch_size": 3}
+    else:  # a detection file: scores not in order, boxes clipped to their images
+        rng = np.random.default_rng(3)
+        file_boxes, dets = [], []
+        for image_id, image in zip(ids, images, strict=True):
+            b, _ = detector.by_image[_key(image)]
+            height, width = image.shape[:2]
+            b = np.clip(b.round(2), 0, [width, height, width, height])
+            s = rng.uniform(0.1, 1.0, len(b))
+            file_boxes.append(PersonBoxes(b, s, "client"))
+            for row, score in zip(b.tolist(), s.tolist(), strict=True):
+                xywh = [*row[:2], row[2] - row[0], row[3] - row[1]]
+                dets.append({"image_id": image_id, "category_id": 1, "bbox": xywh, "score": score})
+        direct = pipe(images, file_boxes, PipelineOptions(detect="false"))
+        path = tmp_path / "dets.json"
+        path.write_text(json.dumps(dets))
+        given = detection_boxes(path, coco)
+        options, kw = PipelineOptions(detect="false"), {"boxes_file": path}
+    assert sum(map(len, direct)) > len(images)  # several people an image
+
+    # the evaluation's persons, unrounded: within 1e-4 px, same boxes and provenance
+    found = evaluate_module.predict_split(
+        PosePipeline(predictor, detector if boxes == "detector" else None),
+        coco,
+        data / "val",
+        given,
+        options=options,
+        batch_size=5,
+        det_batch_size=3,
+    )
+    assert sorted(found) == ids
+    for image_id, people in zip(ids, direct, strict=True):
+        got = found[image_id]
+        assert [p.box_source for p in got] == [p.box_source for p in people]
+        assert [p.box_score for p in got] == pytest.approx([p.box_score for p in people])
+        for g, p in zip(got, people, strict=True):
+            np.testing.assert_allclose(g.box, p.box, atol=1e-6)
+            np.testing.assert_allclose(g.keypoints, p.keypoints, atol=1e-4)
+            np.testing.assert_allclose(g.scores, p.scores, atol=1e-5)
+
+    # the COCO results of evaluate(): per image the same keypoints in the same order (the
+    # file rounds them to 0.001 px), scored box score x mean keypoint score above 0.2
+    out = tmp_path / "kps.json"
+    evaluate(predictor, data, "val", results_path=out, batch_size=5, nms_threshold=None, **kw)
+    results = json.loads(out.read_text())
+    for image_id, people in zip(ids, direct, strict=True):
+        rows = [r for r in results if r["image_id"] == image_id]
+        assert len(rows) == len(people)
+        for r, p in zip(rows, people, strict=True):
+            kps = np.array(r["keypoints"]).reshape(-1, 3)
+            np.testing.assert_allclose(kps[:, :2], p.keypoints, atol=6e-4)
+            confident = p.scores[p.scores > 0.2]
+            mean = confident.mean() if len(confident) else 0.0
+            assert r["score"] == pytest.approx(p.box_score * mean, abs=1e-6)
