@@ -217,7 +217,8 @@ class PersonDetector:
 
         Args:
             images: ``(H, W, 3)`` uint8 RGB arrays, sizes may differ (torchvision's transform
-                resizes and pads them into one batch).
+                resizes and pads them into one batch); read-only arrays are fine (never
+                written).
             score_thr: keep boxes whose person score is ``>= score_thr``.
             nms_thr: IoU above which a lower-scored person box is suppressed.
             max_persons: at most this many boxes an image.
@@ -228,8 +229,13 @@ class PersonDetector:
         """
         if not images:
             return []
+        # torch.from_numpy shares the memory of writable C-contiguous images (no copy); a
+        # read-only one (the service's intake images) is copied once, uint8, for torch never
+        # to hold a tensor over memory it may not write (it warns otherwise).
         tensors = [
-            torch.from_numpy(np.ascontiguousarray(im)).to(self.device).permute(2, 0, 1)
+            torch.from_numpy(np.require(im, requirements=["C", "W"]))
+            .to(self.device)
+            .permute(2, 0, 1)
             for im in images
         ]
         inputs = [t.float().div_(255.0) for t in tensors]

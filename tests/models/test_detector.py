@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,38 @@ def test_thresholds_mean_what_they_say() -> None:
     assert detector.detect(image, score_thr=1.01)[0].boxes.shape == (0, 4)
     assert detector.detect([]) == []
     assert COCO_PROTOCOL["score_thr"] == 0.0
+
+
+def test_read_only_images_detect_the_same_without_warnings(monkeypatch) -> None:
+    """The service's intake images are read-only: detect takes them without torch's "not
+    writable" warning (an error here; torch warns once a process, so every array handed to
+    torch.from_numpy is checked too), leaves them untouched and finds the same boxes."""
+    given: list[bool] = []
+    from_numpy = torch.from_numpy
+
+    def recording(array: np.ndarray) -> torch.Tensor:
+        given.append(array.flags.writeable)
+        return from_numpy(array)
+
+    monkeypatch.setattr(torch, "from_numpy", recording)
+    arch = "person-frcnn-mbv3"
+    detector = _detector(arch, published_state(arch, seed=1), "cpu")
+    batch = images()[:2]
+    frozen = [im.copy() for im in batch]
+    for im in frozen:
+        im.flags.writeable = False
+    mirrored = batch[0][:, ::-1]  # a view that is not C-contiguous
+    expected = detector.detect([*batch, mirrored.copy()], score_thr=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = detector.detect([*frozen, mirrored], score_thr=0.0)
+    assert len(expected[0].scores) > 0 and given and all(given)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    for im, original in zip(frozen, batch, strict=True):
+        assert not im.flags.writeable
+        np.testing.assert_array_equal(im, original)
 
 
 def _detector(arch: str, state: dict[str, torch.Tensor], device: str) -> PersonDetector:
