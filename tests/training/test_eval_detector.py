@@ -25,6 +25,7 @@ from models.predictor import Predictor
 from training import evaluate as evaluate_module
 from training import synthetic
 from training.data import load_coco, read_image
+from training.eval_pipeline import coco_options, predict_split
 from training.evaluate import detection_boxes, evaluate
 
 
@@ -165,7 +166,7 @@ def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
     if boxes == "detector":  # the COCO protocol, written out here
         opts = PipelineOptions(detect="true", bbox_thr=0.0, nms_thr=0.5, max_persons=100)
         direct = pipe(images, None, opts)
-        given, options = None, evaluate_module.coco_options()
+        given, options = None, coco_options()
         kw: dict = {"detector": detector, "det_batch_size": 3}
     else:  # a detection file: scores not in order, boxes clipped to their images
         rng = np.random.default_rng(3)
@@ -187,7 +188,7 @@ def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
     assert sum(map(len, direct)) > len(images)  # several people an image
 
     # the evaluation's persons, unrounded: within 1e-4 px, same boxes and provenance
-    found = evaluate_module.predict_split(
+    found = predict_split(
         PosePipeline(predictor, detector if boxes == "detector" else None),
         coco,
         data / "val",
