@@ -2,8 +2,9 @@
 
 A decoded image costs ``3 x width x height`` bytes and more while it is cropped or rendered, so
 the per-image pixel limit alone bounds neither a request (16 images) nor the process (many
-requests). :class:`PixelBudget` holds two budgets, counted in declared pixels (read from the
-image headers before anything is decoded):
+requests). :class:`PixelBudget` holds two budgets, counted in the pixels the images decode to
+(read from the image headers before anything is decoded; a large JPEG decoded at reduced scale,
+``HEATPOSE_DECODE_MAX_SIDE``, counts its reduced size):
 
 - per request (``HEATPOSE_MAX_REQUEST_PIXELS``, default 2 x ``HEATPOSE_MAX_IMAGE_PIXELS``): a
   request over it can never be served: 413 ``too_many_pixels`` naming the limit;
@@ -23,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from dataclasses import replace
 
-import cv2
 import numpy as np
 
 from app.batcher import DeadlineExceeded
 from app.errors import ApiError
+from app.overlay import resize_with
 from models.persons import PersonResult
 
 
@@ -52,7 +52,7 @@ class PixelBudget:
                 raise ApiError(
                     413,
                     "too_many_pixels",
-                    f"the images of this request declare {pixels:,} pixels in all; at most "
+                    f"the images of this request decode to {pixels:,} pixels in all; at most "
                     f"{limit:,} are decoded for one request ({var}): send fewer or smaller images",
                 )
 
@@ -112,7 +112,7 @@ def fit_for_render(
     image: np.ndarray, people: list[PersonResult], max_pixels: int
 ) -> tuple[np.ndarray, list[PersonResult]]:
     """``image (H, W, 3)`` shrunk to at most ``max_pixels`` (area interpolation) and ``people``
-    mapped into it: keypoints, box, centre and region size times ``(sx, sy) = (w/W, h/H)``.
+    mapped into it (:func:`app.overlay.resize_with`).
 
     Images within the bound come back unchanged (the same objects).
     """
@@ -120,17 +120,4 @@ def fit_for_render(
     if width * height <= max_pixels:
         return image, people
     f = math.sqrt(max_pixels / (width * height))
-    w, h = max(1, int(width * f)), max(1, int(height * f))
-    k = np.array([w / width, h / height])
-    small = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    scaled = [
-        replace(
-            r,
-            keypoints=(r.keypoints * k).astype(r.keypoints.dtype),
-            box=r.box * np.tile(k, 2),
-            center=r.center * k,
-            scale=r.scale * k,
-        )
-        for r in people
-    ]
-    return small, scaled
+    return resize_with(image, people, (max(1, int(width * f)), max(1, int(height * f))))

@@ -10,6 +10,8 @@ Order of checks, cheapest first, so nothing is decoded that would be refused any
 4. a JPEG too short for the pixels it declares (400; the rule is in ``_check_jpeg_holds``),
 5. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
    set), EXIF orientation applied, then greyscale / palette / alpha / 16-bit -> RGB uint8.
+   A JPEG longer than ``max_side`` is decoded at reduced scale (1/2, 1/4 or 1/8 per axis,
+   :mod:`app.reduction`); the result records the factor and the original size.
 
 Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.boxes`.
 """
@@ -26,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
+from app.reduction import Reduction, jpeg_reduction, reduced_size
 
 log = logging.getLogger("heatpose.app")
 
@@ -51,24 +54,32 @@ class DecodedImage:
     """One decoded upload.
 
     Attributes:
-        pixels: ``(h, w, 3)`` uint8 RGB, EXIF orientation applied (the image as displayed).
+        pixels: ``(h, w, 3)`` uint8 RGB, EXIF orientation applied (the image as displayed), at
+            1/``reduction.factor`` of the original's size per axis.
         filename: the client's file name ("" when none was given).
         format: the container format (JPEG, PNG, WEBP or BMP).
+        reduction: how ``pixels`` relate to the original image (``None``: decoded at full size).
     """
 
     pixels: np.ndarray
     filename: str
     format: str
+    reduction: Reduction | None = None
+
+    @property
+    def scale(self) -> Reduction:
+        """The map between ``pixels`` and the original image (factor 1 at full size)."""
+        return self.reduction or Reduction.none(self.pixels)
 
     @property
     def width(self) -> int:
-        """Width in pixels of the oriented image."""
-        return int(self.pixels.shape[1])
+        """Width in pixels of the oriented original image."""
+        return self.scale.size[0]
 
     @property
     def height(self) -> int:
-        """Height in pixels of the oriented image."""
-        return int(self.pixels.shape[0])
+        """Height in pixels of the oriented original image."""
+        return self.scale.size[1]
 
 
 def check_content_type(content_type: str | None, filename: str) -> None:
@@ -83,29 +94,35 @@ def check_content_type(content_type: str | None, filename: str) -> None:
         )
 
 
-def declared_pixels(data: bytes) -> int:
-    """``width * height`` from the image header (nothing decoded); 0 when unreadable (the full
-    check, :func:`decode_image`, then refuses the file)."""
+def pixels_to_decode(data: bytes, max_side: int = 0) -> int:
+    """How many pixels :func:`decode_image` will decode, from the image header (nothing
+    decoded): ``width * height``, reduced as a JPEG over ``max_side`` is; 0 when unreadable
+    (the full check, :func:`decode_image`, then refuses the file)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
+                size, fmt = img.size, (img.format or "").upper()
         except Exception:  # any unreadable header: decode_image says what is wrong
             return 0
-    return max(0, w) * max(0, h)
+    if min(size) <= 0:
+        return 0
+    w, h = reduced_size(size, jpeg_reduction(size, max_side)) if fmt == "JPEG" else size
+    return w * h
 
 
-def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
+def decode_image(data: bytes, filename: str, max_pixels: int, *, max_side: int = 0) -> DecodedImage:
     """Decode and validate one upload (see the module docstring for the order of checks).
 
     Args:
         data: the uploaded bytes.
         filename: for messages and the response.
         max_pixels: the largest ``width * height`` accepted, read from the header.
+        max_side: a JPEG whose longer side exceeds it is decoded at reduced scale
+            (:func:`app.reduction.jpeg_reduction`); 0 = always at full size.
 
     Returns:
-        The oriented RGB image.
+        The oriented RGB image, and its reduction when it was decoded at reduced scale.
 
     Raises:
         ApiError: 400 (empty, not an image, truncated, corrupt), 413 (too many pixels),
@@ -142,8 +159,10 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
             raise _too_many_pixels(filename, (w, h), max_pixels)
         if fmt == "PNG":
             _verify_png(data, filename)
+        factor = 1
         if fmt == "JPEG":
             _check_jpeg_holds(data, (w, h), filename)
+            factor = _draft(img, max_side)
         try:
             img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
         except _DECODE_ERRORS as e:
@@ -152,8 +171,25 @@ def decode_image(data: bytes, filename: str, max_pixels: int) -> DecodedImage:
             ) from e
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global; refuse to trust the decode
         log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated uploads may pass")
-    oriented = _orient(img, filename)
-    return DecodedImage(pixels=to_rgb_uint8(oriented), filename=filename, format=fmt)
+    oriented, transposed = _orient(img, filename)
+    pixels = to_rgb_uint8(oriented)
+    if factor == 1:
+        return DecodedImage(pixels=pixels, filename=filename, format=fmt)
+    size = (h, w) if transposed else (w, h)
+    return DecodedImage(pixels, filename, fmt, Reduction(factor, size))
+
+
+def _draft(img: Image.Image, max_side: int) -> int:
+    """Configure a JPEG to decode at 1/factor (:func:`~app.reduction.jpeg_reduction`) before
+    its pixels are read; returns the factor granted (1 when Pillow declines)."""
+    w, h = img.size
+    factor = jpeg_reduction((w, h), max_side)
+    if factor == 1:
+        return 1
+    granted = img.draft(img.mode, (max(1, w // factor), max(1, h // factor)))
+    if granted is None:
+        return 1
+    return round(w / granted[1][2])
 
 
 def _too_many_pixels(filename: str, size: tuple[int, int] | None, max_pixels: int) -> ApiError:
@@ -217,19 +253,21 @@ def _verify_png(data: bytes, filename: str) -> None:
         raise ApiError(400, "corrupt_image", f"file {filename!r} is a corrupt PNG: {e}") from e
 
 
-def _orient(img: Image.Image, filename: str) -> Image.Image:
+def _orient(img: Image.Image, filename: str) -> tuple[Image.Image, bool]:
     """Apply the EXIF orientation tag; a malformed EXIF block is ignored, not fatal.
 
+    Returns the image as displayed and whether its axes were swapped (tags 5-8).
     An image without a rotating tag (most uploads) is returned as decoded: ``exif_transpose``
     would copy all its pixels (a quarter of the decode's CPU, benchmarks/bench_overhead.py).
     """
     try:
-        if img.getexif().get(_ORIENTATION, 1) == 1:
-            return img
-        return ImageOps.exif_transpose(img)
+        tag = img.getexif().get(_ORIENTATION, 1)
+        if tag == 1:
+            return img, False
+        return ImageOps.exif_transpose(img), tag in (5, 6, 7, 8)
     except Exception as e:  # malformed EXIF comes in many exception types
         log.warning("ignoring unreadable EXIF orientation of %r: %s", filename, e)
-        return img
+        return img, False
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:

@@ -11,7 +11,6 @@ its detector score, and its skeleton (links and keypoints of the checkpoint's
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Literal
 
 import cv2
@@ -123,6 +122,20 @@ def draw_box(image: np.ndarray, person: PersonResult, index: int, colour: tuple[
     )
 
 
+def resize_with(
+    image: np.ndarray, people: list[PersonResult], size: tuple[int, int]
+) -> tuple[np.ndarray, list[PersonResult]]:
+    """``image (H, W, 3)`` resized to ``size = (w, h)`` (INTER_AREA) and ``people`` mapped into
+    it (:meth:`~models.persons.PersonResult.resized` by ``(w / W, h / H)``); the same objects
+    when ``size`` is the image's own."""
+    h, w = image.shape[:2]
+    if size == (w, h):
+        return image, people
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    fx, fy = size[0] / w, size[1] / h
+    return small, [r.resized(fx, fy) for r in people]
+
+
 def bounded(
     image: np.ndarray, people: list[PersonResult], max_side: int
 ) -> tuple[np.ndarray, list[PersonResult]]:
@@ -132,20 +145,7 @@ def bounded(
     f = min(1.0, max_side / max(h, w))
     if f >= 1.0:
         return image, people
-    size = (max(1, round(w * f)), max(1, round(h * f)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    fx, fy = size[0] / w, size[1] / h
-    xy = np.array([fx, fy])
-    return small, [
-        replace(
-            r,
-            box=np.asarray(r.box) * np.array([fx, fy, fx, fy]),
-            keypoints=np.asarray(r.keypoints) * xy,
-            center=np.asarray(r.center) * xy,
-            scale=np.asarray(r.scale) * xy,
-        )
-        for r in people
-    ]
+    return resize_with(image, people, (max(1, round(w * f)), max(1, round(h * f))))
 
 
 def render(

@@ -34,6 +34,7 @@ from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
 from app.devices import DeviceError, buckets_for, resolve_devices
 from app.metrics import Metrics
+from app.reduction import Reduction
 from app.settings import Settings
 from models import zoo
 from models.backends import BackendError
@@ -409,19 +410,24 @@ class PoseService:
         options: PredictOptions,
         *,
         deadline: float,
+        reductions: Sequence[Reduction] | None = None,
     ) -> list[list[PersonResult]]:
         """All persons of all images of one request, through the batcher as one job.
 
         Args:
-            images: ``(H, W, 3)`` uint8 RGB images (as displayed).
+            images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
+                scale.
             boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
                 (detected, or the whole image without a detector); ``None`` for the list =
                 ``None`` everywhere.
             options: unresolved or resolved (:meth:`resolve`) options.
             deadline: ``time.monotonic()`` deadline of the request.
+            reductions: per image how it relates to the original image (a large JPEG decoded
+                at reduced scale, :mod:`app.reduction`); ``boxes`` and the results are in the
+                original's pixels. ``None`` = every image at full size.
 
         Returns:
-            Per image its persons, keypoints in image pixels, sorted by
+            Per image its persons, keypoints in (original) image pixels, sorted by
             :func:`models.pipeline.sort_persons` (detected: best box score first; client
             boxes: in their order); an image with nobody in it -> ``[]``.
 
@@ -432,7 +438,8 @@ class PoseService:
         """
         predictor, batcher = self.check_ready()
         opts = self._resolve(predictor, options)
-        persons = await self._person_boxes(images, boxes, opts, deadline=deadline)
+        maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
+        persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.decode_limiter
         )
@@ -448,7 +455,8 @@ class PoseService:
             mode=opts.decode,
             want_heatmaps=opts.heatmaps,
         )
-        return [sort_persons(p) for p in split(results, counts)]
+        found = zip(split(results, counts), maps, strict=True)
+        return [sort_persons(m.people_out(p)) for p, m in found]
 
     async def _person_boxes(
         self,
@@ -457,10 +465,12 @@ class PoseService:
         options: PredictOptions,
         *,
         deadline: float,
+        maps: Sequence[Reduction],
     ) -> list[PersonBoxes]:
-        """Per image where its persons are: the caller's boxes (validated), the detector's
-        (images chosen by :func:`models.pipeline.needs_detection`, through the detector
-        batcher), else the whole image.
+        """Per image where its persons are, in the decoded image's px: the caller's boxes
+        (validated against the original image's size, then mapped by ``maps``), the
+        detector's (images chosen by :func:`models.pipeline.needs_detection`, through the
+        detector batcher), else the whole (original) image.
 
         Raises:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
@@ -469,13 +479,13 @@ class PoseService:
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         out: list[PersonBoxes | None] = []
-        for i, image in enumerate(images):
-            height, width = image.shape[:2]
+        for i, m in enumerate(maps):
             raw = None if boxes is None else boxes[i]
             if raw is None:
                 out.append(None)
             else:
-                out.append(PersonBoxes.from_client(raw, width, height, label=f"boxes[{i}]"))
+                given = PersonBoxes.from_client(raw, *m.size, label=f"boxes[{i}]")
+                out.append(m.boxes_in(given))
         has = self.detector_batcher is not None
         todo = [
             i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
@@ -491,8 +501,8 @@ class PoseService:
             for i, p in zip(todo, found, strict=True):
                 out[i] = p
         return [
-            p if p is not None else PersonBoxes.whole_image(im.shape[1], im.shape[0])
-            for p, im in zip(out, images, strict=True)
+            p if p is not None else m.boxes_in(PersonBoxes.whole_image(*m.size))
+            for p, m in zip(out, maps, strict=True)
         ]
 
     @staticmethod

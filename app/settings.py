@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         description="/visualize draws a larger image at a reduced size of at most this many "
         "pixels (default 4K UHD).",
     )
+    decode_max_side: int = Field(
+        4096,
+        ge=0,
+        description="A JPEG whose longer side exceeds this is decoded at 1/2, 1/4 or 1/8 scale "
+        "(the largest that keeps the longer side at least this long); answers stay in the "
+        "original image's pixels. 0 = always decode at full resolution.",
+    )
     max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
     max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
     flip_test: bool = Field(True, description="Default of the flip_test query parameter.")

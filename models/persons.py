@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -31,6 +31,14 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
         v, (bool, np.bool_)
     )
+
+
+def resize_points(points: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """``(..., 2)`` ``(x, y)`` px of an image -> px of that image resized by ``(fx, fy)``
+    (new size / old size per axis): pixel centres map as under a resize,
+    ``x' = (x + 0.5) * fx - 0.5``. Float64."""
+    f = np.array([fx, fy])
+    return (np.asarray(points, dtype=np.float64) + 0.5) * f - 0.5
 
 
 def validate_boxes(
@@ -111,6 +119,12 @@ class PersonBoxes:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def resized(self, fx: float, fy: float | None = None) -> PersonBoxes:
+        """These boxes in the image resized by ``(fx, fy)`` (``fy`` = ``fx`` when omitted):
+        corners map by :func:`resize_points`, so box centres move as pixel centres do."""
+        corners = resize_points(self.boxes.reshape(-1, 2), fx, fx if fy is None else fy)
+        return replace(self, boxes=corners.reshape(-1, 4))
+
 
 @dataclass
 class PersonResult:
@@ -135,3 +149,17 @@ class PersonResult:
     box_score: float | None = None
     box_source: BoxSource = "client"
     heatmaps: np.ndarray | None = None
+
+    def resized(self, fx: float, fy: float | None = None) -> PersonResult:
+        """This person in its image resized by ``(fx, fy)`` (new size / old size per axis;
+        ``fy`` = ``fx`` when omitted): keypoints, box corners and centre map by
+        :func:`resize_points`, the region size ``scale`` is multiplied; heatmaps (heatmap px)
+        and scores are unchanged."""
+        f = (fx, fx if fy is None else fy)
+        return replace(
+            self,
+            keypoints=resize_points(self.keypoints, *f).astype(self.keypoints.dtype),
+            box=resize_points(np.asarray(self.box).reshape(2, 2), *f).reshape(4),
+            center=resize_points(self.center, *f),
+            scale=np.asarray(self.scale, dtype=np.float64) * np.array(f),
+        )

@@ -119,7 +119,11 @@ async def predict(
     images = await read_images(files, settings, service.decode_limiter, lease=pixels)
     decoded = time.perf_counter()
     results = await service.predict(
-        [im.pixels for im in images], raw_boxes, options, deadline=deadline
+        [im.pixels for im in images],
+        raw_boxes,
+        options,
+        deadline=deadline,
+        reductions=[im.scale for im in images],
     )
     inferred = time.perf_counter()
     predictor = service.model

@@ -13,7 +13,7 @@ from fastapi import UploadFile
 
 from app.admission import PixelLease
 from app.errors import ApiError
-from app.intake import DecodedImage, check_content_type, declared_pixels, decode_image
+from app.intake import DecodedImage, check_content_type, decode_image, pixels_to_decode
 from app.settings import Settings
 
 
@@ -25,8 +25,10 @@ async def read_images(
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request.
 
-    With a ``lease`` the images' declared pixels are taken from the pixel budget before any is
-    decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the deadline).
+    With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
+    are decoded at reduced scale, ``HEATPOSE_DECODE_MAX_SIDE``) are taken from the pixel budget
+    before any is decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the
+    deadline).
 
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
@@ -46,10 +48,13 @@ async def read_images(
         check_content_type(f.content_type, name)
     datas = [await f.read() for f in files]
     if lease is not None:
-        await lease.acquire(sum(declared_pixels(d) for d in datas))
+        await lease.acquire(sum(pixels_to_decode(d, settings.decode_max_side) for d in datas))
 
     def decode_all() -> list[DecodedImage]:
-        max_pixels = settings.max_image_pixels
-        return [decode_image(d, n, max_pixels) for d, n in zip(datas, names, strict=True)]
+        max_pixels, max_side = settings.max_image_pixels, settings.decode_max_side
+        return [
+            decode_image(d, n, max_pixels, max_side=max_side)
+            for d, n in zip(datas, names, strict=True)
+        ]
 
     return await anyio.to_thread.run_sync(decode_all, limiter=limiter)

@@ -1,16 +1,21 @@
 """``POST /visualize``: one image -> a PNG with heatmaps and/or the skeleton drawn over it.
 
 The route parses HTTP and renders; :meth:`app.service.PoseService.predict` does the rest.
+Rendering runs like decoding: on a worker thread under the service's limiter, with the
+request's pixels still leased (:mod:`app.admission`) and within its deadline (checked before
+and after: a request whose deadline passed gets 504 without, or instead of, its PNG).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
 
 from app.admission import fit_for_render
+from app.batcher import DeadlineExceeded
 from app.boxes import parse_boxes_field
 from app.deps import (
     BoxesParam,
@@ -80,10 +85,14 @@ async def visualize(
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
     service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
     (image,) = await read_images([file], service.settings, service.decode_limiter, lease=pixels)
-    (people,) = await service.predict([image.pixels], raw_boxes, options, deadline=deadline)
+    (people,) = await service.predict(
+        [image.pixels], raw_boxes, options, deadline=deadline, reductions=[image.scale]
+    )
 
     def draw() -> bytes:
-        pixels, drawn = fit_for_render(image.pixels, people, service.settings.max_render_pixels)
+        # Drawn on the decoded image (maybe reduced): the persons mapped into its pixels.
+        decoded = image.scale.people_in(people)
+        pixels, drawn = fit_for_render(image.pixels, decoded, service.settings.max_render_pixels)
         out = render(
             pixels,
             drawn,
@@ -97,5 +106,13 @@ async def visualize(
         )
         return encode_png(out)
 
-    png = await anyio.to_thread.run_sync(draw)
+    check_deadline(deadline, "before rendering")
+    png = await anyio.to_thread.run_sync(draw, limiter=service.decode_limiter)
+    check_deadline(deadline, "while rendering")
     return Response(png, media_type="image/png")
+
+
+def check_deadline(deadline: float, when: str) -> None:
+    """Raise :class:`~app.batcher.DeadlineExceeded` (504) when ``deadline`` has passed."""
+    if time.monotonic() >= deadline:
+        raise DeadlineExceeded(f"the request passed its deadline {when} the overlay")

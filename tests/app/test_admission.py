@@ -92,9 +92,10 @@ def test_fit_for_render_scales_the_image_and_its_persons_alike() -> None:
     assert same is image and people[0] is person  # within the bound: untouched
     small, (p,) = fit_for_render(image, [person], 20_000)  # factor 0.5 on both axes
     assert small.shape == (100, 200, 3) and small[50, 100].max() > 0
-    np.testing.assert_allclose(p.keypoints, [[100, 50], [0, 0]])
-    np.testing.assert_allclose(p.box, [20, 10, 180, 90])
-    np.testing.assert_allclose(p.center, [100, 50])
+    # pixel centres as cv2.resize maps them: x' = (x + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(p.keypoints, [[99.75, 49.75], [-0.25, -0.25]])
+    np.testing.assert_allclose(p.box, [19.75, 9.75, 179.75, 89.75])
+    np.testing.assert_allclose(p.center, [99.75, 49.75])
     np.testing.assert_allclose(p.scale, [160, 80])
 
 
@@ -105,3 +106,36 @@ async def test_visualize_renders_at_a_bounded_size(serve_app) -> None:
         assert r.status_code == 200
         out = Image.open(io.BytesIO(r.content))
         assert out.size == (150, 100)  # 60,000 px drawn at 15,000
+
+
+@pytest.mark.parametrize("late", ["predict", "render"])
+async def test_visualize_past_its_deadline_gets_504_not_a_png(serve_app, monkeypatch, late) -> None:
+    import app.routes.visualize as route
+
+    rendered = []
+    render = route.render
+
+    def spy_render(*args, **kwargs):
+        rendered.append(1)
+        if late == "render":
+            time.sleep(1.2)  # a render that outlives the deadline
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(route, "render", spy_render)
+    async with serve_app(request_timeout_s=1.0) as (client, app):
+        service = app.state.service
+        predict = service.predict
+
+        async def slow_predict(*args, **kwargs):  # a model whose answer comes too late
+            out = await predict(*args, **kwargs)
+            if late == "predict":
+                await asyncio.sleep(1.2)
+            return out
+
+        service.predict = slow_predict
+        r = await client.post("/visualize", files={"file": ("a.png", png(), "image/png")})
+        assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+        when = "before rendering" if late == "predict" else "while rendering"
+        assert when in r.json()["error"]["message"]
+        assert rendered == ([] if late == "predict" else [1])  # no render time spent late
+        assert app.state.pixel_budget.in_use == 0

@@ -12,7 +12,8 @@ from PIL import Image, ImageFile, ImageOps
 
 from app.boxes import parse_boxes_field
 from app.errors import ApiError, http_error
-from app.intake import check_content_type, decode_image
+from app.intake import check_content_type, decode_image, pixels_to_decode
+from app.reduction import Reduction
 from models.persons import BoxError, validate_boxes
 
 
@@ -235,3 +236,45 @@ def test_jpeg_whose_header_claims_more_pixels_than_its_data_holds_is_400() -> No
     flat = encode(Image.new("L", (2000, 1500), 128), "JPEG", progressive=True, optimize=True)
     assert len(flat) > (250 * 188) // 8
     assert decode_image(flat, "flat.jpg", 40_000_000).pixels.shape == (1500, 2000, 3)
+
+
+def smooth(h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    a = np.stack([x * 255 // w, y * 255 // h, 128 + 100 * np.sin(x / 37.0)], axis=-1)
+    return a.astype(np.uint8)
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale() -> None:
+    data = encode(smooth(600, 1000), "JPEG", quality=95)
+    out = decode_image(data, "big.jpg", 10**7, max_side=200)  # 1/4 keeps 250 >= 200
+    assert out.pixels.shape == (150, 250, 3)
+    assert out.reduction == Reduction(4, (1000, 600)) and (out.width, out.height) == (1000, 600)
+    # each decoded pixel is the mean of a 4x4 block of the full decode
+    full = decode_image(data, "big.jpg", 10**7).pixels
+    assert full.shape == (600, 1000, 3)
+    means = full.reshape(150, 4, 250, 4, 3).astype(float).mean(axis=(1, 3))
+    assert np.abs(out.pixels - means).mean() < 1.5
+    assert pixels_to_decode(data, 200) == 250 * 150 and pixels_to_decode(data) == 600_000
+    for side in (0, 1000, 501):  # off; no longer than the setting; 1/2 would fall below it
+        kept = decode_image(data, "big.jpg", 10**7, max_side=side)
+        assert kept.pixels.shape == (600, 1000, 3) and kept.reduction is None
+    png = decode_image(encode(smooth(600, 1000), "PNG"), "big.png", 10**7, max_side=200)
+    assert png.pixels.shape == (600, 1000, 3)  # only JPEGs have a reduced decode
+    assert pixels_to_decode(encode(smooth(60, 100), "PNG"), 20) == 6000
+
+
+def test_reduced_decode_of_a_rotated_jpeg_reports_the_displayed_size() -> None:
+    img = Image.fromarray(smooth(600, 1000))
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": shown 600 wide, 1000 high
+    out = decode_image(encode(img, "JPEG", exif=exif.tobytes()), "r.jpg", 10**7, max_side=200)
+    assert out.pixels.shape == (250, 150, 3)
+    assert out.reduction == Reduction(4, (600, 1000)) and (out.width, out.height) == (600, 1000)
+
+
+@pytest.mark.parametrize("size,max_side", [((1001, 37), 100), ((2000, 3), 100), ((999, 997), 300)])
+def test_the_budgeted_pixels_are_the_decoded_pixels(size: tuple[int, int], max_side: int) -> None:
+    data = encode(rgb(size[1], size[0]), "JPEG", quality=80)
+    out = decode_image(data, "odd.jpg", 10**7, max_side=max_side)
+    assert out.pixels.shape[0] * out.pixels.shape[1] == pixels_to_decode(data, max_side)
+    assert out.reduction is not None and out.pixels.shape[1] < size[0]  # really reduced
