@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,15 +25,12 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import build_model, save  # noqa: E402
-from models.codec import HeatmapCodec  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from loopback_server import random_checkpoint, serve  # noqa: E402
 
 
 def photo_jpeg(seed: int, size: tuple[int, int]) -> bytes:
@@ -65,20 +59,11 @@ def main() -> None:
     p.add_argument("--size", default="2000x1500", help="WxH of each JPEG")
     args = p.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        codec = HeatmapCodec(input_size=(96, 128), heatmap_size=(24, 32))
-        config = ModelConfig(name="bench-res18", depth=18, codec_params=codec.to_dict())
-        checkpoint = Path(tmp) / "res18.safetensors"
-        save(checkpoint, build_model(config), config)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
-        env |= {
-            "PYTHONPATH": str(args.root),
+        checkpoint = random_checkpoint(Path(tmp) / "res18.safetensors")
+        settings = {
             "HEATPOSE_CHECKPOINT": str(checkpoint),
-            "HEATPOSE_PORT": str(port),
+            "HEATPOSE_DETECTOR": "none",  # no weights needed; a shed request never reaches it
             "HEATPOSE_MAX_QUEUED_PERSONS": str(args.images),
             "HEATPOSE_MAX_BATCH_SIZE": "64",
             "HEATPOSE_MAX_QUEUE_DELAY_MS": "10000",
@@ -87,18 +72,7 @@ def main() -> None:
             "HEATPOSE_DRAIN_DELAY_S": "0",
             "HEATPOSE_LOG_LEVEL": "warning",
         }
-        proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=args.root, env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            end = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < end, "server did not start"
-                time.sleep(0.2)
+        with serve(args.root, settings) as (_, url):
             small = [
                 ("files", (f"h{i}.jpg", photo_jpeg(i, (60, 80)), "image/jpeg"))
                 for i in range(args.images)
@@ -130,9 +104,6 @@ def main() -> None:
                 f"({body_mb:.1f} MB body) against a full queue: all 503; "
                 f"p50 {np.percentile(ms, 50):.1f} ms, p90 {np.percentile(ms, 90):.1f} ms"
             )
-        finally:
-            proc.terminate()
-            proc.wait(30)
 
 
 if __name__ == "__main__":
