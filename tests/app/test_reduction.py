@@ -231,3 +231,28 @@ async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_ap
     full, reduced = rects[0], rects[600]
     assert np.abs(np.subtract(full, reduced)).max() <= 1, rects
     np.testing.assert_allclose(full, [100, 75, 400, 350], atol=2)  # the box / 4
+
+
+async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_original_px(
+    serve_app,
+) -> None:
+    from tests.app.test_predict_cli import StandInDetector, image_boxes
+
+    seen = []
+
+    def lookup(image: np.ndarray):
+        seen.append(image.shape[:2])
+        return image_boxes(image)  # boxes at fixed fractions of the image it is given
+
+    files = [("files", ("a.jpg", jpeg(1600, 2400), "image/jpeg"))]
+    async with serve_app(stand_in=StandInDetector(lookup), decode_max_side=600) as (client, _):
+        r = await client.post("/predict", files=files)
+    assert r.status_code == 200, r.text
+    assert seen[-1] == (400, 600)  # decoded at 1/4 (the first call is the warm-up)
+    image = r.json()["images"][0]
+    assert (image["width"], image["height"]) == (2400, 1600)
+    boxes, scores = image_boxes(np.zeros((1600, 2400)))
+    kept = [i for i in np.argsort(-scores) if scores[i] >= 0.3]
+    got = [p["bbox"] for p in image["persons"]]
+    np.testing.assert_allclose(got, boxes[kept], atol=4)  # within one decoded pixel
+    assert [p["bbox_source"] for p in image["persons"]] == ["detector"] * len(kept)
