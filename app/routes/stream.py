@@ -36,7 +36,7 @@ from app.admission import PixelBudget, PixelLease
 from app.auth import presented_key
 from app.batcher import NotServing
 from app.errors import DOMAIN_ERRORS, ApiError, http_error
-from app.intake import declared_pixels, decode_image
+from app.intake import decode_image, pixels_to_decode
 from app.service import PoseService, PredictOptions
 from app.stream_session import (
     Frame,
@@ -239,7 +239,7 @@ class Connection:
         deadline = frame.arrival + s.request_timeout_s
         lease = PixelLease(self.budget, deadline)
         try:
-            await lease.acquire(declared_pixels(frame.data))
+            await lease.acquire(pixels_to_decode(frame.data))
             image = await anyio.to_thread.run_sync(
                 decode_image,
                 frame.data,
