@@ -187,7 +187,8 @@ def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
         options, kw = PipelineOptions(detect="false"), {"boxes_file": path}
     assert sum(map(len, direct)) > len(images)  # several people an image
 
-    # the evaluation's persons, unrounded: within 1e-4 px, same boxes and provenance
+    # the evaluation's persons, unrounded: within 1e-3 px, same boxes and provenance (other
+    # batch compositions change float32 convolution sums: ~1e-6 relative, 1.3e-4 px seen)
     found = predict_split(
         PosePipeline(predictor, detector if boxes == "detector" else None),
         coco,
@@ -204,7 +205,7 @@ def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
         assert [p.box_score for p in got] == pytest.approx([p.box_score for p in people])
         for g, p in zip(got, people, strict=True):
             np.testing.assert_allclose(g.box, p.box, atol=1e-6)
-            np.testing.assert_allclose(g.keypoints, p.keypoints, atol=1e-4)
+            np.testing.assert_allclose(g.keypoints, p.keypoints, atol=1e-3)
             np.testing.assert_allclose(g.scores, p.scores, atol=1e-5)
 
     # the COCO results of evaluate(): per image the same keypoints in the same order (the
