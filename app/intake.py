@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
-from app.reduction import Reduction, jpeg_reduction, reduced_size
+from app.reduction import PoseNeed, Reduction, decode_factor, reduced_size
 
 log = logging.getLogger("heatpose.app")
 
@@ -94,10 +94,11 @@ def check_content_type(content_type: str | None, filename: str) -> None:
         )
 
 
-def pixels_to_decode(data: bytes, max_side: int = 0) -> int:
+def pixels_to_decode(data: bytes, max_side: int = 0, need: PoseNeed | None = None) -> int:
     """How many pixels :func:`decode_image` will decode, from the image header (nothing
-    decoded): ``width * height``, reduced as a JPEG over ``max_side`` is; 0 when unreadable
-    (the full check, :func:`decode_image`, then refuses the file)."""
+    decoded): ``width * height``, reduced as a JPEG is under ``max_side`` and ``need``
+    (:func:`app.reduction.decode_factor`); 0 when unreadable (the full check,
+    :func:`decode_image`, then refuses the file)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -107,11 +108,13 @@ def pixels_to_decode(data: bytes, max_side: int = 0) -> int:
             return 0
     if min(size) <= 0:
         return 0
-    w, h = reduced_size(size, jpeg_reduction(size, max_side)) if fmt == "JPEG" else size
+    w, h = reduced_size(size, decode_factor(size, max_side, need)) if fmt == "JPEG" else size
     return w * h
 
 
-def decode_image(data: bytes, filename: str, max_pixels: int, *, max_side: int = 0) -> DecodedImage:
+def decode_image(
+    data: bytes, filename: str, max_pixels: int, *, max_side: int = 0, need: PoseNeed | None = None
+) -> DecodedImage:
     """Decode and validate one upload (see the module docstring for the order of checks).
 
     Args:
@@ -120,6 +123,8 @@ def decode_image(data: bytes, filename: str, max_pixels: int, *, max_side: int =
         max_pixels: the largest ``width * height`` accepted, read from the header.
         max_side: a JPEG whose longer side exceeds it is decoded at reduced scale
             (:func:`app.reduction.jpeg_reduction`); 0 = always at full size.
+        need: what the image's pose crops need when no detector will see it; a JPEG is then
+            decoded as small as its crops allow (:meth:`app.reduction.PoseNeed.factor`).
 
     Returns:
         The oriented RGB image, and its reduction when it was decoded at reduced scale.
@@ -162,7 +167,7 @@ def decode_image(data: bytes, filename: str, max_pixels: int, *, max_side: int =
         factor = 1
         if fmt == "JPEG":
             _check_jpeg_holds(data, (w, h), filename)
-            factor = _draft(img, max_side)
+            factor = _draft(img, decode_factor((w, h), max_side, need))
         try:
             img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
         except _DECODE_ERRORS as e:
@@ -179,11 +184,10 @@ def decode_image(data: bytes, filename: str, max_pixels: int, *, max_side: int =
     return DecodedImage(pixels, filename, fmt, Reduction(factor, size))
 
 
-def _draft(img: Image.Image, max_side: int) -> int:
-    """Configure a JPEG to decode at 1/factor (:func:`~app.reduction.jpeg_reduction`) before
+def _draft(img: Image.Image, factor: int) -> int:
+    """Configure a JPEG to decode at 1/``factor`` (:func:`~app.reduction.decode_factor`) before
     its pixels are read; returns the factor granted (1 when Pillow declines)."""
     w, h = img.size
-    factor = jpeg_reduction((w, h), max_side)
     if factor == 1:
         return 1
     granted = img.draft(img.mode, (max(1, w // factor), max(1, h // factor)))

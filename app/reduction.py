@@ -15,11 +15,14 @@ client boxes go in (:meth:`Reduction.boxes_in`), results come out
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from models.persons import PersonBoxes, PersonResult
+from models import geometry
+from models.persons import BoxError, PersonBoxes, PersonResult, validate_boxes
 
 FACTORS = (8, 4, 2)
 """The reductions a JPEG decoder offers, largest first."""
@@ -38,11 +41,65 @@ def jpeg_reduction(size: tuple[int, int], max_side: int) -> int:
     longer = max(w, h)
     if max_side <= 0 or longer <= max_side:
         return 1
-    want = next((f for f in FACTORS if -(-longer // f) >= max_side), 1)
+    return _granted(size, next((f for f in FACTORS if -(-longer // f) >= max_side), 1))
+
+
+def _granted(size: tuple[int, int], want: int) -> int:
+    """The factor Pillow's ``draft`` grants a ``(W, H)`` JPEG asked for 1/``want``."""
     if want == 1:
         return 1
+    w, h = size
     granted = min(w // max(1, w // want), h // max(1, h // want))  # as Pillow's draft decides
     return next((f for f in (*FACTORS, 1) if granted >= f), 1)
+
+
+@dataclass(frozen=True)
+class PoseNeed:
+    """What one image's pose crops need from its decode, when the detector will not see it.
+
+    Attributes:
+        boxes: the client's ``(N, 4)`` ``[x1, y1, x2, y2]`` boxes, original image px, as sent
+            (validated here as the service will); ``None`` = one person, the whole image.
+        input_size: the model input ``(w, h)``, crop-input px.
+    """
+
+    boxes: np.ndarray | Sequence[Any] | None
+    input_size: tuple[int, int]
+
+    def factor(self, size: tuple[int, int]) -> int:
+        """The largest factor (1, 2, 4 or 8, as Pillow grants it for a ``size = (W, H)`` JPEG)
+        at which every person's crop region (:func:`models.geometry.box_to_center_scale`, in
+        decoded px) is still at least the model input per axis: each crop pixel then spans at
+        least one decoded pixel, so the crop is never enlarged from the reduced image. ``1``
+        for boxes the service will refuse (it says why). ``size`` is the stored size; the
+        image as displayed may have its axes swapped (EXIF), so both are checked."""
+        want = min(self._want(size), self._want((size[1], size[0])))
+        return _granted(size, want)
+
+    def _want(self, size: tuple[int, int]) -> int:
+        w, h = size
+        if self.boxes is None:
+            boxes = PersonBoxes.whole_image(w, h).boxes
+        else:
+            try:
+                boxes = validate_boxes(self.boxes, w, h)
+            except (BoxError, ValueError, TypeError):
+                return 1
+        if len(boxes) == 0:
+            return 1
+        _, scale = geometry.box_to_center_scale(geometry.xyxy_to_xywh(boxes), self.input_size)
+        least = (scale / np.asarray(self.input_size, dtype=np.float64)).min()  # px per crop px
+        return next((f for f in FACTORS if least >= f), 1)
+
+
+def decode_factor(size: tuple[int, int], max_side: int, need: PoseNeed | None = None) -> int:
+    """The factor a ``size = (W, H)`` JPEG is decoded at: :func:`jpeg_reduction` under
+    ``max_side``, or more where ``need`` (the image's pose crops alone) allows it
+    (:meth:`PoseNeed.factor`). ``max_side`` 0 decodes at full size whatever ``need`` says."""
+    if max_side <= 0:
+        return 1
+    base = jpeg_reduction(size, max_side)
+    return base if need is None else max(base, need.factor(size))
 
 
 def reduced_size(size: tuple[int, int], factor: int) -> tuple[int, int]:

@@ -34,7 +34,7 @@ from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
 from app.devices import DeviceError, buckets_for, resolve_devices
 from app.metrics import Metrics
-from app.reduction import Reduction
+from app.reduction import PoseNeed, Reduction
 from app.settings import Settings
 from models import zoo
 from models.backends import BackendError
@@ -44,7 +44,7 @@ from models.detector import load_detector
 from models.model_config import ModelConfig
 from models.output_check import check_finite_heatmaps
 from models.persons import PersonBoxes, PersonResult
-from models.pipeline import DetectMode, Detector, needs_detection, sort_persons
+from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
 from models.predictor import Crops, Predictor, default_device, split
 from models.zoo import ZooError
 
@@ -401,6 +401,25 @@ class PoseService:
         flip = predictor.flip_test if options.flip_test is None else options.flip_test
         mode: Any = options.decode or predictor.decode_mode
         return replace(options, flip_test=flip, decode=mode)
+
+    def pose_needs(
+        self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int, options: PredictOptions
+    ) -> list[PoseNeed | None]:
+        """Per image what its pose crops need from the decode (:class:`app.reduction.PoseNeed`:
+        the client's boxes, or the whole image), or ``None`` where the person detector will
+        see it (it needs the image at its own scale). Never raises: a bad ``detect`` value is
+        refused later by :meth:`predict`."""
+        has = self.detector_batcher is not None
+        size = self.model.input_size
+        out: list[PoseNeed | None] = []
+        for i in range(num_images):
+            given = None if boxes is None else boxes[i]
+            try:
+                detected = needs_detection(given, options.detect, has_detector=has)
+            except PipelineError:
+                detected = True
+            out.append(None if detected else PoseNeed(given, size))
+        return out
 
     # ---------------------------------------------------------------- inference
     async def predict(

@@ -116,7 +116,9 @@ async def predict(
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
     service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
-    images = await read_images(files, settings, service.decode_limiter, lease=pixels)
+    # Images the detector will not see are decoded as small as their crops allow.
+    needs = service.pose_needs(raw_boxes, len(files), options)
+    images = await read_images(files, settings, service.decode_limiter, lease=pixels, needs=needs)
     decoded = time.perf_counter()
     results = await service.predict(
         [im.pixels for im in images],

@@ -7,6 +7,8 @@ thread of CPU. Cropping is the service's (:meth:`app.service.PoseService.predict
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import anyio
 import anyio.to_thread
 from fastapi import UploadFile
@@ -14,6 +16,7 @@ from fastapi import UploadFile
 from app.admission import PixelLease
 from app.errors import ApiError
 from app.intake import DecodedImage, check_content_type, decode_image, pixels_to_decode
+from app.reduction import PoseNeed
 from app.settings import Settings
 
 
@@ -22,13 +25,16 @@ async def read_images(
     settings: Settings,
     limiter: anyio.CapacityLimiter | None = None,
     lease: PixelLease | None = None,
+    needs: Sequence[PoseNeed | None] | None = None,
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request.
 
     With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
     are decoded at reduced scale, ``HEATPOSE_DECODE_MAX_SIDE``) are taken from the pixel budget
     before any is decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the
-    deadline).
+    deadline). ``needs``: per image what its pose crops need when no detector will see it
+    (:meth:`app.service.PoseService.pose_needs`): such a JPEG is decoded as small as its crops
+    allow.
 
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
@@ -47,14 +53,16 @@ async def read_images(
     for f, name in zip(files, names, strict=True):
         check_content_type(f.content_type, name)
     datas = [await f.read() for f in files]
+    wants = list(needs) if needs is not None else [None] * len(datas)
+    max_pixels, max_side = settings.max_image_pixels, settings.decode_max_side
     if lease is not None:
-        await lease.acquire(sum(pixels_to_decode(d, settings.decode_max_side) for d in datas))
+        pixels = [pixels_to_decode(d, max_side, n) for d, n in zip(datas, wants, strict=True)]
+        await lease.acquire(sum(pixels))
 
     def decode_all() -> list[DecodedImage]:
-        max_pixels, max_side = settings.max_image_pixels, settings.decode_max_side
         return [
-            decode_image(d, n, max_pixels, max_side=max_side)
-            for d, n in zip(datas, names, strict=True)
+            decode_image(d, n, max_pixels, max_side=max_side, need=want)
+            for d, n, want in zip(datas, names, wants, strict=True)
         ]
 
     return await anyio.to_thread.run_sync(decode_all, limiter=limiter)

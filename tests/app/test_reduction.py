@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.reduction import Reduction, jpeg_reduction
+from app.reduction import PoseNeed, Reduction, decode_factor, jpeg_reduction
 from models.persons import PersonBoxes, PersonResult, resize_points
 from training.synthetic_scene import people_scene
 
@@ -196,10 +196,17 @@ async def test_the_pixel_budget_charges_the_decoded_pixels(serve_app) -> None:
             await acquire(pixels, deadline)
 
         budget.acquire = spy
-        r = await client.post("/predict", files=files)
+        # A small box: its crop needs 1/2 at most, so max_side's 1/4 decides.
+        small = {"boxes": json.dumps([[[100, 100, 500, 600]]])}
+        r = await client.post("/predict", files=files, data=small)
         assert r.status_code == 200, r.text
-        assert seen == [500 * 400] and budget.in_use == 0
-        assert (r.json()["images"][0]["width"], r.json()["images"][0]["height"]) == (2000, 1600)
+        # The whole image as one person: its crop region (2500x3333) allows 1/8.
+        r2 = await client.post("/predict", files=files)
+        assert r2.status_code == 200, r2.text
+        assert seen == [500 * 400, 250 * 200] and budget.in_use == 0
+        for answer in (r, r2):
+            image = answer.json()["images"][0]
+            assert (image["width"], image["height"]) == (2000, 1600)
 
 
 def drawn_box(png: bytes) -> tuple[int, int, int, int]:
@@ -256,3 +263,86 @@ async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_or
     got = [p["bbox"] for p in image["persons"]]
     np.testing.assert_allclose(got, boxes[kept], atol=4)  # within one decoded pixel
     assert [p["bbox_source"] for p in image["persons"]] == ["detector"] * len(kept)
+
+
+@pytest.mark.parametrize(
+    "size,boxes,factor",
+    [
+        ((640, 480), None, 2),  # region 640x853: 1/2 -> 320x427 >= 192x256; 1/4 would not fit
+        ((1920, 1080), None, 8),  # region 1920x2560 -> 240x320 at 1/8
+        ((1920, 1080), [[0, 0, 1920, 1080], [100, 100, 400, 700]], 2),  # the smaller decides
+        ((1920, 1080), [[100, 100, 180, 200]], 1),  # a crop larger than its region
+        ((1920, 1080), [[0, 0, 10]], 1),  # malformed: the service refuses it later
+        ((1920, 1080), [], 1),
+        ((1080, 1920), None, 8),
+        ((4, 3000), None, 4),  # 1/8 wanted, Pillow grants 1/4 to a 4 px wide image
+    ],
+)
+def test_pose_need_reduces_while_every_crop_region_covers_the_input(size, boxes, factor) -> None:
+    need = PoseNeed(boxes, (192, 256))
+    assert need.factor(size) == factor
+    assert decode_factor(size, 4096, need) == factor
+    assert decode_factor(size, 0, need) == 1  # 0: always at full size
+    assert decode_factor(size, 4096, None) == 1  # the detector's images: max_side alone
+
+
+async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_app) -> None:
+    from app.service import PredictOptions
+    from tests.app.test_predict_cli import StandInDetector, image_boxes
+
+    async with serve_app(stand_in=StandInDetector(image_boxes)) as (_, app):
+        service = app.state.service
+        assert service.model.input_size == (96, 128)  # the test checkpoint's
+        needs = service.pose_needs([None, [[0, 0, 5, 5]]], 2, PredictOptions())
+        assert needs[0] is None and needs[1] == PoseNeed([[0, 0, 5, 5]], (96, 128))
+        whole = service.pose_needs(None, 1, PredictOptions(detect="false"))
+        assert whole == [PoseNeed(None, (96, 128))]
+        assert service.pose_needs(None, 1, PredictOptions(detect="true")) == [None]
+    async with serve_app() as (_, app):  # no detector: every image is its crops
+        assert app.state.service.pose_needs(None, 1, PredictOptions()) == [
+            PoseNeed(None, (96, 128))
+        ]
+
+
+@pytest.mark.parametrize("size,factor", [((640, 480), 4), ((1920, 1080), 8)])
+async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_decode(
+    serve_app, size: tuple[int, int], factor: int
+) -> None:
+    """One person, no boxes, no detector (the common request): decoded at 1/``factor`` for the
+    test checkpoint's 96x128 input (region 640x853 / 4 = 160x213 >= 96x128)."""
+    w, h = size
+    small, keypoints = people_scene(3, width=w, height=h, people=1)
+    marker = keypoints[0, 0] + np.array([3.3, -2.6])
+    cv2.circle(
+        small,
+        (round(marker[0] * 16), round(marker[1] * 16)),
+        12 * factor * 16,
+        MAGENTA_BGR,
+        -1,
+        cv2.LINE_AA,
+        shift=4,
+    )
+    ok, buf = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    assert PoseNeed(None, (96, 128)).factor(size) == factor
+    found = {}
+    for side in (0, 4096):  # 0: full size; 4096 (the default): reduced for the crop
+        async with serve_app(decode_max_side=side) as (client, app):
+            service = app.state.service
+            service.predictor.forward = MarkerModel(service.predictor)
+            files = [("files", ("p.jpg", buf.tobytes(), "image/jpeg"))]
+            r = await client.post("/predict?flip_test=false", files=files)
+            assert r.status_code == 200, r.text
+            image = r.json()["images"][0]
+            assert (image["width"], image["height"]) == size
+            assert image["persons"][0]["bbox"] == [0, 0, w, h]
+            found[side] = marker_xy(image)[0]
+    a, b = found[0], found[4096]
+    print(
+        f"{size} 1/{factor}: full-vs-reduced {np.abs(a - b).max():.2f} px, "
+        f"full-vs-marker {np.abs(a - marker).max():.2f}, reduced-vs-marker "
+        f"{np.abs(b - marker).max():.2f}"
+    )
+    # The stated tolerance, as for max_side: one decoded pixel (factor original px) per axis.
+    assert np.abs(a - b).max() <= factor
+    assert np.abs(b - marker).max() <= 2 * factor
