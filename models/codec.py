@@ -42,6 +42,11 @@ _TAPS_DIAGONAL = ((1, 1), (-1, 1), (1, -1), (-1, -1))
 _DARK_TAPS = (*_TAPS_NEAR, *_TAPS_FAR, *_TAPS_DIAGONAL)
 
 
+DecodeEngine = Literal["auto", "torch", "numpy"]
+"""Who runs :meth:`HeatmapCodec.decode`'s arithmetic."""
+NUMPY_DECODE_MAPS = 2048
+"""``auto`` decodes CPU batches of up to this many maps (``B * K``) in numpy."""
+
 NETWORK_STRIDE = 4
 """Input pixels per heatmap pixel of PoseResNet (body stride 32, three x2 deconvolutions)."""
 
@@ -160,7 +165,7 @@ class HeatmapCodec:
         return heatmaps.astype(np.float32), valid.astype(np.float32)
 
     def decode(
-        self, heatmaps: torch.Tensor, mode: str = "dark"
+        self, heatmaps: torch.Tensor, mode: str = "dark", *, engine: DecodeEngine = "auto"
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keypoints and scores from a batch of heatmaps, on the heatmaps' device, no loops.
 
@@ -170,6 +175,10 @@ class HeatmapCodec:
             mode: ``"argmax"`` (integer maximum), ``"shift"`` (+-0.25 heatmap px toward the
                 higher neighbour, x and y separately, each only where the maximum is not on that
                 axis' border) or ``"dark"`` (see :meth:`_dark_offsets`).
+            engine: ``"torch"`` (vectorised torch on the heatmaps' device), ``"numpy"`` (CPU
+                only; the same float32 arithmetic, answers equal to the torch path's), or
+                ``"auto"``: numpy for CPU batches of at most :data:`NUMPY_DECODE_MAPS` maps
+                (``B * K``), where torch's per-op overhead dominates.
 
         Returns:
             keypoints: (B, K, 2) float32 ``(x, y)``, input px (heatmap px times :attr:`stride`).
@@ -184,15 +193,58 @@ class HeatmapCodec:
             )
         b, k, h, w = heatmaps.shape
         maps = heatmaps.detach().to(torch.float32).reshape(b * k, h, w)
-        scores, index = maps.reshape(b * k, h * w).max(dim=1)
-        x, y = index % w, torch.div(index, w, rounding_mode="floor")
-        xy = torch.stack([x, y], dim=1).to(torch.float32)  # (B*K, 2) heatmap px
-        if mode == "shift":
-            xy = xy + _shift_offsets(maps, x, y)
-        elif mode == "dark":
-            xy = xy + self._dark_offsets(maps, x, y)
+        if engine == "numpy" and maps.device.type != "cpu":
+            raise ValueError(f"engine='numpy' decodes CPU heatmaps, got {maps.device}")
+        if engine == "numpy" or (
+            engine == "auto" and maps.device.type == "cpu" and b * k <= NUMPY_DECODE_MAPS
+        ):
+            xy_np, scores_np = self._decode_numpy(maps, mode)
+            xy, scores = torch.from_numpy(xy_np), torch.from_numpy(scores_np)
+        else:
+            scores, index = maps.reshape(b * k, h * w).max(dim=1)
+            x, y = index % w, torch.div(index, w, rounding_mode="floor")
+            xy = torch.stack([x, y], dim=1).to(torch.float32)  # (B*K, 2) heatmap px
+            if mode == "shift":
+                xy = xy + _shift_offsets(torch, maps, x, y)
+            elif mode == "dark":
+                xy = xy + self._dark_offsets(maps, x, y)
         stride = torch.tensor(self.stride, dtype=torch.float32, device=xy.device)
         return (xy * stride).reshape(b, k, 2), scores.reshape(b, k)
+
+    def _decode_numpy(self, maps: torch.Tensor, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`decode`'s arithmetic in numpy for ``(N, H, W)`` float32 CPU maps (a small
+        batch spends most of the torch path in per-op overhead): ``(N, 2)`` heatmap px and
+        ``(N,)`` scores. The same float32 operations in the same order: the blur's matrix
+        products and the log stay torch calls, so the answers equal the torch path's."""
+        m = maps.contiguous().numpy()
+        n, h, w = m.shape
+        flat = m.reshape(n, h * w)
+        index = flat.argmax(axis=1)  # the first maximum, as torch's max
+        scores = np.take_along_axis(flat, index[:, None], 1)[:, 0]
+        x, y = index % w, index // w
+        xy = np.stack([x, y], axis=1).astype(np.float32)
+        if mode == "shift":
+            xy = xy + _shift_offsets(np, m, x, y)
+        elif mode == "dark":
+            blurred = (
+                _blur_matrix(h, self.blur_kernel) @ maps @ _blur_matrix(w, self.blur_kernel).T
+            ).numpy()
+            blur_max = blurred.reshape(n, h * w).max(axis=1)
+            ratio = scores / np.where(blur_max != 0, blur_max, np.float32(1.0))
+            tx, ty = self._taps(np, x, y, w, h)
+            v = np.take_along_axis(blurred.reshape(n, h * w), ty * w + tx, 1) * ratio[:, None]
+            v = torch.from_numpy(v).clamp_min_(_LOG_EPS).log_().numpy()
+            xy = xy + _newton_offsets(np, v, m, x, y)
+        return xy, scores
+
+    @staticmethod
+    def _taps(xp: Any, x: Any, y: Any, w: int, h: int) -> tuple[Any, Any]:
+        """The DARK taps' ``(tx, ty)`` ``(N, 13)`` around argmax ``(x, y)`` ``(N,)``, clamped to
+        the map (numpy or torch: ``xp`` is the module)."""
+        taps = np.asarray(_DARK_TAPS)
+        dx = xp.asarray(taps[:, 0]) if xp is np else torch.tensor(taps[:, 0], device=x.device)
+        dy = xp.asarray(taps[:, 1]) if xp is np else torch.tensor(taps[:, 1], device=x.device)
+        return xp.clip(x[:, None] + dx, 0, w - 1), xp.clip(y[:, None] + dy, 0, h - 1)
 
     def _dark_offsets(self, maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """DARK sub-pixel offsets (N, 2), heatmap px, for maps (N, H, W) with argmax (x, y) (N,).
@@ -216,31 +268,36 @@ class HeatmapCodec:
         blurred = blur_h @ maps @ blur_w.T  # separable, zero padding: (N, H, W)
         blur_max = blurred.amax(dim=(1, 2))
         ratio = maps.amax(dim=(1, 2)) / torch.where(blur_max != 0, blur_max, 1.0)
-
-        taps = torch.tensor(_DARK_TAPS, device=maps.device)  # (13, 2)
-        tx = (x[:, None] + taps[:, 0]).clamp(0, w - 1)
-        ty = (y[:, None] + taps[:, 1]).clamp(0, h - 1)
+        tx, ty = self._taps(torch, x, y, w, h)
         # Rescale, clamp and log are per pixel: apply them to the 13 taps only.
         v = blurred.reshape(n, h * w).gather(1, ty * w + tx) * ratio[:, None]  # (N, 13)
         v = v.clamp_min(_LOG_EPS).log()
-        c, xp, xm, yp, ym, x2p, x2m, y2p, y2m, pp, mp, pm, mm = v.unbind(1)
-        gx, gy = 0.5 * (xp - xm), 0.5 * (yp - ym)
-        hxx = 0.25 * (x2p - 2 * c + x2m)
-        hyy = 0.25 * (y2p - 2 * c + y2m)
-        hxy = 0.25 * (pp - pm - mp + mm)
-        det = hxx * hyy - hxy * hxy
-        inside = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
-        # Trust the Newton step only at a maximum (Hessian negative definite) and for a step of
-        # at most one pixel per axis; elsewhere (saddles, ridges, plateaus, near-singular
-        # Hessians) it can land far outside the map, so the quarter-pixel shift is used instead.
-        maximum = (hxx < 0) & (det > 0)
-        safe_det = torch.where(maximum, det, 1.0)
-        offsets = torch.stack(
-            [-(hyy * gx - hxy * gy) / safe_det, -(hxx * gy - hxy * gx) / safe_det], dim=1
-        )
-        trusted = maximum & torch.isfinite(offsets).all(dim=1) & (offsets.abs() <= 1).all(dim=1)
-        fallback = torch.where(inside[:, None], _shift_offsets(maps, x, y), 0.0)
-        return torch.where((inside & trusted)[:, None], offsets, fallback)
+        return _newton_offsets(torch, v, maps, x, y)
+
+
+def _newton_offsets(xp: Any, v: Any, maps: Any, x: Any, y: Any) -> Any:
+    """DARK's offsets ``(N, 2)``, heatmap px, from the log-blurred taps ``v`` ``(N, 13)``
+    (:data:`_DARK_TAPS` order) around the argmax ``(x, y)`` of ``maps`` ``(N, H, W)``: the
+    Newton step where trusted inside the ``2 <= x <= W-3``, ``2 <= y <= H-3`` window, the
+    ``shift`` offset where not, 0 outside the window. One function for torch and numpy
+    (``xp`` is the module), so both paths compute the same float32 operations in order."""
+    c, xp1, xm1, yp1, ym1, x2p, x2m, y2p, y2m, pp, mp, pm, mm = (v[:, i] for i in range(13))
+    gx, gy = 0.5 * (xp1 - xm1), 0.5 * (yp1 - ym1)
+    hxx = 0.25 * (x2p - 2 * c + x2m)
+    hyy = 0.25 * (y2p - 2 * c + y2m)
+    hxy = 0.25 * (pp - pm - mp + mm)
+    det = hxx * hyy - hxy * hxy
+    # Trust the Newton step only at a maximum (Hessian negative definite) and for a step of
+    # at most one pixel per axis; elsewhere (saddles, ridges, plateaus, near-singular
+    # Hessians) it can land far outside the map, so the quarter-pixel shift is used instead.
+    maximum = (hxx < 0) & (det > 0)
+    safe_det = xp.where(maximum, det, 1.0)
+    offsets = xp.stack([-(hyy * gx - hxy * gy) / safe_det, -(hxx * gy - hxy * gx) / safe_det], 1)
+    trusted = maximum & xp.isfinite(offsets).all(1) & (xp.abs(offsets) <= 1).all(1)
+    _, h, w = maps.shape
+    inside = (x >= 2) & (x <= w - 3) & (y >= 2) & (y <= h - 3)
+    fallback = xp.where(inside[:, None], _shift_offsets(xp, maps, x, y), 0.0)
+    return xp.where((inside & trusted)[:, None], offsets, fallback)
 
 
 @functools.lru_cache(maxsize=32)
@@ -258,19 +315,20 @@ def _blur_matrix(n: int, kernel: int) -> torch.Tensor:
     )
 
 
-def _shift_offsets(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _shift_offsets(xp: Any, maps: Any, x: Any, y: Any) -> Any:
     """Quarter-pixel offsets (N, 2), heatmap px, toward the higher neighbour, per axis.
 
-    maps (N, H, W); argmax ``x``, ``y`` (N,). An axis moves only where ``0 < x < W-1`` (resp.
-    ``0 < y < H-1``); equal neighbours give no move.
+    maps (N, H, W); argmax ``x``, ``y`` (N,); torch tensors or numpy arrays (``xp`` is the
+    module). An axis moves only where ``0 < x < W-1`` (resp. ``0 < y < H-1``); equal
+    neighbours give no move.
     """
     n, h, w = maps.shape
-    rows = torch.arange(n, device=maps.device)
-    dx = maps[rows, y, (x + 1).clamp(max=w - 1)] - maps[rows, y, (x - 1).clamp(min=0)]
-    dy = maps[rows, (y + 1).clamp(max=h - 1), x] - maps[rows, (y - 1).clamp(min=0), x]
-    ox = torch.where((x > 0) & (x < w - 1), 0.25 * torch.sign(dx), 0.0)
-    oy = torch.where((y > 0) & (y < h - 1), 0.25 * torch.sign(dy), 0.0)
-    return torch.stack([ox, oy], dim=1)
+    rows = xp.arange(n) if xp is np else torch.arange(n, device=maps.device)
+    dx = maps[rows, y, xp.clip(x + 1, 0, w - 1)] - maps[rows, y, xp.clip(x - 1, 0, w - 1)]
+    dy = maps[rows, xp.clip(y + 1, 0, h - 1), x] - maps[rows, xp.clip(y - 1, 0, h - 1), x]
+    ox = xp.where((x > 0) & (x < w - 1), 0.25 * xp.sign(dx), 0.0)
+    oy = xp.where((y > 0) & (y < h - 1), 0.25 * xp.sign(dy), 0.0)
+    return xp.stack([ox, oy], 1)
 
 
 def flip_heatmaps(heatmaps: torch.Tensor, spec: KeypointSpec) -> torch.Tensor:

@@ -122,12 +122,13 @@ def normalize_crops(
         crops = torch.from_numpy(np.ascontiguousarray(crops))
     if device.type == "cuda" and crops.device.type == "cpu":
         crops = crops.pin_memory()
-    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    x = crops.to(device, non_blocking=True)
     if config.color_order == "BGR":
-        x = x.flip(1)
-    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+        x = x.flip(-1)
+    # (B, h, w, 3) float is (B, 3, h, w) channels_last: one conversion, then in place.
+    x = x.to(torch.float32)
+    x.sub_(torch.tensor(config.mean, device=device)).div_(torch.tensor(config.std, device=device))
+    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
 
 
 def default_device() -> torch.device:

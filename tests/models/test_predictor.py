@@ -188,3 +188,16 @@ def test_crops_concat_and_split_are_inverse() -> None:
     assert split(list(range(3)), [len(p) for p in parts]) == [[0, 1], [], [2]]
     with pytest.raises(ValueError, match="cannot be split"):
         split([0, 1], [1, 2])
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_normalize_crops_against_numpy(order: str) -> None:
+    cfg = _config(order)
+    crops = np.random.default_rng(4).integers(0, 256, (3, 32, 24, 3), dtype=np.uint8)
+    x = normalize_crops(crops, cfg, torch.device("cpu"))
+    assert x.shape == (3, 3, 32, 24) and x.dtype == torch.float32
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    rgb = crops[..., ::-1] if order == "BGR" else crops  # the network's channel order
+    mean, std = np.float32(cfg.mean), np.float32(cfg.std)
+    want = ((rgb.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(x.numpy(), want)  # the same float32 operations: equal
