@@ -15,6 +15,7 @@ client boxes go in (:meth:`Reduction.boxes_in`), results come out
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,17 +80,28 @@ class PoseNeed:
     def _want(self, size: tuple[int, int]) -> int:
         w, h = size
         if self.boxes is None:
-            boxes = PersonBoxes.whole_image(w, h).boxes
-        else:
-            try:
-                boxes = validate_boxes(self.boxes, w, h)
-            except (BoxError, ValueError, TypeError):
-                return 1
-        if len(boxes) == 0:
+            return _whole_image_want(size, self.input_size)
+        try:
+            boxes = validate_boxes(self.boxes, w, h)
+        except (BoxError, ValueError, TypeError):
             return 1
-        _, scale = geometry.box_to_center_scale(geometry.xyxy_to_xywh(boxes), self.input_size)
-        least = (scale / np.asarray(self.input_size, dtype=np.float64)).min()  # px per crop px
-        return next((f for f in FACTORS if least >= f), 1)
+        return _want(boxes, self.input_size)
+
+
+def _want(boxes: np.ndarray, input_size: tuple[int, int]) -> int:
+    """The largest of :data:`FACTORS` (or 1) keeping every ``(N, 4)`` box's crop region at
+    least ``input_size`` per axis."""
+    if len(boxes) == 0:
+        return 1
+    _, scale = geometry.box_to_center_scale(geometry.xyxy_to_xywh(boxes), input_size)
+    least = (scale / np.asarray(input_size, dtype=np.float64)).min()  # px per crop px
+    return next((f for f in FACTORS if least >= f), 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _whole_image_want(size: tuple[int, int], input_size: tuple[int, int]) -> int:
+    """:func:`_want` of one person filling a ``size`` image (most uploads: a few sizes)."""
+    return _want(PersonBoxes.whole_image(*size).boxes, input_size)
 
 
 def decode_factor(size: tuple[int, int], max_side: int, need: PoseNeed | None = None) -> int:

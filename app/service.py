@@ -20,7 +20,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import torch
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
 from app.devices import DeviceError, buckets_for, resolve_devices
+from app.intake import DecodedImage
 from app.metrics import Metrics
 from app.reduction import PoseNeed, Reduction
 from app.settings import Settings
@@ -455,13 +456,80 @@ class PoseService:
             BoxError: a box that is malformed or lies outside its image.
             PipelineError: ``detect=true`` without a detector.
         """
-        predictor, batcher = self.check_ready()
+        predictor, _ = self.check_ready()
         opts = self._resolve(predictor, options)
         maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
         persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.decode_limiter
         )
+        return await self._infer(crops, maps, opts, deadline=deadline)
+
+    async def predict_uploads(
+        self,
+        decode: Callable[[], list[DecodedImage]],
+        boxes: Sequence[Sequence[Any] | None] | None,
+        options: PredictOptions,
+        *,
+        num_images: int,
+        deadline: float,
+    ) -> tuple[list[DecodedImage], list[list[PersonResult]], float]:
+        """:meth:`predict` of uploads still to be ``decode``-d (:func:`app.routes.uploads.
+        read_uploads`): where no image goes to the detector (:meth:`pose_needs`), decoding and
+        cropping run in ONE worker thread (each thread hop costs the event loop and a worker
+        a wake-up); else decoding runs in its own, then :meth:`predict`.
+
+        Returns:
+            The decoded images, per image its persons (as :meth:`predict`), and the
+            ``time.perf_counter()`` at which decoding ended.
+
+        Raises:
+            As :meth:`predict`, and ``decode``'s ``ApiError`` for a bad image.
+        """
+        predictor, _ = self.check_ready()
+        opts = self._resolve(predictor, options)
+
+        def decode_timed() -> tuple[list[DecodedImage], float]:
+            images = decode()
+            return images, time.perf_counter()
+
+        if any(need is None for need in self.pose_needs(boxes, num_images, opts)):
+            images, decoded = await anyio.to_thread.run_sync(
+                decode_timed, limiter=self.decode_limiter
+            )
+            results = await self.predict(
+                [im.pixels for im in images],
+                boxes,
+                opts,
+                deadline=deadline,
+                reductions=[im.scale for im in images],
+            )
+            return images, results, decoded
+
+        def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
+            images, decoded = decode_timed()
+            maps = [im.scale for im in images]
+            persons = self._whole_or_given(self._given_boxes(boxes, maps), maps)
+            pixels = [im.pixels for im in images]
+            return images, decoded, self._crop(predictor, pixels, persons)
+
+        images, decoded, crops = await anyio.to_thread.run_sync(
+            decode_and_crop, limiter=self.decode_limiter
+        )
+        results = await self._infer(crops, [im.scale for im in images], opts, deadline=deadline)
+        return images, results, decoded
+
+    async def _infer(
+        self,
+        crops: list[Crops],
+        maps: Sequence[Reduction],
+        opts: PredictOptions,
+        *,
+        deadline: float,
+    ) -> list[list[PersonResult]]:
+        """Every image's ``crops`` through the batcher as one job; persons per image in
+        original image px (``maps``), sorted."""
+        _, batcher = self.check_ready()
         if time.monotonic() >= deadline:
             raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
         counts = [len(c) for c in crops]
@@ -497,14 +565,7 @@ class PoseService:
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        out: list[PersonBoxes | None] = []
-        for i, m in enumerate(maps):
-            raw = None if boxes is None else boxes[i]
-            if raw is None:
-                out.append(None)
-            else:
-                given = PersonBoxes.from_client(raw, *m.size, label=f"boxes[{i}]")
-                out.append(m.boxes_in(given))
+        out = self._given_boxes(boxes, maps)
         has = self.detector_batcher is not None
         todo = [
             i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
@@ -519,9 +580,36 @@ class PoseService:
             )
             for i, p in zip(todo, found, strict=True):
                 out[i] = p
+        return self._whole_or_given(out, maps)
+
+    @staticmethod
+    def _given_boxes(
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None, maps: Sequence[Reduction]
+    ) -> list[PersonBoxes | None]:
+        """Per image the caller's boxes, validated against the original image's size and
+        mapped to the decoded image's px, or ``None`` where none were given.
+
+        Raises:
+            BoxError: naming the box (``boxes[i][j] = ...``).
+        """
+        out: list[PersonBoxes | None] = []
+        for i, m in enumerate(maps):
+            raw = None if boxes is None else boxes[i]
+            if raw is None:
+                out.append(None)
+            else:
+                given = PersonBoxes.from_client(raw, *m.size, label=f"boxes[{i}]")
+                out.append(m.boxes_in(given))
+        return out
+
+    @staticmethod
+    def _whole_or_given(
+        found: Sequence[PersonBoxes | None], maps: Sequence[Reduction]
+    ) -> list[PersonBoxes]:
+        """``found`` with the whole (original) image, in decoded px, where it is ``None``."""
         return [
             p if p is not None else m.boxes_in(PersonBoxes.whole_image(*m.size))
-            for p, m in zip(out, maps, strict=True)
+            for p, m in zip(found, maps, strict=True)
         ]
 
     @staticmethod

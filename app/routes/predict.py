@@ -26,7 +26,7 @@ from app.deps import (
     require_multipart,
 )
 from app.errors import error_responses
-from app.routes.uploads import read_images
+from app.routes.uploads import read_uploads
 from app.schemas import (
     Heatmaps,
     ImageResult,
@@ -116,16 +116,12 @@ async def predict(
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
     service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
-    # Images the detector will not see are decoded as small as their crops allow.
+    # Images the detector will not see are decoded as small as their crops allow, and cropped
+    # in the same worker thread.
     needs = service.pose_needs(raw_boxes, len(files), options)
-    images = await read_images(files, settings, service.decode_limiter, lease=pixels, needs=needs)
-    decoded = time.perf_counter()
-    results = await service.predict(
-        [im.pixels for im in images],
-        raw_boxes,
-        options,
-        deadline=deadline,
-        reductions=[im.scale for im in images],
+    decode_all = await read_uploads(files, settings, lease=pixels, needs=needs)
+    images, results, decoded = await service.predict_uploads(
+        decode_all, raw_boxes, options, num_images=len(files), deadline=deadline
     )
     inferred = time.perf_counter()
     predictor = service.model

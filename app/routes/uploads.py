@@ -7,7 +7,7 @@ thread of CPU. Cropping is the service's (:meth:`app.service.PoseService.predict
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import anyio.to_thread
@@ -27,7 +27,22 @@ async def read_images(
     lease: PixelLease | None = None,
     needs: Sequence[PoseNeed | None] | None = None,
 ) -> list[DecodedImage]:
-    """Validate, read and decode the uploads of one request.
+    """Validate, read and decode the uploads of one request (:func:`read_uploads`, then its
+    decoding in a worker thread, bounded by ``limiter``)."""
+    decode_all = await read_uploads(files, settings, lease=lease, needs=needs)
+    return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
+
+
+async def read_uploads(
+    files: list[UploadFile],
+    settings: Settings,
+    *,
+    lease: PixelLease | None = None,
+    needs: Sequence[PoseNeed | None] | None = None,
+) -> Callable[[], list[DecodedImage]]:
+    """Validate and read the uploads of one request; returns their decoding, for the caller
+    to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
+    crops in the same thread).
 
     With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
     are decoded at reduced scale, ``HEATPOSE_DECODE_MAX_SIDE``) are taken from the pixel budget
@@ -65,4 +80,4 @@ async def read_images(
             for d, n, want in zip(datas, names, wants, strict=True)
         ]
 
-    return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
+    return decode_all

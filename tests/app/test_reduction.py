@@ -346,3 +346,40 @@ async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_deco
     # The stated tolerance, as for max_side: one decoded pixel (factor original px) per axis.
     assert np.abs(a - b).max() <= factor
     assert np.abs(b - marker).max() <= 2 * factor
+
+
+async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
+    serve_app, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each ``anyio.to_thread`` hop costs a wake-up of the event loop and of a worker; an image
+    the detector will not see is decoded and cropped in one. Answers do not depend on it."""
+    import anyio.to_thread
+
+    from tests.app.test_predict_cli import StandInDetector, image_boxes
+
+    real = anyio.to_thread.run_sync
+    hops: list[str] = []
+
+    async def counting(func, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hops.append(getattr(func, "__name__", "?"))  # starlette's file reads are partials
+        return await real(func, *args, **kwargs)
+
+    ours = {"decode_and_crop", "decode_timed", "decode_all", "_crop"}
+
+    files = [("files", ("a.jpg", jpeg(480, 640), "image/jpeg"))]
+    answers = {}
+    for detector in (None, StandInDetector(image_boxes)):
+        async with serve_app(stand_in=detector) as (client, _):
+            monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
+            for detect in ("false", "auto"):
+                hops.clear()
+                r = await client.post(f"/predict?detect={detect}", files=files)
+                assert r.status_code == 200, r.text
+                answers[(detector is None, detect)] = r.json()["images"]
+                one = detector is None or detect == "false"
+                seen = [h for h in hops if h in ours]
+                assert seen == (["decode_and_crop"] if one else ["decode_timed", "_crop"]), hops
+            monkeypatch.setattr(anyio.to_thread, "run_sync", real)
+    # Without a detector ``auto`` is ``false``; with one, detect=false is the whole image too.
+    assert answers[(True, "auto")] == answers[(True, "false")] == answers[(False, "false")]
+    assert answers[(False, "auto")][0]["persons"][0]["bbox_source"] == "detector"
