@@ -4,6 +4,8 @@ Handlers take these as parameters: the service (:data:`ServiceDep`), the request
 (:data:`DeadlineDep`), the API-key and multipart checks (as route ``dependencies=``), and the
 query and form parameters that ``/predict`` and ``/visualize`` share (:data:`BoxesParam`,
 :data:`FlipParam`, :data:`DecodeParam`), so both routes document and parse them alike.
+Every dependency is ``async def``: FastAPI runs a plain ``def`` one in its thread pool, a
+thread hop per dependency per request (benchmarks/bench_overhead.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from models.codec import DecodeMode
 from models.pipeline import DetectMode, PipelineOptions
 
 
-def get_service(request: Request) -> PoseService:
+async def get_service(request: Request) -> PoseService:
     """The app's :class:`PoseService`."""
     service: PoseService = request.app.state.service
     return service
@@ -51,7 +53,7 @@ async def require_multipart(request: Request) -> None:
         )
 
 
-def request_deadline(request: Request, service: ServiceDep) -> float:
+async def request_deadline(request: Request, service: ServiceDep) -> float:
     """``time.monotonic()`` deadline: arrival + ``HEATPOSE_REQUEST_TIMEOUT_S``."""
     arrival = request.scope.get(ARRIVAL_KEY, time.monotonic())
     return float(arrival) + service.settings.request_timeout_s
@@ -114,7 +116,7 @@ DETECT_DOC = (
 )
 
 
-def detection_params(
+async def detection_params(
     service: ServiceDep,
     detect: Annotated[DetectMode, Query(description=DETECT_DOC)] = _DEFAULTS.detect,
     bbox_thr: Annotated[

@@ -288,3 +288,28 @@ async def test_predict_and_visualize_resolve_defaults_the_same_way(serve_app, re
             drawn[name] = np.asarray(Image.open(io.BytesIO(v.content)).convert("RGB"))
     np.testing.assert_array_equal(drawn["default"], drawn["explicit"])
     assert not np.array_equal(drawn["default"], drawn["other"])
+
+
+def test_every_route_dependency_runs_on_the_event_loop() -> None:
+    """A plain ``def`` dependency costs a thread-pool hop per request (FastAPI runs it in
+    ``run_in_threadpool``); all of ours are cheap and ``async``."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from app.routes import ops, predict, stream, visualize
+
+    def calls(dependant) -> list:  # type: ignore[no-untyped-def]
+        return [c for d in dependant.dependencies for c in (d.call, *calls(d))]
+
+    routes = [r for m in (predict, visualize, ops, stream) for r in m.router.routes]
+    found = {c for r in routes if isinstance(r, APIRoute) for c in calls(r.dependant) if c}
+    names = {getattr(c, "__name__", "") for c in found}
+    assert {"get_service", "request_deadline", "detection_params", "pixel_lease"} <= names
+    sync = [
+        c
+        for c in found
+        if not (inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c))
+        and getattr(c, "__module__", "").startswith("app.")
+    ]
+    assert sync == []
