@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from app.detector_batcher import DetectorBatcher
     from app.errors import ApiError, http_error
     from app.main import create_app
-    from app.service import PoseService, PredictOptions, StartupError
+    from app.service import PoseService, PredictOptions
     from app.settings import Settings, SettingsError, load_settings
+    from app.startup import StartupError
 
 _OWNERS = {
     "BatchFailed": "app.batcher",
@@ -37,7 +38,7 @@ _OWNERS = {
     "create_app": "app.main",
     "PoseService": "app.service",
     "PredictOptions": "app.service",
-    "StartupError": "app.service",
+    "StartupError": "app.startup",
     "Settings": "app.settings",
     "SettingsError": "app.settings",
     "load_settings": "app.settings",

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.logs import configure_logging
     from app.main import create_app
-    from app.service import (
+    from app.startup import (
         StartupError,
         detector_name,
         pick_device,

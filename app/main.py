@@ -38,8 +38,9 @@ from app.multiprocess_metrics import mark_worker_dead
 from app.routes import ops, predict, stream, visualize
 from app.routes.docs import install_docs
 from app.routes.page import install_page
-from app.service import PoseService, StartupError
+from app.service import PoseService
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
+from app.startup import StartupError
 from app.streams import StreamRegistry
 from models.pipeline import Detector
 

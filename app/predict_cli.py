@@ -98,13 +98,13 @@ def pick_device(device: str) -> str:
 
 def load_detector(name: str, device: str) -> Detector | None:
     """``--detector`` -> a person detector, or ``None`` for ``none`` (``auto`` as the service:
-    :func:`app.service.detector_name`).
+    :func:`app.startup.detector_name`).
 
     Raises:
         UsageError: an unknown name, weights that cannot be fetched, a file that is not a
             detector's state dict.
     """
-    from app.service import detector_name
+    from app.startup import detector_name
     from models.checkpoint import CheckpointError
     from models.detector import load_detector as load
     from models.zoo import ZooError

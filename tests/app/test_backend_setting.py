@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.service import StartupError
 from app.settings import SettingsError, load_settings
+from app.startup import StartupError
 from models.checkpoint import load
 from models.predictor import Predictor
 

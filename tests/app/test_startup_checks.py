@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from app.metrics import Metrics
-from app.service import PoseService, StartupError
+from app.service import PoseService
 from app.settings import Settings
+from app.startup import StartupError
 from models.checkpoint import build_model, save
 from models.codec import HeatmapCodec
 from models.model_config import ModelConfig
