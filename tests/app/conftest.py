@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.app.live_server import wait_ready
+
 
 @pytest.fixture(scope="session")
 def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -88,10 +90,7 @@ def server_process(app_checkpoint: Path):
     import socket
     import subprocess
     import sys
-    import time
     from contextlib import contextmanager
-
-    import httpx
 
     root = Path(__file__).resolve().parents[2]
 
@@ -113,16 +112,7 @@ def server_process(app_checkpoint: Path):
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 90
-            while True:
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                try:
-                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the server never became ready"
-                time.sleep(0.1)
+            wait_ready(proc, url)
             yield proc, url
         finally:
             if proc.poll() is None:

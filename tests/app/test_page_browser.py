@@ -34,6 +34,7 @@ import pytest
 from fastapi import WebSocket
 
 from models.video_files import write_y4m
+from tests.app.live_server import wait_ready
 from training.synthetic_video import make_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,16 +113,7 @@ def running(args: list[str], **settings: str) -> Iterator[str]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "the service did not become ready"
-            time.sleep(0.2)
+        wait_ready(proc, url, timeout_s=120)
         yield url
     finally:
         proc.terminate()

@@ -20,6 +20,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.app.live_server import wait_ready
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -175,16 +177,7 @@ def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            try:
-                if httpx.get(url + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server never became ready"
-            time.sleep(0.2)
+        wait_ready(proc, url)
 
         def post(i: int) -> httpx.Response:
             files = [("files", (f"{i}.jpg", jpeg(i), "image/jpeg"))]
@@ -192,6 +185,7 @@ def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
 
         with ThreadPoolExecutor(6) as pool:
             futures = [pool.submit(post, i) for i in range(6)]
+            deadline = time.monotonic() + 90
             while queue_depth(url) < 6:  # all six are inside the service, waiting for a batch
                 assert time.monotonic() < deadline
                 time.sleep(0.05)

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from tests.app.live_server import wait_ready
 from tests.app.test_server import ROOT, env, free_port
 from tests.app.test_stream import check_message
 from training.synthetic_video import make_video
@@ -44,16 +44,8 @@ def start_server(checkpoint: Path, **settings: str) -> tuple[subprocess.Popen[st
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 90
-    while True:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
-                return proc, f"ws://127.0.0.1:{port}/v1/stream"
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "the server never became ready"
-        time.sleep(0.2)
+    wait_ready(proc, f"http://127.0.0.1:{port}")
+    return proc, f"ws://127.0.0.1:{port}/v1/stream"
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
