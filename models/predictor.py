@@ -19,6 +19,7 @@ by the service.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -118,17 +119,38 @@ def normalize_crops(
     Returns:
         ``(B, 3, h, w)`` float32 normalised, channels_last, on ``device``.
     """
+    x = _uint8_on(crops, device)
+    if config.color_order == "BGR":
+        x = x.flip(-1)
+    # One pass over rows of pixels: (B, h, w, 3) viewed as (B*h, w*3), the mean and std tiled
+    # along a row, so the broadcast runs over a long contiguous axis instead of one of size 3
+    # (about 4x less CPU than broadcasting over the channel axis; the same float32 arithmetic).
+    b, h, w, c = x.shape
+    mean, std = _tiled_mean_std(tuple(config.mean or ()), tuple(config.std or ()), w, device)
+    rows = x.reshape(b * h, w * c).to(torch.float32)
+    rows.sub_(mean).div_(std)
+    # (B, h, w, 3) float is (B, 3, h, w) channels_last: no further copy.
+    return rows.view(b, h, w, c).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+
+
+def _uint8_on(crops: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``(B, h, w, 3)`` uint8 crops as a contiguous tensor on ``device`` (CPU tensors bound for
+    CUDA are pinned first, so the copy can overlap)."""
     if isinstance(crops, np.ndarray):
         crops = torch.from_numpy(np.ascontiguousarray(crops))
     if device.type == "cuda" and crops.device.type == "cpu":
         crops = crops.pin_memory()
-    x = crops.to(device, non_blocking=True)
-    if config.color_order == "BGR":
-        x = x.flip(-1)
-    # (B, h, w, 3) float is (B, 3, h, w) channels_last: one conversion, then in place.
-    x = x.to(torch.float32)
-    x.sub_(torch.tensor(config.mean, device=device)).div_(torch.tensor(config.std, device=device))
-    return x.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    return crops.to(device, non_blocking=True).contiguous()
+
+
+@functools.lru_cache(maxsize=16)
+def _tiled_mean_std(
+    mean: tuple[float, ...], std: tuple[float, ...], width: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(width * 3,)`` float32 mean and std repeated once per pixel of a crop row."""
+    m = torch.tensor(mean, dtype=torch.float32).repeat(width).to(device)
+    s = torch.tensor(std, dtype=torch.float32).repeat(width).to(device)
+    return m, s
 
 
 def default_device() -> torch.device:
@@ -237,22 +259,31 @@ class Predictor:
         Returns:
             ``(B, K, H, W)`` float32 heatmaps on the device (heatmap pixels).
         """
-        x = normalize_crops(crops, self.config, self.device)
-        b = x.shape[0]
+        u8 = _uint8_on(crops, self.device)
+        b = u8.shape[0]
         mask = np.broadcast_to(
             np.asarray(self.flip_test if flip is None else flip, dtype=bool), (b,)
         )
-        idx = torch.from_numpy(np.nonzero(mask)[0]).to(self.device)
+        idx = np.nonzero(mask)[0]
         if len(idx):
-            x = torch.cat([x, x.index_select(0, idx).flip(-1)])
+            # The mirrored crops are made from the uint8 crops (a quarter of the bytes), then
+            # normalised with the rest in one pass: the same values as mirroring the input.
+            flipped = (
+                u8 if len(idx) == b else u8.index_select(0, torch.from_numpy(idx).to(u8.device))
+            )
+            u8 = torch.cat([u8, flipped.flip(2)])
+        x = normalize_crops(u8, self.config, self.device)
         amp = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
         with amp:
             out = self.forward(x)
         out = out.float()
         hm = out[:b]
-        if len(idx):
+        if len(idx) == b:
+            hm = flip_merge(hm, out[b:], self.spec)
+        elif len(idx):
+            at = torch.from_numpy(idx).to(out.device)
             hm = hm.clone()
-            hm[idx] = flip_merge(hm.index_select(0, idx), out[b:], self.spec)
+            hm[at] = flip_merge(hm.index_select(0, at), out[b:], self.spec)
         return hm
 
     # -- stage 3 -------------------------------------------------------------------------

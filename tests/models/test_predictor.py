@@ -201,3 +201,28 @@ def test_normalize_crops_against_numpy(order: str) -> None:
     mean, std = np.float32(cfg.mean), np.float32(cfg.std)
     want = ((rgb.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
     np.testing.assert_array_equal(x.numpy(), want)  # the same float32 operations: equal
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_flip_test_per_crop_equals_mirroring_the_normalised_input(order: str) -> None:
+    """The mirrored crops are made from the uint8 crops before normalising (cheaper); the
+    heatmaps must equal the textbook computation: normalise, mirror the network input along
+    its width, forward both, merge (numpy reference of flip back + shift + mean)."""
+    from models.keypoints import COCO_KEYPOINTS
+
+    torch.manual_seed(0)
+    model = build_model(_config(order)).eval()
+    pred = Predictor(ModelBundle(model, _config(order)), "cpu")
+    crops = np.random.default_rng(5).integers(0, 256, (4, INPUT[1], INPUT[0], 3), dtype=np.uint8)
+    mask = np.array([True, False, True, False])
+    got = pred.heatmaps(crops, mask).numpy()
+    with torch.inference_mode():
+        x = normalize_crops(crops, pred.config, pred.device)
+        plain = pred.model(x).numpy()
+        mirrored = pred.model(x.flip(-1)).numpy()
+    back = mirrored[:, list(COCO_KEYPOINTS.flip_indices), :, ::-1]
+    shifted = np.concatenate([back[..., :1], back[..., :-1]], axis=-1)
+    want = np.where(mask[:, None, None, None], (plain + shifted) / 2, plain)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    everything = pred.heatmaps(crops, True).numpy()  # all mirrored: the no-index path
+    np.testing.assert_allclose(everything, (plain + shifted) / 2, rtol=1e-4, atol=1e-6)
