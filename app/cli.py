@@ -50,8 +50,7 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     from app.connections import budgeted_protocol
 
     return {
-        "http": budgeted_protocol(settings.header_timeout_s),
-        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "http": budgeted_protocol(settings.header_timeout_s, settings.max_header_bytes),
         "timeout_keep_alive": settings.keep_alive_timeout_s,
         "limit_concurrency": settings.max_connections,
     }
@@ -101,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if settings.workers > 1:
         return _run_workers(
-            settings.workers, overrides, options, header_timeout_s=settings.header_timeout_s
+            settings.workers,
+            overrides,
+            options,
+            header_timeout_s=settings.header_timeout_s,
+            max_header_bytes=settings.max_header_bytes,
         )
     server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
     server.run()
@@ -109,7 +112,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_workers(
-    workers: int, overrides: dict[str, Any], options: dict[str, Any], *, header_timeout_s: float
+    workers: int,
+    overrides: dict[str, Any],
+    options: dict[str, Any],
+    *,
+    header_timeout_s: float,
+    max_header_bytes: int,
 ) -> int:
     """``--workers N``: uvicorn's process supervisor, each worker building the app from the
     environment (the flags are passed on as ``HEATPOSE_*``), metrics shared through
@@ -120,9 +128,10 @@ def _run_workers(
 
     for key, value in overrides.items():
         os.environ[ENV_PREFIX + key.upper()] = str(value)
-    # The workers are spawned: the protocol class goes by name and reads its timeout from here.
+    # The workers are spawned: the protocol class goes by name and reads its budgets from here.
     os.environ[ENV_PREFIX + "HEADER_TIMEOUT_S"] = str(header_timeout_s)
-    options = {**options, "http": "app.connections:WorkerH11Protocol"}
+    os.environ[ENV_PREFIX + "MAX_HEADER_BYTES"] = str(max_header_bytes)
+    options = {**options, "http": "app.connections:WorkerHttpProtocol"}
     with multiprocess_dir():
         # A worker loading torch and its model on a busy host can miss uvicorn's 5 s ping and be
         # killed and restarted over and over; a minute is enough for a start-up.

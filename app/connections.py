@@ -6,8 +6,8 @@
   (``--timeout-graceful-shutdown``, ``HEATPOSE_SHUTDOWN_GRACE_S``) it cancels the requests still
   running; uvicorn would answer those with a plain-text ``500 Internal Server Error``. The guard
   answers them with the JSON 503 ``shutting_down`` instead (when no response has started).
-- :class:`BudgetedH11Protocol`: uvicorn's HTTP/1.1 protocol plus a header timeout and a JSON
-  431 for oversized headers (see its docstring).
+- :class:`BudgetedHttpProtocol`: uvicorn's httptools HTTP/1.1 protocol plus a header timeout
+  and a header size limit answered with a JSON 431 (see its docstring).
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ import json
 import os
 from collections.abc import Mapping
 
-import h11
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 def json_error_messages(
@@ -84,25 +83,33 @@ class ShutdownGuard:
             )
 
 
-class BudgetedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the connection budgets uvicorn has no option for.
+class BudgetedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools (llhttp, C) protocol with the connection budgets uvicorn has no
+    option for. (uvicorn's other protocol, pure-Python h11, has a header size limit but costs
+    more CPU per request: benchmarks/bench_overhead.py.)
 
     - Header timeout (``header_timeout_s``, ``HEATPOSE_HEADER_TIMEOUT_S``): from the moment a
       connection opens, and again after each answer, the client must send a complete request
       line and headers within it, else the connection is closed. uvicorn itself never closes a
       connection that sends nothing or trickles its headers (slowloris).
-    - Headers over ``h11_max_incomplete_event_size`` (``HEATPOSE_MAX_HEADER_BYTES``) get
-      ``431 Request Header Fields Too Large`` as JSON (uvicorn answers a plain-text 400).
+    - Header size (``max_header_bytes``, ``HEATPOSE_MAX_HEADER_BYTES``): a request whose line
+      and headers are still incomplete after that many bytes gets ``431 Request Header Fields
+      Too Large`` as JSON and the connection is closed (httptools itself buffers any amount).
+      The bytes are counted per read as they arrive, so at most one read (64 KiB) more than the
+      limit is ever held.
 
-    Use :func:`budgeted_protocol` to set the timeout; ``heatpose serve`` passes the class to
+    Use :func:`budgeted_protocol` to set both; ``heatpose serve`` passes the class to
     ``uvicorn.Config(http=...)``.
     """
 
     header_timeout_s = 10.0
+    max_header_bytes = 32768
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer: asyncio.TimerHandle | None = None
+        self._awaiting_head = True  # a request line and headers are still to come
+        self._head_bytes = 0
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
@@ -117,13 +124,29 @@ class BudgetedH11Protocol(H11Protocol):
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        between = self.cycle is None or self.cycle.response_complete  # no request in flight
+        if between and not self.transport.is_closing():
             self.transport.close()  # no complete request headers in time
 
     def data_received(self, data: bytes) -> None:
+        if self._awaiting_head:
+            self._head_bytes += len(data)
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm_header_timer()  # the headers are in (or the connection failed)
+        if (
+            self._awaiting_head
+            and self._head_bytes > self.max_header_bytes
+            and not self.transport.is_closing()
+        ):
+            self._send_431()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._awaiting_head = True  # counted from the next read on
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head, self._head_bytes = False, 0
+        self._disarm_header_timer()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -134,40 +157,40 @@ class BudgetedH11Protocol(H11Protocol):
         self._disarm_header_timer()
         super().connection_lost(exc)
 
-    def send_400_response(self, msg: str) -> None:
-        limit = self.config.h11_max_incomplete_event_size
-        if limit is not None and len(self.conn.trailing_data[0]) > limit:
-            body = json.dumps(
-                {
-                    "error": {
-                        "code": "headers_too_large",
-                        "message": f"the request line and headers exceed {limit:,} bytes "
-                        "(HEATPOSE_MAX_HEADER_BYTES)",
-                    }
+    def _send_431(self) -> None:
+        body = json.dumps(
+            {
+                "error": {
+                    "code": "headers_too_large",
+                    "message": f"the request line and headers exceed {self.max_header_bytes:,} "
+                    "bytes (HEATPOSE_MAX_HEADER_BYTES)",
                 }
-            ).encode()
-            head = (
-                "HTTP/1.1 431 Request Header Fields Too Large\r\n"
-                "content-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            )
-            self.transport.write(head.encode("latin-1") + body)
-            self.transport.close()
-            return
-        super().send_400_response(msg)
+            }
+        ).encode()
+        head = (
+            "HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.write(head.encode("latin-1") + body)
+        self.transport.close()
 
 
-class WorkerH11Protocol(BudgetedH11Protocol):
-    """:class:`BudgetedH11Protocol` for ``--workers N``: worker processes are spawned, so the
-    protocol class must be importable by name (``app.connections:WorkerH11Protocol``); its header
-    timeout is ``HEATPOSE_HEADER_TIMEOUT_S``, which ``heatpose serve`` exports to the workers."""
+class WorkerHttpProtocol(BudgetedHttpProtocol):
+    """:class:`BudgetedHttpProtocol` for ``--workers N``: worker processes are spawned, so the
+    protocol class must be importable by name (``app.connections:WorkerHttpProtocol``); its
+    budgets are ``HEATPOSE_HEADER_TIMEOUT_S`` and ``HEATPOSE_MAX_HEADER_BYTES``, which
+    ``heatpose serve`` exports to the workers."""
 
     header_timeout_s = float(
-        os.environ.get("HEATPOSE_HEADER_TIMEOUT_S", BudgetedH11Protocol.header_timeout_s)
+        os.environ.get("HEATPOSE_HEADER_TIMEOUT_S", BudgetedHttpProtocol.header_timeout_s)
+    )
+    max_header_bytes = int(
+        os.environ.get("HEATPOSE_MAX_HEADER_BYTES", BudgetedHttpProtocol.max_header_bytes)
     )
 
 
-def budgeted_protocol(header_timeout_s: float) -> type[BudgetedH11Protocol]:
-    """A :class:`BudgetedH11Protocol` subclass with this header timeout (``uvicorn.Config``)."""
-    attrs = {"header_timeout_s": header_timeout_s}
-    return type("BudgetedH11Protocol", (BudgetedH11Protocol,), attrs)
+def budgeted_protocol(header_timeout_s: float, max_header_bytes: int) -> type[BudgetedHttpProtocol]:
+    """A :class:`BudgetedHttpProtocol` subclass with these budgets (``uvicorn.Config``)."""
+    attrs = {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes}
+    return type("BudgetedHttpProtocol", (BudgetedHttpProtocol,), attrs)

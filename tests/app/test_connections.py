@@ -114,3 +114,62 @@ def test_connection_budgets_with_raw_sockets(server_process) -> None:
             s.close()
         time.sleep(0.3)
         assert httpx.get(url + "/health", timeout=5).status_code == 200
+
+
+def read_answers(s: socket.socket, count: int, timeout: float = 10) -> list[bytes]:
+    """``count`` complete HTTP answers (status line .. body, by Content-Length) from ``s``."""
+    s.settimeout(timeout)
+    buf, answers = b"", []
+    while len(answers) < count:
+        head_end = buf.find(b"\r\n\r\n")
+        if head_end >= 0:
+            head = buf[:head_end].decode("latin-1").lower()
+            length = int(head.split("content-length:")[1].split("\r\n")[0])
+            end = head_end + 4 + length
+            if len(buf) >= end:
+                answers.append(buf[:end])
+                buf = buf[end:]
+                continue
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return answers
+
+
+@pytest.mark.slow
+def test_header_limit_counts_headers_only(server_process) -> None:
+    """``HEATPOSE_MAX_HEADER_BYTES`` on the httptools protocol: headers under it pass on a
+    kept-alive connection, a large body after small headers is no header overflow, pipelined
+    requests are each answered, and headers trickled past the limit get the JSON 431."""
+    with server_process(MAX_HEADER_BYTES="4096") as (_, url):
+        s = connect(url)
+        near = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 3800 + b"\r\n\r\n"
+        s.sendall(near)
+        (first,) = read_answers(s, 1)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        body = b"--b\r\n" + b"x" * 300_000  # not an image: refused by the app, not by headers
+        s.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+            b"boundary=b\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        (second,) = read_answers(s, 1)
+        assert second.startswith(b"HTTP/1.1 4") and b" 431 " not in second[:20], second[:300]
+        s.close()
+
+        pipelined = connect(url)
+        pipelined.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+        answers = read_answers(pipelined, 3)
+        assert [a[:12] for a in answers] == [b"HTTP/1.1 200"] * 3
+        pipelined.close()
+
+        trickle = connect(url)
+        with contextlib.suppress(OSError):  # the server may close before all is sent
+            trickle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+            for _ in range(10):
+                trickle.sendall(b"X-Pad: " + b"a" * 600 + b"\r\n")
+                time.sleep(0.02)
+        answer = read_answer(trickle)
+        assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+        assert b"4,096 bytes" in answer and b"HEATPOSE_MAX_HEADER_BYTES" in answer
+        trickle.close()
