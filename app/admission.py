@@ -13,7 +13,7 @@ requests). :class:`PixelBudget` holds two budgets, counted in the pixels the ima
   room until its deadline (then 504); one that could never fit gets 413.
 
 A :class:`PixelLease` is one request's share, taken by :func:`app.routes.uploads.read_images`
-and given back when the request ends (the ``PixelLeaseDep`` dependency of the routes).
+and given back when the request ends (:func:`app.deps.pixel_lease` in the routes).
 
 :func:`fit_for_render` bounds ``/visualize``'s rendering (``HEATPOSE_MAX_RENDER_PIXELS``): a
 larger image is drawn at a reduced size, its persons scaled by the same factors.

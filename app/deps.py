@@ -1,21 +1,26 @@
-"""What the routes depend on, as FastAPI dependencies (the full-stack template's ``api/deps.py``).
+"""What the routes depend on, kept cheap: each FastAPI dependency and parameter costs CPU on
+every request (benchmarks/bench_overhead.py: the inference routes' former seven dependencies and
+seven separate query parameters cost about 0.5 ms of a request's CPU).
 
-Handlers take these as parameters: the service (:data:`ServiceDep`), the request deadline
-(:data:`DeadlineDep`), the API-key and multipart checks (as route ``dependencies=``), and the
-query and form parameters that ``/predict`` and ``/visualize`` share (:data:`BoxesParam`,
-:data:`FlipParam`, :data:`DecodeParam`), so both routes document and parse them alike.
-Every dependency is ``async def``: FastAPI runs a plain ``def`` one in its thread pool, a
-thread hop per dependency per request (benchmarks/bench_overhead.py).
+- :data:`ServiceDep` and :func:`require_api_key`: for the operational routes.
+- The inference routes (``/predict``, ``/visualize``) take their query parameters as ONE model
+  (:class:`InferenceQuery`, validated in one call; ``extra="forbid"`` names an unknown
+  parameter, see :func:`app.errors.unknown_query_message`) and get the rest from plain
+  functions: :func:`inference_request` (the service, the API key checked again after
+  :class:`app.gate.RequestGate`, ``max_persons`` against ``HEATPOSE_MAX_PERSONS``, the
+  deadline) and :func:`pixel_lease`. The multipart content type is checked by the gate, before
+  the body is read.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-from fastapi import Depends, Form, Query, Request
+from fastapi import Depends, Form, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.admission import PixelLease
 from app.auth import check_api_key
@@ -41,71 +46,19 @@ async def require_api_key(request: Request, service: ServiceDep) -> None:
     check_api_key(None if key is None else key.get_secret_value(), request)
 
 
-async def require_multipart(request: Request) -> None:
-    """415 unless the request body is ``multipart/form-data``."""
-    ct = request.headers.get("content-type", "")
-    if not ct.lower().startswith("multipart/form-data"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"the request content type is {ct.split(';')[0] or 'missing'!r}; send the images "
-            "as multipart/form-data with one or more 'files' parts",
-        )
+MULTIPART_HINT = "send the images as multipart/form-data with one or more 'files' parts"
 
 
-async def request_deadline(request: Request, service: ServiceDep) -> float:
-    """``time.monotonic()`` deadline: arrival + ``HEATPOSE_REQUEST_TIMEOUT_S``."""
-    arrival = request.scope.get(ARRIVAL_KEY, time.monotonic())
-    return float(arrival) + service.settings.request_timeout_s
-
-
-DeadlineDep = Annotated[float, Depends(request_deadline)]
-
-
-async def reject_unknown_query(request: Request) -> None:
-    """422 naming every query parameter the route does not take (a typo must not be ignored)."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    known: set[str] = set()
-    todo = [dependant]
-    while todo:  # the route's own query parameters and those of its dependencies
-        d = todo.pop()
-        known.update(p.alias for p in d.query_params)
-        todo.extend(d.dependencies)
-    unknown = sorted(k for k in request.query_params if k not in known)
-    if unknown:
-        raise ApiError(
-            422,
-            "unknown_query_parameter",
-            f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes "
-            f"{', '.join(sorted(known))}",
-        )
-
-
-@dataclass(frozen=True)
-class DetectionParams:
-    """The person-detection query parameters of ``/predict`` and ``/visualize``."""
-
-    detect: DetectMode
-    bbox_thr: float
-    max_persons: int
-    kpt_thr: float
-
-    def options(
-        self, *, flip_test: bool | None, decode: DecodeMode | None, heatmaps: bool
-    ) -> PredictOptions:
-        """The request's :class:`~app.service.PredictOptions` with these parameters."""
-        return PredictOptions(
-            flip_test=flip_test,
-            decode=decode,
-            heatmaps=heatmaps,
-            detect=self.detect,
-            bbox_thr=self.bbox_thr,
-            max_persons=self.max_persons,
-            kpt_thr=self.kpt_thr,
-        )
+def multipart_error(content_type: str) -> ApiError | None:
+    """415 unless ``content_type`` is ``multipart/form-data`` (``None`` when it is)."""
+    if content_type.lower().startswith("multipart/form-data"):
+        return None
+    return ApiError(
+        415,
+        "unsupported_media_type",
+        f"the request content type is {content_type.split(';')[0] or 'missing'!r}; "
+        + MULTIPART_HINT,
+    )
 
 
 _DEFAULTS = PipelineOptions()
@@ -114,53 +67,6 @@ DETECT_DOC = (
     "detector), true = on every image (its boxes replace given ones), false = never (images "
     "without boxes are one whole-image person)."
 )
-
-
-async def detection_params(
-    service: ServiceDep,
-    detect: Annotated[DetectMode, Query(description=DETECT_DOC)] = _DEFAULTS.detect,
-    bbox_thr: Annotated[
-        float, Query(ge=0, le=1, description="Keep detected boxes scoring at least this.")
-    ] = _DEFAULTS.bbox_thr,
-    max_persons: Annotated[
-        int,
-        Query(
-            ge=1,
-            description="At most this many detected persons an image (best kept); "
-            "at most HEATPOSE_MAX_PERSONS.",
-        ),
-    ] = _DEFAULTS.max_persons,
-    kpt_thr: Annotated[
-        float,
-        Query(ge=0, description="Keypoints scoring below it are visible=false (not drawn)."),
-    ] = _DEFAULTS.kpt_thr,
-) -> DetectionParams:
-    """The detection parameters, ``max_persons`` checked against ``HEATPOSE_MAX_PERSONS``."""
-    limit = service.settings.max_persons
-    if max_persons > limit:
-        raise ApiError(
-            422,
-            "invalid_max_persons",
-            f"max_persons={max_persons} is more than this service allows ({limit}, "
-            "HEATPOSE_MAX_PERSONS)",
-        )
-    return DetectionParams(detect, bbox_thr, max_persons, kpt_thr)
-
-
-DetectionDep = Annotated[DetectionParams, Depends(detection_params)]
-
-
-async def pixel_lease(request: Request, deadline: DeadlineDep) -> AsyncIterator[PixelLease]:
-    """This request's share of the pixel budget (:mod:`app.admission`), given back at its end."""
-    lease = PixelLease(request.app.state.pixel_budget, deadline)
-    try:
-        yield lease
-    finally:
-        await lease.release()
-
-
-PixelLeaseDep = Annotated[PixelLease, Depends(pixel_lease)]
-
 BOXES_DOC = (
     "JSON: per file, in upload order, a list of person boxes [x1, y1, x2, y2] in pixels of the "
     "image as displayed, or null for 'the whole image is one person'. Absent = whole images. "
@@ -170,5 +76,74 @@ FLIP_DOC = "Average with the horizontally flipped crop (default: the service's s
 DECODE_DOC = "Heatmap decoding (default: the service's setting, else the checkpoint's)."
 
 BoxesParam = Annotated[str | None, Form(description=BOXES_DOC)]
-FlipParam = Annotated[bool | None, Query(description=FLIP_DOC)]
-DecodeParam = Annotated[DecodeMode | None, Query(description=DECODE_DOC)]
+
+
+class InferenceQuery(BaseModel):
+    """The query parameters ``/predict`` and ``/visualize`` share (each route adds its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detect: DetectMode = Field(_DEFAULTS.detect, description=DETECT_DOC)
+    bbox_thr: float = Field(
+        _DEFAULTS.bbox_thr, ge=0, le=1, description="Keep detected boxes scoring at least this."
+    )
+    max_persons: int = Field(
+        _DEFAULTS.max_persons,
+        ge=1,
+        description="At most this many detected persons an image (best kept); "
+        "at most HEATPOSE_MAX_PERSONS.",
+    )
+    kpt_thr: float = Field(
+        _DEFAULTS.kpt_thr,
+        ge=0,
+        description="Keypoints scoring below it are visible=false (not drawn).",
+    )
+    flip_test: bool | None = Field(None, description=FLIP_DOC)
+    decode: DecodeMode | None = Field(None, description=DECODE_DOC)
+
+    def options(self, *, heatmaps: bool) -> PredictOptions:
+        """The request's :class:`~app.service.PredictOptions` (unresolved: ``None`` = the
+        service's default)."""
+        return PredictOptions(
+            flip_test=self.flip_test,
+            decode=self.decode,
+            heatmaps=heatmaps,
+            detect=self.detect,
+            bbox_thr=self.bbox_thr,
+            max_persons=self.max_persons,
+            kpt_thr=self.kpt_thr,
+        )
+
+
+def inference_request(request: Request, query: InferenceQuery) -> tuple[PoseService, float]:
+    """The service and the request's ``time.monotonic()`` deadline (arrival +
+    ``HEATPOSE_REQUEST_TIMEOUT_S``), after the checks the gate cannot make.
+
+    Raises:
+        ApiError: 401 without the API key (the gate checked it already; checked again here so
+            the route is safe on its own), 422 ``invalid_max_persons`` over
+            ``HEATPOSE_MAX_PERSONS``.
+    """
+    service: PoseService = request.app.state.service
+    settings = service.settings
+    key = settings.api_key
+    check_api_key(None if key is None else key.get_secret_value(), request)
+    if query.max_persons > settings.max_persons:
+        raise ApiError(
+            422,
+            "invalid_max_persons",
+            f"max_persons={query.max_persons} is more than this service allows "
+            f"({settings.max_persons}, HEATPOSE_MAX_PERSONS)",
+        )
+    arrival = request.scope.get(ARRIVAL_KEY, time.monotonic())
+    return service, float(arrival) + settings.request_timeout_s
+
+
+@asynccontextmanager
+async def pixel_lease(request: Request, deadline: float) -> AsyncIterator[PixelLease]:
+    """This request's share of the pixel budget (:mod:`app.admission`), given back at its end."""
+    lease = PixelLease(request.app.state.pixel_budget, deadline)
+    try:
+        yield lease
+    finally:
+        await lease.release()

@@ -143,9 +143,37 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(err.status, err.code, err.message, err.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "invalid_request", _describe_validation(list(exc.errors())))
+    errors = list(exc.errors())
+    unknown = sorted(
+        str(e["loc"][1])
+        for e in errors
+        if e.get("type") == "extra_forbidden" and tuple(e.get("loc", ()))[:1] == ("query",)
+    )
+    if unknown:  # a typo must not be silently ignored: named first, with what the route takes
+        return error_response(
+            422, "unknown_query_parameter", unknown_query_message(request, unknown)
+        )
+    return error_response(422, "invalid_request", _describe_validation(errors))
+
+
+def unknown_query_message(request: Request, unknown: list[str]) -> str:
+    """``unknown query parameter(s) 'x'; this route takes a, b, c``: the names of the route's
+    query parameters (those of a query-parameter model counted one by one)."""
+    known: set[str] = set()
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    todo = [dependant] if dependant is not None else []
+    while todo:
+        d = todo.pop()
+        for param in d.query_params:
+            fields = getattr(param.field_info.annotation, "model_fields", None)
+            known.update(fields if isinstance(fields, dict) else [param.alias])
+        todo.extend(d.dependencies)
+    return (
+        f"unknown query parameter(s) {', '.join(map(repr, unknown))}; this route takes "
+        f"{', '.join(sorted(known))}"
+    )
 
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -6,9 +6,10 @@ upload happen here, on the headers alone:
 
 1. the API key (``HEATPOSE_API_KEY``) for ``/predict``, ``/visualize``, ``/v1/model`` (and
    ``/metrics`` with ``HEATPOSE_METRICS_PUBLIC=false``): 401 before a byte of the body is read;
-2. for ``POST /predict`` and ``/visualize``: readiness and room in the queue for at least one
-   crop (503 ``not_ready`` / ``shutting_down`` / ``overloaded``), so load is shed in
-   milliseconds instead of after decoding (the routes check again, exactly, before decoding);
+2. for ``POST /predict`` and ``/visualize``: a ``multipart/form-data`` body (415), readiness
+   and room in the queue for at least one crop (503 ``not_ready`` / ``shutting_down`` /
+   ``overloaded``), so load is shed in milliseconds instead of after decoding (the routes
+   check again, exactly, before decoding);
 3. the body must arrive within ``HEATPOSE_BODY_TIMEOUT_S`` of the request's start (408);
 4. once the body is read, a client that disconnects cancels its request: the batcher then
    removes its queued crops (``heatpose_dropped_crops_total{reason="cancelled"}``).
@@ -20,18 +21,38 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import check_api_key
 from app.batcher import NotServing, QueueFull
 from app.connections import send_error
+from app.deps import multipart_error
 from app.errors import ApiError, http_error
 from app.metrics import ARRIVAL_KEY
 from app.service import PoseService
 
 INFERENCE_PATHS = frozenset({"/predict", "/visualize"})
 KEYED_PATHS = INFERENCE_PATHS | {"/v1/model"}
+
+
+async def _within(awaitable: Awaitable[Message], seconds: float) -> Message:
+    """``await awaitable`` or ``asyncio.TimeoutError`` after ``seconds``: ``asyncio.timeout``
+    (a timer, Python >= 3.11) rather than ``wait_for`` (a task per call, per body chunk)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    """The first ``name`` header of the request (latin-1), or ``""``."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
 
 
 class _BodyTimeout(Exception):
@@ -61,6 +82,9 @@ class RequestGate:
                 key = self.service.settings.api_key
                 check_api_key(None if key is None else key.get_secret_value(), scope)
             if path in INFERENCE_PATHS and scope["method"] == "POST":
+                wrong_type = multipart_error(_header(scope, b"content-type"))
+                if wrong_type is not None:
+                    raise wrong_type
                 _, batcher = self.service.check_ready()
                 batcher.check_room(1)
         except (NotServing, QueueFull) as e:
@@ -92,7 +116,7 @@ class RequestGate:
             if watcher is not None:  # the body is in: only a disconnect can come
                 return await asyncio.shield(watcher)
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, body_by - time.monotonic()))
+                message = await _within(receive(), max(0.0, body_by - time.monotonic()))
             except asyncio.TimeoutError:
                 timed_out = True
                 raise _BodyTimeout from None

@@ -10,21 +10,11 @@ import time
 from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from pydantic import Field
 
 from app.boxes import parse_boxes_field
-from app.deps import (
-    BoxesParam,
-    DeadlineDep,
-    DecodeParam,
-    DetectionDep,
-    FlipParam,
-    PixelLeaseDep,
-    ServiceDep,
-    reject_unknown_query,
-    require_api_key,
-    require_multipart,
-)
+from app.deps import BoxesParam, InferenceQuery, inference_request, pixel_lease
 from app.errors import error_responses
 from app.routes.uploads import read_uploads
 from app.schemas import (
@@ -42,12 +32,17 @@ from models.persons import PersonResult
 from models.pipeline import keypoint_visible
 from models.predictor import Predictor
 
-router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["inference"])
 
 FilesParam = Annotated[
     list[UploadFile], File(description="One or more images (JPEG, PNG, WebP or BMP).")
 ]
-HeatmapsParam = Annotated[bool, Query(description="Include raw heatmaps (base64).")]
+
+
+class PredictQuery(InferenceQuery):
+    """``/predict``'s query parameters."""
+
+    heatmaps: bool = Field(False, description="Include raw heatmaps (base64).")
 
 
 def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary:
@@ -92,37 +87,31 @@ def person(names: tuple[str, ...], r: PersonResult, kpt_thr: float) -> Person:
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    dependencies=[Depends(require_multipart), Depends(reject_unknown_query)],
     responses=error_responses(400, 401, 413, 415, 422, 500, 503, 504),
     summary="Keypoints of the persons in one or more images",
 )
 async def predict(
-    service: ServiceDep,
-    deadline: DeadlineDep,
-    detection: DetectionDep,
-    pixels: PixelLeaseDep,
+    request: Request,
+    query: Annotated[PredictQuery, Query()],
     files: FilesParam,
     boxes: BoxesParam = None,
-    flip_test: FlipParam = None,
-    decode: DecodeParam = None,
-    heatmaps: HeatmapsParam = False,
 ) -> Response:
     """Per image the persons (given boxes, detected, or the whole image; best box score first)
     and their K keypoints."""
     start = time.perf_counter()
-    options = service.resolve(
-        detection.options(flip_test=flip_test, decode=decode, heatmaps=heatmaps)
-    )
+    service, deadline = inference_request(request, query)
+    options = service.resolve(query.options(heatmaps=query.heatmaps))
     settings = service.settings
     raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
     service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
     # Images the detector will not see are decoded as small as their crops allow, and cropped
     # in the same worker thread.
     needs = service.pose_needs(raw_boxes, len(files), options)
-    decode_all = await read_uploads(files, settings, lease=pixels, needs=needs)
-    images, results, decoded = await service.predict_uploads(
-        decode_all, raw_boxes, options, num_images=len(files), deadline=deadline
-    )
+    async with pixel_lease(request, deadline) as pixels:
+        decode_all = await read_uploads(files, settings, lease=pixels, needs=needs)
+        images, results, decoded = await service.predict_uploads(
+            decode_all, raw_boxes, options, num_images=len(files), deadline=deadline
+        )
     inferred = time.perf_counter()
     predictor = service.model
     names = predictor.spec.names
@@ -131,7 +120,7 @@ async def predict(
             filename=img.filename,
             width=img.width,
             height=img.height,
-            persons=[person(names, r, detection.kpt_thr) for r in people],
+            persons=[person(names, r, query.kpt_thr) for r in people],
         )
         for img, people in zip(images, results, strict=True)
     ]

@@ -12,67 +12,56 @@ import time
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, File, Query, Response, UploadFile
+from fastapi import APIRouter, File, Query, Request, Response, UploadFile
+from pydantic import Field
 
 from app.admission import fit_for_render
 from app.batcher import DeadlineExceeded
 from app.boxes import parse_boxes_field
-from app.deps import (
-    BoxesParam,
-    DeadlineDep,
-    DecodeParam,
-    DetectionDep,
-    FlipParam,
-    PixelLeaseDep,
-    ServiceDep,
-    reject_unknown_query,
-    require_api_key,
-    require_multipart,
-)
+from app.deps import BoxesParam, InferenceQuery, inference_request, pixel_lease
 from app.errors import ApiError, error_responses
+from app.intake import DecodedImage
 from app.overlay import Mode, encode_png, render
 from app.routes.uploads import read_images
+from app.service import PoseService
+from models.persons import PersonResult
 
-router = APIRouter(tags=["inference"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["inference"])
 
 PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "The overlay as a PNG."}
 }
 FileParam = Annotated[UploadFile, File(description="One image (JPEG, PNG, WebP or BMP).")]
-ModeParam = Annotated[Mode, Query(description="What to draw.")]
-KeypointParam = Annotated[
-    str | None, Query(description="Show this keypoint's heatmap only (a name).")
-]
-AlphaParam = Annotated[float, Query(ge=0, le=1, description="Heatmap opacity.")]
-MaxSideParam = Annotated[
-    int, Query(ge=64, le=8192, description="Longest side of the PNG (larger images shrink).")
-]
+
+
+class VisualizeQuery(InferenceQuery):
+    """``/visualize``'s query parameters."""
+
+    mode: Mode = Field("both", description="What to draw.")
+    keypoint: str | None = Field(None, description="Show this keypoint's heatmap only (a name).")
+    alpha: float = Field(0.5, ge=0, le=1, description="Heatmap opacity.")
+    max_side: int = Field(
+        2048, ge=64, le=8192, description="Longest side of the PNG (larger images shrink)."
+    )
 
 
 @router.post(
     "/visualize",
     response_class=Response,
-    dependencies=[Depends(require_multipart), Depends(reject_unknown_query)],
     responses={**PNG_RESPONSE, **error_responses(400, 401, 413, 415, 422, 500, 503, 504)},
     summary="Heatmaps and skeleton drawn over one image (PNG)",
 )
 async def visualize(
-    service: ServiceDep,
-    deadline: DeadlineDep,
-    detection: DetectionDep,
-    pixels: PixelLeaseDep,
+    request: Request,
+    query: Annotated[VisualizeQuery, Query()],
     file: FileParam,
     boxes: BoxesParam = None,
-    flip_test: FlipParam = None,
-    decode: DecodeParam = None,
-    mode: ModeParam = "both",
-    keypoint: KeypointParam = None,
-    alpha: AlphaParam = 0.5,
-    max_side: MaxSideParam = 2048,
 ) -> Response:
     """The image at its oriented size (at most ``max_side``), heatmaps blended where they are
     hot, each person's box (index, score) and skeleton in its own colour."""
-    want = detection.options(flip_test=flip_test, decode=decode, heatmaps=mode != "skeleton")
+    service, deadline = inference_request(request, query)
+    mode, keypoint = query.mode, query.keypoint
+    want = query.options(heatmaps=mode != "skeleton")
     options = service.resolve(want)
     predictor = service.model
     names = predictor.spec.names
@@ -84,10 +73,27 @@ async def visualize(
         channel = names.index(keypoint)
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
     service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
-    (image,) = await read_images([file], service.settings, service.decode_limiter, lease=pixels)
-    (people,) = await service.predict(
-        [image.pixels], raw_boxes, options, deadline=deadline, reductions=[image.scale]
-    )
+    async with pixel_lease(request, deadline) as pixels:
+        limiter = service.decode_limiter
+        (image,) = await read_images([file], service.settings, limiter, lease=pixels)
+        (people,) = await service.predict(
+            [image.pixels], raw_boxes, options, deadline=deadline, reductions=[image.scale]
+        )
+        png = await _draw(service, image, people, query, channel=channel, deadline=deadline)
+    return Response(png, media_type="image/png")
+
+
+async def _draw(
+    service: PoseService,
+    image: DecodedImage,
+    people: list[PersonResult],
+    query: VisualizeQuery,
+    *,
+    channel: int | None,
+    deadline: float,
+) -> bytes:
+    """The overlay PNG, rendered on a worker thread within the request's deadline."""
+    predictor = service.model
 
     def draw() -> bytes:
         # Drawn on the decoded image (maybe reduced): the persons mapped into its pixels.
@@ -98,18 +104,18 @@ async def visualize(
             drawn,
             predictor.spec,
             predictor.input_size,
-            mode=mode,
+            mode=query.mode,
             channel=channel,
-            alpha=alpha,
-            kpt_thr=detection.kpt_thr,
-            max_side=max_side,
+            alpha=query.alpha,
+            kpt_thr=query.kpt_thr,
+            max_side=query.max_side,
         )
         return encode_png(out)
 
     check_deadline(deadline, "before rendering")
     png = await anyio.to_thread.run_sync(draw, limiter=service.decode_limiter)
     check_deadline(deadline, "while rendering")
-    return Response(png, media_type="image/png")
+    return png
 
 
 def check_deadline(deadline: float, when: str) -> None:

@@ -305,7 +305,7 @@ def test_every_route_dependency_runs_on_the_event_loop() -> None:
     routes = [r for m in (predict, visualize, ops, stream) for r in m.router.routes]
     found = {c for r in routes if isinstance(r, APIRoute) for c in calls(r.dependant) if c}
     names = {getattr(c, "__name__", "") for c in found}
-    assert {"get_service", "request_deadline", "detection_params", "pixel_lease"} <= names
+    assert {"get_service", "require_api_key"} <= names
     sync = [
         c
         for c in found
