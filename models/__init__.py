@@ -21,12 +21,13 @@ if TYPE_CHECKING:
         verify,
     )
     from models.codec import DECODE_MODES, DecodeMode, HeatmapCodec
+    from models.crops import Crops, split
     from models.keypoints import COCO_KEYPOINTS, KeypointSpec
     from models.model_config import ModelConfig
     from models.network import PoseResNet
     from models.persons import BoxError, BoxSource, PersonBoxes, PersonResult, validate_boxes
     from models.pipeline import DetectMode, PipelineError, PipelineOptions, PosePipeline
-    from models.predictor import Crops, Predictor, normalize_crops, split
+    from models.predictor import Predictor, normalize_crops
     from models.zoo import ZooError
 
 _OWNERS = {
@@ -54,10 +55,10 @@ _OWNERS = {
     "PipelineError": "models.pipeline",
     "PipelineOptions": "models.pipeline",
     "PosePipeline": "models.pipeline",
-    "Crops": "models.predictor",
+    "Crops": "models.crops",
     "Predictor": "models.predictor",
     "normalize_crops": "models.predictor",
-    "split": "models.predictor",
+    "split": "models.crops",
     "ZooError": "models.zoo",
 }
 

@@ -33,6 +33,7 @@ from torchvision.models.detection import (
 from torchvision.ops import FrozenBatchNorm2d, nms
 
 from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
+from models.crops import Pixels, device_pixels
 from models.zoo import ENTRIES, ZooEntry, resolve
 
 __all__ = [
@@ -208,7 +209,7 @@ class PersonDetector:
     @torch.inference_mode()
     def detect(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Pixels],
         score_thr: float = 0.3,
         nms_thr: float = 0.3,
         max_persons: int = 100,
@@ -216,9 +217,9 @@ class PersonDetector:
         """Persons in each image: one forward pass for all ``images``.
 
         Args:
-            images: ``(H, W, 3)`` uint8 RGB arrays, sizes may differ (torchvision's transform
-                resizes and pads them into one batch); read-only arrays are fine (never
-                written).
+            images: ``(H, W, 3)`` uint8 RGB, numpy arrays or torch tensors (a tensor already on
+                the detector's device is used where it is: no host round trip), sizes may differ
+                (torchvision's transform resizes and pads them into one batch); never written.
             score_thr: keep boxes whose person score is ``>= score_thr``.
             nms_thr: IoU above which a lower-scored person box is suppressed.
             max_persons: at most this many boxes an image.
@@ -229,15 +230,9 @@ class PersonDetector:
         """
         if not images:
             return []
-        # torch.from_numpy shares the memory of writable C-contiguous images (no copy); a
-        # read-only one (the service's intake images) is copied once, uint8, for torch never
-        # to hold a tensor over memory it may not write (it warns otherwise).
-        tensors = [
-            torch.from_numpy(np.require(im, requirements=["C", "W"]))
-            .to(self.device)
-            .permute(2, 0, 1)
-            for im in images
-        ]
+        # device_pixels: a writable C-contiguous numpy image is shared, not copied; a read-only
+        # one (the service's intake images) is copied once, uint8; a tensor on the device stays.
+        tensors = [device_pixels(im, self.device).permute(2, 0, 1) for im in images]
         inputs = [t.float().div_(255.0) for t in tensors]
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             outputs = self.model(inputs)

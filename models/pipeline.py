@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 
 from models.codec import DecodeMode
+from models.crops import Crops, Pixels, split
 from models.persons import PersonBoxes, PersonResult
-from models.predictor import Crops, Predictor, split
+from models.predictor import Predictor
 
 if TYPE_CHECKING:
     from models.detector import Detections
@@ -47,11 +48,16 @@ class PipelineError(ValueError):
 
 
 class Detector(Protocol):
-    """What the pipeline needs of a person detector (:class:`models.detector.PersonDetector`)."""
+    """What the pipeline needs of a person detector (:class:`models.detector.PersonDetector`).
+
+    ``images`` are ``(H, W, 3)`` uint8 RGB numpy arrays, or torch tensors where the service
+    decodes on the device (``HEATPOSE_DECODE``); :func:`models.crops.host_pixels` is the
+    explicit host copy for a detector that needs numpy.
+    """
 
     def detect(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Pixels],
         score_thr: float = ...,
         nms_thr: float = ...,
         max_persons: int = ...,

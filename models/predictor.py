@@ -4,16 +4,15 @@ The one inference path: the training evaluation and the service both call it, so
 measured offline is what is served. Three stages, composed by :meth:`Predictor.predict`
 and called one by one by the service's dynamic batcher:
 
-1. :meth:`crop` (CPU, per image): boxes -> regions -> uint8 RGB crops of the input size.
+1. :meth:`crop` (cv2 on the CPU, per image) or :meth:`crop_many` (also: all images at once,
+   one batched warp on the device): boxes -> regions -> uint8 RGB crops of the input size.
 2. :meth:`heatmaps` (device, any batch of crops): colour order, normalisation, forward pass
    (channels_last; AMP on CUDA), flip-test merge. The only place that enters
    ``torch.inference_mode``.
 3. :meth:`decode` (device, then numpy): heatmaps -> input pixels -> image pixels.
 
-:class:`Crops` joins the crops of many images into one batch (:meth:`Crops.concat`) and turns
-the batch's decoded outputs back into :class:`~models.persons.PersonResult` objects, which
-:func:`split` regroups per image: the one copy of that bookkeeping, used by :meth:`predict` and
-by the service.
+:class:`~models.crops.Crops` (:mod:`models.crops`, re-exported here) joins the crops of many
+images into one batch and :func:`~models.crops.split` regroups a batch's results per image.
 """
 
 from __future__ import annotations
@@ -21,93 +20,31 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from models import backends, geometry
 from models.codec import flip_merge
-from models.persons import BoxSource, PersonBoxes, PersonResult
+from models.crops import (
+    Crops,
+    Pixels,
+    check_image,
+    cut,
+    cut_batched,
+    device_pixels,
+    host_pixels,
+    split,
+)
+from models.persons import PersonBoxes, PersonResult
 
 if TYPE_CHECKING:
     from models.checkpoint import ModelBundle
     from models.model_config import ModelConfig
 
-T = TypeVar("T")
 
-
-@dataclass
-class Crops:
-    """Person crops cut out of one image (or, after :meth:`concat`, of many).
-
-    Attributes:
-        images: ``(N, h, w, 3)`` uint8 RGB crops of the model's input size.
-        centers: ``(N, 2)`` region centres, image pixels.
-        scales: ``(N, 2)`` region sizes ``(w, h)``, image pixels.
-        boxes: ``(N, 4)`` the person boxes ``[x1, y1, x2, y2]``, image pixels.
-        box_scores: ``(N,)`` float64 detector confidences, NaN where the box was not detected.
-        box_sources: ``N`` :data:`~models.persons.BoxSource` values, one per crop.
-    """
-
-    images: np.ndarray
-    centers: np.ndarray
-    scales: np.ndarray
-    boxes: np.ndarray
-    box_scores: np.ndarray
-    box_sources: tuple[BoxSource, ...]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @staticmethod
-    def concat(parts: Sequence[Crops]) -> Crops:
-        """The crops of several images as one batch, in order (``parts`` must not be empty)."""
-        return Crops(
-            images=np.concatenate([p.images for p in parts]),
-            centers=np.concatenate([p.centers for p in parts]),
-            scales=np.concatenate([p.scales for p in parts]),
-            boxes=np.concatenate([p.boxes for p in parts]),
-            box_scores=np.concatenate([p.box_scores for p in parts]),
-            box_sources=tuple(s for p in parts for s in p.box_sources),
-        )
-
-    def result(
-        self, i: int, keypoints: np.ndarray, scores: np.ndarray, heatmaps: np.ndarray | None
-    ) -> PersonResult:
-        """Crop ``i``'s person: its box, region and box provenance with its decoded keypoints.
-
-        Args:
-            keypoints: ``(K, 2)`` image px; ``scores``: ``(K,)``; ``heatmaps``: ``(K, H, W)``.
-        """
-        box_score = float(self.box_scores[i])
-        return PersonResult(
-            box=self.boxes[i],
-            keypoints=keypoints,
-            scores=scores,
-            center=self.centers[i],
-            scale=self.scales[i],
-            box_score=None if np.isnan(box_score) else box_score,
-            box_source=self.box_sources[i],
-            heatmaps=heatmaps,
-        )
-
-
-def split(items: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
-    """``items`` of one batch regrouped per image: ``counts[i]`` consecutive items each."""
-    if sum(counts) != len(items):
-        raise ValueError(f"{len(items)} items cannot be split into groups of {list(counts)}")
-    out, start = [], 0
-    for n in counts:
-        out.append(list(items[start : start + n]))
-        start += n
-    return out
-
-
-def normalize_crops(
-    crops: np.ndarray | torch.Tensor, config: ModelConfig, device: torch.device
-) -> torch.Tensor:
+def normalize_crops(crops: Pixels, config: ModelConfig, device: torch.device) -> torch.Tensor:
     """uint8 RGB crops -> the network's normalised input, for inference and training alike.
 
     Args:
@@ -206,48 +143,58 @@ class Predictor:
     def crop(
         self, image: np.ndarray, boxes: PersonBoxes | np.ndarray | Sequence[Any] | None = None
     ) -> Crops:
-        """Cut the persons out of one image.
+        """Cut the persons out of one image, one ``cv2.warpAffine`` each.
 
         Args:
-            image: ``(H, W, 3)`` uint8 RGB, image pixels.
+            image: ``(H, W, 3)`` uint8 RGB numpy, image pixels.
             boxes: :class:`~models.persons.PersonBoxes`; or ``(N, 4)`` ``[x1, y1, x2, y2]``
                 image px given by the caller (validated here); or ``None`` for the whole image.
 
         Raises:
             ValueError: not an RGB uint8 image; :class:`~models.persons.BoxError` for bad boxes.
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
-        height, width = image.shape[:2]
-        if boxes is None:
-            boxes = PersonBoxes.whole_image(width, height)
-        elif not isinstance(boxes, PersonBoxes):
-            boxes = PersonBoxes.from_client(boxes, width, height)
-        b = boxes.boxes
-        w, h = self.input_size
-        out = np.empty((len(b), h, w, 3), np.uint8)
-        if len(b) == 0:
-            centers = scales = np.zeros((0, 2))
-        else:
-            xywh = geometry.xyxy_to_xywh(b)
-            centers, scales = geometry.box_to_center_scale(xywh, self.input_size)
-        for i in range(len(b)):
-            out[i] = geometry.crop_person(image, centers[i], scales[i], self.input_size)
-        box_scores = np.full(len(b), np.nan) if boxes.scores is None else boxes.scores
-        return Crops(
-            images=out,
-            centers=centers.reshape(-1, 2),
-            scales=scales.reshape(-1, 2),
-            boxes=b,
-            box_scores=np.asarray(box_scores, dtype=np.float64),
-            box_sources=(boxes.source,) * len(b),
-        )
+        persons = _persons(boxes, *check_image(image))
+        return cut(image, persons, self.input_size)
+
+    def crop_many(
+        self,
+        images: Sequence[Pixels],
+        boxes: Sequence[PersonBoxes | np.ndarray | Sequence[Any] | None],
+        *,
+        on_device: bool,
+    ) -> list[Crops]:
+        """Cut the persons out of several images (:meth:`crop`'s ``boxes`` per image).
+
+        Args:
+            images: ``(H, W, 3)`` uint8 RGB, numpy or torch (any device), image pixels.
+            on_device: ``True``: all persons with ONE batched warp
+                (:func:`models.crops.cut_batched`) on this predictor's device (each image moved
+                there once as uint8; the crops stay there as tensors); ``False``: cv2 per
+                person on the CPU (:meth:`crop`; tensors are copied to the host first).
+
+        Returns:
+            Per image its :class:`~models.crops.Crops` (numpy or tensor ``images``).
+
+        Raises:
+            ValueError: not an RGB uint8 image, or ``len(boxes) != len(images)``;
+            :class:`~models.persons.BoxError` for bad boxes.
+        """
+        if len(boxes) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
+        persons = [_persons(b, *check_image(im)) for im, b in zip(images, boxes, strict=True)]
+        if not on_device:
+            return [
+                cut(host_pixels(im), p, self.input_size)
+                for im, p in zip(images, persons, strict=True)
+            ]
+        moved = [device_pixels(im, self.device) for im in images]
+        return cut_batched(moved, persons, self.input_size)
 
     # -- stage 2 -------------------------------------------------------------------------
     @torch.inference_mode()
     def heatmaps(
         self,
-        crops: np.ndarray | torch.Tensor,
+        crops: Pixels,
         flip: np.ndarray | bool | None = None,
     ) -> torch.Tensor:
         """Forward a batch of crops; flip-test merge where asked.
@@ -346,3 +293,15 @@ class Predictor:
             for j in range(len(batch))
         ]
         return split(people, counts)
+
+
+def _persons(
+    boxes: PersonBoxes | np.ndarray | Sequence[Any] | None, width: int, height: int
+) -> PersonBoxes:
+    """:meth:`Predictor.crop`'s ``boxes`` as :class:`~models.persons.PersonBoxes` (plain boxes
+    validated, ``None`` = the whole ``width x height`` image)."""
+    if boxes is None:
+        return PersonBoxes.whole_image(width, height)
+    if isinstance(boxes, PersonBoxes):
+        return boxes
+    return PersonBoxes.from_client(boxes, width, height)
