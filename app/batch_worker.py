@@ -15,10 +15,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from models.crops import Pixels
+
 log = logging.getLogger("heatpose.batcher")
 
-RunBatch = Callable[[np.ndarray, np.ndarray], Any]
-"""``(crops (B, h, w, 3) uint8 RGB, flip (B,) bool) -> heatmaps (B, K, H, W)`` torch or numpy."""
+RunBatch = Callable[[Pixels, np.ndarray], Any]
+"""``(crops (B, h, w, 3) uint8 RGB numpy or torch (any device), flip (B,) bool) -> heatmaps
+(B, K, H, W)`` torch or numpy."""
 Decode = Callable[[Any, np.ndarray, np.ndarray, str | None], tuple[Any, Any]]
 """``(heatmaps (B, K, H, W), centers (B, 2), scales (B, 2) image px, mode) ->
 (keypoints (B, K, 2) image px, scores (B, K))``."""
@@ -33,7 +36,7 @@ class BatchOutput(NamedTuple):
     heatmaps: list[np.ndarray | None]
 
 
-def forward(run_batch: RunBatch, crops: np.ndarray, flip: np.ndarray) -> Any:
+def forward(run_batch: RunBatch, crops: Pixels, flip: np.ndarray) -> Any:
     """``run_batch`` on the whole batch; on CUDA out-of-memory, on each half (recursively)."""
     try:
         return run_batch(crops, flip)
@@ -58,7 +61,7 @@ def run(
     run_batch: RunBatch,
     decode: Decode,
     *,
-    crops: np.ndarray,
+    crops: Pixels,
     flip: np.ndarray,
     centers: np.ndarray,
     scales: np.ndarray,
@@ -68,7 +71,8 @@ def run(
     """One batch, on the worker thread.
 
     Args:
-        crops: ``(B, h, w, 3)`` uint8 RGB; ``flip``: ``(B,)`` bool.
+        crops: ``(B, h, w, 3)`` uint8 RGB, numpy or a tensor (on any device: ``run_batch``
+            moves it to its own, :func:`models.predictor.normalize_crops`); ``flip``: ``(B,)``.
         centers, scales: ``(B, 2)`` crop regions, image px.
         modes: per crop its decode mode (crops sharing a mode are decoded together).
         want_heatmaps: per crop whether to return its ``(K, H, W)`` heatmaps (as numpy).

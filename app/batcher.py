@@ -55,8 +55,8 @@ from app import batch_worker
 from app.batch_worker import Decode, RunBatch
 from app.devices import worker_labels
 from app.metrics import Metrics, StageMetrics
+from models.crops import Crops, stack_crops
 from models.persons import PersonResult
-from models.predictor import Crops
 
 log = logging.getLogger("heatpose.batcher")
 
@@ -494,7 +494,8 @@ class Batcher(BatchQueue[PersonResult]):
         """Queue one request's crops and wait for their results.
 
         Args:
-            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB) with their regions and boxes.
+            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB, numpy or a tensor on any device:
+                kept there, :func:`models.crops.stack_crops`) with their regions and boxes.
             flip: ``(N,)`` bool or one bool: flip-test each crop.
             deadline: ``time.monotonic()`` after which the request fails.
             mode: decode mode, ``None`` = the model's default.
@@ -515,7 +516,7 @@ class Batcher(BatchQueue[PersonResult]):
         outputs = batch_worker.run(
             replica.run_batch,
             replica.decode,
-            crops=np.stack([job.items.images[i] for job, i in batch]),
+            crops=stack_crops([job.items.images[i] for job, i in batch]),
             flip=np.array([job.params[0][i] for job, i in batch], dtype=bool),
             centers=np.stack([job.items.centers[i] for job, i in batch]).astype(np.float64),
             scales=np.stack([job.items.scales[i] for job, i in batch]).astype(np.float64),

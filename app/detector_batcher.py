@@ -17,6 +17,7 @@ import numpy as np
 
 from app.batcher import BatchQueue, Entry
 from app.metrics import Metrics
+from models.crops import Pixels
 from models.detector import Detections
 from models.persons import PersonBoxes
 from models.pipeline import Detector, detections_to_boxes
@@ -61,7 +62,7 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
 
     async def submit(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Pixels],
         *,
         bbox_thr: float,
         max_persons: int,
@@ -70,7 +71,7 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
         """Queue one request's images and wait for their persons.
 
         Args:
-            images: ``(H, W, 3)`` uint8 RGB images.
+            images: ``(H, W, 3)`` uint8 RGB images, numpy or torch (device decode).
             bbox_thr: keep boxes scoring ``>= bbox_thr``; ``max_persons``: at most this many
                 an image, best first.
             deadline: ``time.monotonic()`` after which the request fails.

@@ -7,11 +7,13 @@ Order of checks, cheapest first, so nothing is decoded that would be refused any
    and BMP are accepted),
 3. the declared size from the header, before any pixel is decoded (413 over the pixel limit:
    decompression bombs never get decoded),
-4. a JPEG too short for the pixels it declares (400; the rule is in ``_check_jpeg_holds``),
+4. a JPEG too short for the pixels it declares (400; the rule is in
+   :func:`app.jpeg_header.check_jpeg_holds`),
 5. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
    set), EXIF orientation applied, then greyscale / palette / alpha / 16-bit -> RGB uint8.
    A JPEG longer than ``max_side`` is decoded at reduced scale (1/2, 1/4 or 1/8 per axis,
-   :mod:`app.reduction`); the result records the factor and the original size.
+   :mod:`app.reduction`); the result records the factor and the original size. (``/predict``
+   may decode JPEGs on its device instead, after checks 1-4: :mod:`app.torch_decode`.)
 
 Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.boxes`.
 """
@@ -23,12 +25,17 @@ import logging
 import warnings
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
+from app.jpeg_header import check_jpeg_holds
 from app.reduction import PoseNeed, Reduction, decode_factor, reduced_size
+
+if TYPE_CHECKING:
+    from models.crops import Pixels
 
 log = logging.getLogger("heatpose.app")
 
@@ -55,16 +62,25 @@ class DecodedImage:
 
     Attributes:
         pixels: ``(h, w, 3)`` uint8 RGB, EXIF orientation applied (the image as displayed), at
-            1/``reduction.factor`` of the original's size per axis.
+            1/``reduction.factor`` of the original's size per axis: numpy, or a torch tensor on
+            the serving device where ``/predict`` decodes JPEGs there (:mod:`app.torch_decode`;
+            :attr:`host` is the explicit host copy).
         filename: the client's file name ("" when none was given).
         format: the container format (JPEG, PNG, WEBP or BMP).
         reduction: how ``pixels`` relate to the original image (``None``: decoded at full size).
     """
 
-    pixels: np.ndarray
+    pixels: Pixels
     filename: str
     format: str
     reduction: Reduction | None = None
+
+    @property
+    def host(self) -> np.ndarray:
+        """:attr:`pixels` as numpy (a tensor is copied to the host; an array is itself)."""
+        from models.crops import host_pixels
+
+        return host_pixels(self.pixels)
 
     @property
     def scale(self) -> Reduction:
@@ -133,6 +149,35 @@ def decode_image(
         ApiError: 400 (empty, not an image, truncated, corrupt), 413 (too many pixels),
             415 (another image format).
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = open_checked(data, filename, max_pixels)
+        fmt, (w, h) = (img.format or "").upper(), img.size
+        factor = _draft(img, decode_factor((w, h), max_side, need)) if fmt == "JPEG" else 1
+        try:
+            img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
+        except _DECODE_ERRORS as e:
+            raise ApiError(
+                400, "corrupt_image", f"file {filename!r} is truncated or corrupt: {e}"
+            ) from e
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global; refuse to trust the decode
+        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated uploads may pass")
+    oriented, transposed = _orient(img, filename)
+    pixels = to_rgb_uint8(oriented)
+    if factor == 1:
+        return DecodedImage(pixels=pixels, filename=filename, format=fmt)
+    size = (h, w) if transposed else (w, h)
+    return DecodedImage(pixels, filename, fmt, Reduction(factor, size))
+
+
+def open_checked(data: bytes, filename: str, max_pixels: int) -> Image.Image:
+    """Checks 2-4 of the module docstring on the header (no pixel decoded): the opened image,
+    lazy (its ``format``, ``size``, ``mode`` and EXIF are read, its pixels are not).
+
+    Raises:
+        ApiError: 400 (empty, not an image, a PNG chunk's CRC, a JPEG too short for its
+            size), 413 (over ``max_pixels``), 415 (another image format).
+    """
     if not data:
         raise ApiError(400, "empty_file", f"file {filename!r} is empty (0 bytes)")
     # Pillow's own bomb guard warns above Image.MAX_IMAGE_PIXELS and raises above twice that;
@@ -149,39 +194,24 @@ def decode_image(
             ) from e
         except _DECODE_ERRORS as e:
             raise ApiError(400, "invalid_image", f"{filename!r}: unreadable header: {e}") from e
-        fmt = (img.format or "").upper()
-        if fmt not in ACCEPTED_FORMATS:
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                f"file {filename!r} is {fmt or 'an unknown format'}; JPEG, PNG, WebP and BMP "
-                "are accepted",
-            )
-        w, h = img.size
-        if w <= 0 or h <= 0:
-            raise ApiError(400, "invalid_image", f"file {filename!r} declares a {w}x{h} image")
-        if w * h > max_pixels:
-            raise _too_many_pixels(filename, (w, h), max_pixels)
-        if fmt == "PNG":
-            _verify_png(data, filename)
-        factor = 1
-        if fmt == "JPEG":
-            _check_jpeg_holds(data, (w, h), filename)
-            factor = _draft(img, decode_factor((w, h), max_side, need))
-        try:
-            img.load()  # full decode; a truncated file raises (LOAD_TRUNCATED_IMAGES is False)
-        except _DECODE_ERRORS as e:
-            raise ApiError(
-                400, "corrupt_image", f"file {filename!r} is truncated or corrupt: {e}"
-            ) from e
-    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global; refuse to trust the decode
-        log.warning("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is set; truncated uploads may pass")
-    oriented, transposed = _orient(img, filename)
-    pixels = to_rgb_uint8(oriented)
-    if factor == 1:
-        return DecodedImage(pixels=pixels, filename=filename, format=fmt)
-    size = (h, w) if transposed else (w, h)
-    return DecodedImage(pixels, filename, fmt, Reduction(factor, size))
+    fmt = (img.format or "").upper()
+    if fmt not in ACCEPTED_FORMATS:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"file {filename!r} is {fmt or 'an unknown format'}; JPEG, PNG, WebP and BMP "
+            "are accepted",
+        )
+    w, h = img.size
+    if w <= 0 or h <= 0:
+        raise ApiError(400, "invalid_image", f"file {filename!r} declares a {w}x{h} image")
+    if w * h > max_pixels:
+        raise _too_many_pixels(filename, (w, h), max_pixels)
+    if fmt == "PNG":
+        _verify_png(data, filename)
+    if fmt == "JPEG":
+        check_jpeg_holds(data, (w, h), filename)
+    return img
 
 
 def _draft(img: Image.Image, factor: int) -> int:
@@ -210,44 +240,6 @@ def _too_many_pixels(filename: str, size: tuple[int, int] | None, max_pixels: in
     )
 
 
-_HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
-"""Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless)."""
-
-
-def _jpeg_sof(data: bytes) -> int | None:
-    """The start-of-frame marker of a JPEG (walking the header segments), or ``None``."""
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return marker
-        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
-    return None
-
-
-def _check_jpeg_holds(data: bytes, size: tuple[int, int], filename: str) -> None:
-    """400 when a Huffman-coded JPEG is too short for the pixels its header declares.
-
-    The rule: every 8x8 block of the first component is coded in the first scan with at least
-    one Huffman code, and a Huffman code is at least one bit, so the file has at least
-    ``ceil(w/8) * ceil(h/8) / 8`` bytes. libjpeg fills what is missing with grey without an
-    error (a 27 KB file patched to say 6000x6000 would otherwise decode to 108 MB of filler).
-    Arithmetic-coded JPEGs (which can spend less than a bit per block) are not checked.
-    """
-    if _jpeg_sof(data) not in _HUFFMAN_SOF:
-        return
-    w, h = size
-    need = ((w + 7) // 8) * ((h + 7) // 8) // 8
-    if len(data) < need:
-        raise ApiError(
-            400,
-            "corrupt_image",
-            f"file {filename!r} declares {w}x{h} pixels but its {len(data):,} bytes cannot hold "
-            f"them (a JPEG needs at least one bit per 8x8 block: {need:,} bytes); the file is "
-            "truncated or its header is wrong",
-        )
-
-
 def _verify_png(data: bytes, filename: str) -> None:
     """Check every PNG chunk's CRC (Pillow's ``verify``), catching corrupt data early."""
     try:
@@ -257,17 +249,28 @@ def _verify_png(data: bytes, filename: str) -> None:
         raise ApiError(400, "corrupt_image", f"file {filename!r} is a corrupt PNG: {e}") from e
 
 
+def exif_orientation(img: Image.Image, filename: str) -> int:
+    """The EXIF orientation tag from the header (1 = as stored, 2-8 = mirror and/or rotate;
+    1 when absent, unknown or unreadable: a malformed EXIF block is ignored, not fatal)."""
+    try:
+        tag = img.getexif().get(_ORIENTATION, 1)
+    except Exception as e:  # malformed EXIF comes in many exception types
+        log.warning("ignoring unreadable EXIF orientation of %r: %s", filename, e)
+        return 1
+    return tag if tag in range(1, 9) else 1
+
+
 def _orient(img: Image.Image, filename: str) -> tuple[Image.Image, bool]:
-    """Apply the EXIF orientation tag; a malformed EXIF block is ignored, not fatal.
+    """Apply the EXIF orientation tag (:func:`exif_orientation`).
 
     Returns the image as displayed and whether its axes were swapped (tags 5-8).
     An image without a rotating tag (most uploads) is returned as decoded: ``exif_transpose``
     would copy all its pixels (a quarter of the decode's CPU, benchmarks/bench_overhead.py).
     """
+    tag = exif_orientation(img, filename)
+    if tag == 1:
+        return img, False
     try:
-        tag = img.getexif().get(_ORIENTATION, 1)
-        if tag == 1:
-            return img, False
         return ImageOps.exif_transpose(img), tag in (5, 6, 7, 8)
     except Exception as e:  # malformed EXIF comes in many exception types
         log.warning("ignoring unreadable EXIF orientation of %r: %s", filename, e)

@@ -133,7 +133,7 @@ def run_images(
                 if isinstance(d, str):
                     failed += 1
                     tqdm.write(f"{PROG}: {files[i]}: {d} (skipped)", file=sys.stderr)
-            people = pipeline([d.pixels for _, d in good], None, options) if good else []
+            people = pipeline([d.host for _, d in good], None, options) if good else []
             for (i, image), persons in zip(good, people, strict=True):
                 stem = out / images[i][1]
                 stem.parent.mkdir(parents=True, exist_ok=True)
@@ -155,7 +155,7 @@ def run_images(
                     stem.with_suffix(".json").write_text(json.dumps(doc))
                 if args.overlay:
                     picture = render(
-                        image.pixels,
+                        image.host,
                         persons,
                         predictor.spec,
                         predictor.input_size,

@@ -18,12 +18,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models import geometry
 from models.persons import BoxError, PersonBoxes, PersonResult, validate_boxes
+
+if TYPE_CHECKING:
+    from models.crops import Pixels
 
 FACTORS = (8, 4, 2)
 """The reductions a JPEG decoder offers, largest first."""
@@ -133,7 +136,7 @@ class Reduction:
     size: tuple[int, int]
 
     @classmethod
-    def none(cls, image: np.ndarray) -> Reduction:
+    def none(cls, image: Pixels) -> Reduction:
         """An ``(H, W, 3)`` image decoded at full size."""
         return cls(1, (int(image.shape[1]), int(image.shape[0])))
 

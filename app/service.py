@@ -30,6 +30,7 @@ import anyio.to_thread
 import numpy as np
 import torch
 
+from app import device_path
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
 from app.devices import buckets_for
@@ -53,7 +54,7 @@ from models.model_config import ModelConfig
 from models.output_check import check_finite_heatmaps
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
-from models.predictor import Crops, Predictor, default_device, split
+from models.predictor import Crops, Pixels, Predictor, default_device, split
 from models.zoo import ZooError
 
 log = logging.getLogger("heatpose.app")
@@ -369,7 +370,7 @@ class PoseService:
     # ---------------------------------------------------------------- inference
     async def predict(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Pixels],
         boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
         options: PredictOptions,
         *,
@@ -380,7 +381,7 @@ class PoseService:
 
         Args:
             images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
-                scale.
+                scale; numpy, or torch tensors (decoded on the device, :mod:`app.device_path`).
             boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
                 (detected, or the whole image without a detector); ``None`` for the list =
                 ``None`` everywhere.
@@ -434,7 +435,7 @@ class PoseService:
         opts = self._resolve(predictor, options)
 
         def decode_timed() -> tuple[list[DecodedImage], float]:
-            images = decode()
+            images = device_path.decode(decode, self.settings, predictor.device)
             return images, time.perf_counter()
 
         if any(need is None for need in self.pose_needs(boxes, num_images, opts)):
@@ -491,7 +492,7 @@ class PoseService:
 
     async def _person_boxes(
         self,
-        images: Sequence[np.ndarray],
+        images: Sequence[Pixels],
         boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
         options: PredictOptions,
         *,
@@ -556,12 +557,11 @@ class PoseService:
             for p, m in zip(found, maps, strict=True)
         ]
 
-    @staticmethod
     def _crop(
-        predictor: Predictor, images: Sequence[np.ndarray], persons: Sequence[PersonBoxes]
+        self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]
     ) -> list[Crops]:
-        """On a worker thread: every image's person crops."""
-        return [predictor.crop(im, p) for im, p in zip(images, persons, strict=True)]
+        """On a worker thread: every image's person crops (``HEATPOSE_CROP``)."""
+        return device_path.crop(predictor, images, persons, self.settings)
 
     def model_info(self) -> dict[str, Any]:
         """The checkpoint's metadata for ``/v1/model``."""

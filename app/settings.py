@@ -62,6 +62,18 @@ class Settings(BaseSettings):
         description="Who runs the forward pass (models/backends.py): torch, onnxruntime (pip "
         "install 'heatpose[onnx]'; CUDA: 'heatpose[gpu]'), tensorrt (CUDA only) or compile.",
     )
+    crop: Literal["auto", "cv2", "device"] = Field(
+        "auto",
+        description="How person crops are cut: cv2 (per person on the CPU), device (all "
+        "persons of a request with one batched warp on the first device; the crops stay "
+        "there) or auto = device when serving on CUDA, else cv2.",
+    )
+    decode: Literal["auto", "pillow", "torch"] = Field(
+        "auto",
+        description="How /predict decodes JPEG uploads: pillow (CPU), torch (torchvision "
+        "decode_jpeg on the serving device: nvJPEG on CUDA; full size, other formats and "
+        "/visualize stay on Pillow) or auto = torch when the crops are cut on a CUDA device.",
+    )
     detector: str = Field(
         "auto",
         description="Person detector for images without boxes: a zoo name (`heatpose weights "

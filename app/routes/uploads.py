@@ -14,8 +14,9 @@ import anyio.to_thread
 from fastapi import UploadFile
 
 from app.admission import PixelLease
+from app.device_path import Uploads
 from app.errors import ApiError
-from app.intake import DecodedImage, check_content_type, decode_image, pixels_to_decode
+from app.intake import DecodedImage, check_content_type, pixels_to_decode
 from app.reduction import PoseNeed
 from app.settings import Settings
 
@@ -42,7 +43,8 @@ async def read_uploads(
 ) -> Callable[[], list[DecodedImage]]:
     """Validate and read the uploads of one request; returns their decoding, for the caller
     to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
-    crops in the same thread).
+    crops in the same thread): an :class:`app.device_path.Uploads`, Pillow when called, so
+    the service may decode the JPEGs on its device instead (``HEATPOSE_DECODE``).
 
     With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
     are decoded at reduced scale, ``HEATPOSE_DECODE_MAX_SIDE``) are taken from the pixel budget
@@ -74,10 +76,4 @@ async def read_uploads(
         pixels = [pixels_to_decode(d, max_side, n) for d, n in zip(datas, wants, strict=True)]
         await lease.acquire(sum(pixels))
 
-    def decode_all() -> list[DecodedImage]:
-        return [
-            decode_image(d, n, max_pixels, max_side=max_side, need=want)
-            for d, n, want in zip(datas, names, wants, strict=True)
-        ]
-
-    return decode_all
+    return Uploads(datas, names, wants, max_pixels, max_side)

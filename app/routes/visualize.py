@@ -98,7 +98,7 @@ async def _draw(
     def draw() -> bytes:
         # Drawn on the decoded image (maybe reduced): the persons mapped into its pixels.
         decoded = image.scale.people_in(people)
-        pixels, drawn = fit_for_render(image.pixels, decoded, service.settings.max_render_pixels)
+        pixels, drawn = fit_for_render(image.host, decoded, service.settings.max_render_pixels)
         out = render(
             pixels,
             drawn,
