@@ -248,3 +248,38 @@ def test_cuda_amp_matches_float32_on_strong_detections() -> None:
         assert len(a.scores) > 0 and b.boxes.dtype == np.float32
         np.testing.assert_allclose(b.boxes[0], a.boxes[0], atol=2.0)
         np.testing.assert_allclose(b.scores[0], a.scores[0], atol=0.02)
+
+
+def test_tensor_images_detect_as_numpy_ones() -> None:
+    """``(H, W, 3)`` uint8 tensors (the service's device-decoded images; a permuted view, as
+    ``decode_jpeg``'s ``(3, H, W)`` output becomes) find the same boxes as numpy images."""
+    arch = "person-frcnn-mbv3"
+    detector = _detector(arch, published_state(arch, seed=1), "cpu")
+    batch = images()
+    views = [torch.from_numpy(im).permute(2, 0, 1).contiguous().permute(1, 2, 0) for im in batch]
+    assert not views[0].is_contiguous()
+    want = detector.detect(batch, score_thr=0.0)
+    got = detector.detect(views, score_thr=0.0)
+    for a, b in zip(want, got, strict=True):
+        assert len(a.scores) > 0
+        np.testing.assert_array_equal(b.boxes, a.boxes)
+        np.testing.assert_array_equal(b.scores, a.scores)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensor_images_are_read_where_they_are(monkeypatch) -> None:
+    """CUDA tensors go into the CUDA detector without a host round trip (no numpy image is
+    made) and find the boxes the numpy images do on the same device."""
+    arch = "person-frcnn-mbv3"
+    detector = _detector(arch, published_state(arch), "cuda")
+    want = detector.detect(images(), score_thr=0.5)
+    made: list[object] = []
+    from_numpy = torch.from_numpy
+    monkeypatch.setattr(torch, "from_numpy", lambda a: made.append(a) or from_numpy(a))
+    got = detector.detect([torch.from_numpy(im).cuda() for im in images()], score_thr=0.5)
+    assert len(made) == len(images())  # only the three made by this test
+    for a, b in zip(want, got, strict=True):
+        assert len(a.scores) > 0
+        np.testing.assert_allclose(b.boxes, a.boxes, atol=1e-3)
+        np.testing.assert_allclose(b.scores, a.scores, atol=1e-4)
