@@ -21,7 +21,9 @@ this process, so their CPU is not the server's):
 interleaved rounds, so a change is compared with its base in one run. ``--workers 1,2`` runs
 the service with ``heatpose serve --workers N``. ``--devices 'cpu|cpu,cpu'`` compares
 ``HEATPOSE_DEVICE`` values (``|``-separated; ``cpu,cpu`` = two batch workers with a model
-replica each). ``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
+replica each). ``--env 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=torch'`` compares
+sets of other settings the same way (e.g. the on-device request path, app/device_path.py).
+``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
 the instant stand-in. ``--profile DIR`` runs one server under
 ``py-spy record`` instead and writes its collapsed stacks there.
 
@@ -186,6 +188,7 @@ def start_server(
     workers: int,
     profile: Path | None,
     device: str = "auto",
+    extra: dict[str, str] | None = None,
 ) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
     env.update(
@@ -198,6 +201,7 @@ def start_server(
         HEATPOSE_TORCH_THREADS="1",
         OMP_NUM_THREADS="1",
     )
+    env.update(extra or {})
     cmd = [sys.executable, "-m", "app"]
     if workers > 1:
         cmd += ["--workers", str(workers)]
@@ -205,6 +209,22 @@ def start_server(
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         cmd = [spy, "record", "-r", "250", "-f", "raw", "-o", str(profile), "--", *cmd]
     return wait_ready(subprocess.Popen(cmd, cwd=root, env=env), port)
+
+
+def parse_env(text: str) -> dict[str, str]:
+    """``--env``'s ``NAME=VALUE,NAME=VALUE`` -> a dict; only ``HEATPOSE_*`` names."""
+    out = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        name, eq, value = item.partition("=")
+        if not eq or not name.startswith("HEATPOSE_"):
+            raise SystemExit(f"--env: {item!r} is not HEATPOSE_NAME=VALUE")
+        out[name] = value
+    return out
+
+
+def short(env: str) -> str:
+    """An ``--env`` set as a table label: the values only (``device/torch``), ``-`` for none."""
+    return "/".join(v for v in parse_env(env).values()) or "-"
 
 
 def stop_server(proc: subprocess.Popen, profiled: bool = False) -> None:
@@ -299,6 +319,12 @@ def main() -> None:
     p.add_argument("--workers", default="1", help="comma-separated worker counts to compare")
     p.add_argument("--devices", default="auto", help="HEATPOSE_DEVICE values, |-separated")
     p.add_argument(
+        "--env",
+        default="",
+        help="extra HEATPOSE_* settings of the servers: comma-separated NAME=VALUE, sets to "
+        "compare |-separated (e.g. 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=torch')",
+    )
+    p.add_argument(
         "--model", default="instant", choices=["instant", "r18", "r50"], help="the forward pass"
     )
     p.add_argument(
@@ -320,6 +346,7 @@ def main() -> None:
         roots[label or Path(path).name] = Path(path).resolve()
     workers = [int(w) for w in args.workers.split(",")]
     devices = args.devices.split("|")
+    envs = {e: parse_env(e) for e in args.env.split("|")}
 
     print(
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -347,7 +374,8 @@ def main() -> None:
             for sc in scenarios:
                 out = args.profile / f"{label}-{sc.size[0]}x{sc.size[1]}-{sc.persons}.txt"
                 port = free_port()
-                proc = start_server(root, checkpoint, port, site, n, out)
+                first = next(iter(envs.values()))
+                proc = start_server(root, checkpoint, port, site, n, out, "auto", first)
                 try:
                     res = run_load(proc, port, sc, args.clients, args.warmup, args.duration)
                 finally:
@@ -362,21 +390,23 @@ def main() -> None:
             for label, root in roots.items():
                 for n in workers:
                     for dev in devices:
-                        port = free_port()
-                        proc = start_server(root, checkpoint, port, site, n, None, dev)
-                        servers[(label, n, dev)] = (proc, port)
-            table: dict[tuple[str, int, str, Scenario], list[Result]] = {}
+                        for env in envs:
+                            port = free_port()
+                            extra = envs[env]
+                            proc = start_server(root, checkpoint, port, site, n, None, dev, extra)
+                            servers[(label, n, dev, env)] = (proc, port)
+            table: dict[tuple[str, int, str, str, Scenario], list[Result]] = {}
             for r in range(args.rounds):
                 print(f"round {r + 1}:")
                 for sc in scenarios:
-                    for (label, n, dev), (proc, port) in servers.items():
+                    for (label, n, dev, env), (proc, port) in servers.items():
                         load = functools.partial(
                             run_load, proc, port, sc, args.clients, args.warmup, args.duration
                         )
                         res = with_batches(port, load)
-                        table.setdefault((label, n, dev, sc), []).append(res)
+                        table.setdefault((label, n, dev, env, sc), []).append(res)
                         print(
-                            f"  {label:<10} workers {n} {dev:<9} {sc.label:<20} "
+                            f"  {label:<10} workers {n} {dev:<9} {short(env):<14} {sc.label:<20} "
                             f"{res.rate:7.1f} req/s"
                             f"  {res.cpu_ms:6.2f} ms CPU/req {res.crops_per_forward:5.1f} crops/fwd"
                             f"  ({res.errors} errors)",
@@ -389,13 +419,16 @@ def main() -> None:
     med = lambda xs: float(np.median(xs))  # noqa: E731
     print(f"\nmedian of {args.rounds} rounds")
     print(
-        f"{'server':<10} {'workers':>7} {'device':<9} {'request':<20} {'req/s':>7}"
+        f"{'server':<10} {'workers':>7} {'device':<9} {'env':<14} {'request':<20} {'req/s':>7}"
         f" {'CPU ms/req':>11} {'crops/forward':>14}"
     )
-    for (label, n, dev, sc), rs in table.items():
+    for (label, n, dev, env, sc), rs in table.items():
         rate, cpu = med([x.rate for x in rs]), med([x.cpu_ms for x in rs])
         batch = med([x.crops_per_forward for x in rs])
-        print(f"{label:<10} {n:>7} {dev:<9} {sc.label:<20} {rate:7.1f} {cpu:11.2f} {batch:14.1f}")
+        print(
+            f"{label:<10} {n:>7} {dev:<9} {short(env):<14} {sc.label:<20} {rate:7.1f} {cpu:11.2f}"
+            f" {batch:14.1f}"
+        )
     print(f"load average after {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
