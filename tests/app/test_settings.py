@@ -53,6 +53,8 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("HEATPOSE_MAX_BATCH_SIZE", "many"),
         ("HEATPOSE_DEVICE", "gpu"),
         ("HEATPOSE_DECODE_MODE", "fancy"),
+        ("HEATPOSE_CROP", "gpu"),
+        ("HEATPOSE_DECODE", "nvjpeg"),
         ("HEATPOSE_MAX_QUEUE_DELAY_MS", "-1"),
         ("HEATPOSE_REQUEST_TIMEOUT_S", "0"),
         ("HEATPOSE_LOG_LEVEL", "loud"),
@@ -94,3 +96,14 @@ def test_unknown_variables_are_named_with_the_closest_known_one() -> None:
         "(did you mean HEATPOSE_MAX_BATCH_SIZE?)",
         "unknown variable HEATPOSE_ZZZ is ignored",
     ]
+
+
+def test_crop_and_decode_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.crop, s.decode) == ("auto", "auto")
+    monkeypatch.setenv("HEATPOSE_CROP", "device")
+    monkeypatch.setenv("HEATPOSE_DECODE", "torch")
+    assert (load_settings().crop, load_settings().decode) == ("device", "torch")
+    hints = unknown_variables({"HEATPOSE_CORP": "device", "HEATPOSE_DECOD": "torch"})
+    assert any("did you mean HEATPOSE_CROP?" in h for h in hints)
+    assert any("did you mean HEATPOSE_DECODE?" in h for h in hints)
