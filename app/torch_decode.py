@@ -59,14 +59,15 @@ def decode_jpegs(datas: Sequence[bytes], device: torch.device) -> list[torch.Ten
     tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
     try:
         return list(decode_jpeg(tensors, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError as e:
-        if len(tensors) > 1:
-            log.debug("batched JPEG decode failed (%s); decoding one by one", e)
+    except (RuntimeError, ValueError) as e:  # one bad file fails the whole batched call
+        if len(tensors) == 1:
+            return [None]
+        log.debug("batched JPEG decode failed (%s); decoding one by one", e)
     out: list[torch.Tensor | None] = []
     for t in tensors:
         try:
             out.append(decode_jpeg([t], mode=ImageReadMode.RGB, device=device)[0])
-        except RuntimeError:
+        except (RuntimeError, ValueError):
             out.append(None)
     return out
 

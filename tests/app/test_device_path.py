@@ -163,6 +163,26 @@ async def test_detected_images_stay_on_the_device_path(serve_app, monkeypatch) -
     assert_same_persons(got, want)
 
 
+async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypatch) -> None:
+    """/visualize draws on CPU pixels: Pillow decodes its JPEG whatever HEATPOSE_DECODE says;
+    its crops follow HEATPOSE_CROP (device here) and the picture is the cv2 path's."""
+    name, data, box = UPLOADS[0]
+    files = [("file", (name, data, "image/jpeg"))]
+    form = {"boxes": json.dumps([box])}
+    pngs = []
+    for settings in ({"decode_max_side": 0}, {"crop": "device", "decode": "torch"}):
+        seen = spy(monkeypatch)
+        async with serve_app(**settings) as (client, _):
+            r = await client.post("/visualize", files=files, data=form, params={"mode": "both"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+        pngs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int))
+    assert seen["decode"] == [] and seen["crop"] == [(2, "cpu")]
+    assert pngs[0].shape == pngs[1].shape == (240, 320, 3)
+    # The same persons drawn (keypoints within PX): a few anti-aliased edge pixels may differ
+    # (measured: none).
+    assert (np.abs(pngs[0] - pngs[1]) > 8).mean() < 0.002
+
+
 ERRORS = [
     ("empty.jpg", b""),
     ("text.jpg", b"not an image at all"),

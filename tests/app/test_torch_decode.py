@@ -102,7 +102,10 @@ def test_a_jpeg_torchvision_refuses_gets_pillows_answer() -> None:
     )
     assert here.value.status == 400 and here.value.code == "corrupt_image"
     # The batch falls back to one call per file: a good file still decodes.
-    assert decode_jpegs([good, cut], CPU)[1] is None
+    a, b = decode_jpegs([good, cut], CPU)
+    assert b is None and a is not None
+    np.testing.assert_array_equal(a.permute(1, 2, 0).numpy(), decode_image(good, "g", 10**7).pixels)
+    assert decode_jpegs([cut], CPU) == [None]
 
 
 def test_the_pixel_limit_is_checked_before_any_decoding(monkeypatch) -> None:
