@@ -14,7 +14,7 @@ import anyio.to_thread
 from fastapi import UploadFile
 
 from app.admission import PixelLease
-from app.device_path import Uploads
+from app.device_path import Uploads, decodes_full_size
 from app.errors import ApiError
 from app.intake import DecodedImage, check_content_type, pixels_to_decode
 from app.reduction import PoseNeed
@@ -30,7 +30,7 @@ async def read_images(
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request (:func:`read_uploads`, then its
     decoding in a worker thread, bounded by ``limiter``)."""
-    decode_all = await read_uploads(files, settings, lease=lease, needs=needs)
+    decode_all = await read_uploads(files, settings, lease=lease, needs=needs, pillow=True)
     return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
 
 
@@ -40,6 +40,7 @@ async def read_uploads(
     *,
     lease: PixelLease | None = None,
     needs: Sequence[PoseNeed | None] | None = None,
+    pillow: bool = False,
 ) -> Callable[[], list[DecodedImage]]:
     """Validate and read the uploads of one request; returns their decoding, for the caller
     to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
@@ -51,7 +52,9 @@ async def read_uploads(
     before any is decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the
     deadline). ``needs``: per image what its pose crops need when no detector will see it
     (:meth:`app.service.PoseService.pose_needs`): such a JPEG is decoded as small as its crops
-    allow.
+    allow. Where the service decodes JPEGs with torchvision (``HEATPOSE_DECODE``, not for
+    ``pillow=True`` callers such as ``/visualize``, which call the result as it is) they are
+    charged at full size (:func:`app.device_path.decodes_full_size`).
 
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
@@ -73,7 +76,11 @@ async def read_uploads(
     wants = list(needs) if needs is not None else [None] * len(datas)
     max_pixels, max_side = settings.max_image_pixels, settings.decode_max_side
     if lease is not None:
-        pixels = [pixels_to_decode(d, max_side, n) for d, n in zip(datas, wants, strict=True)]
+        full = not pillow and decodes_full_size(settings)
+        pixels = [
+            pixels_to_decode(d, 0, None) if full else pixels_to_decode(d, max_side, n)
+            for d, n in zip(datas, wants, strict=True)
+        ]
         await lease.acquire(sum(pixels))
 
     return Uploads(datas, names, wants, max_pixels, max_side)

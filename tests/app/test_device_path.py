@@ -183,6 +183,19 @@ async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypat
     assert (np.abs(pngs[0] - pngs[1]) > 8).mean() < 0.002
 
 
+async def test_the_pixel_budget_charges_full_size_decodes(serve_app) -> None:
+    """A 2000x1600 JPEG is 3.2 MP decoded by torchvision (always full size), 0.2 MP by Pillow
+    under HEATPOSE_DECODE_MAX_SIDE=500: the budget charges what each path decodes."""
+    files = [("files", ("a.jpg", encoded(photo(1600, 2000, 14)), "image/jpeg"))]
+    limits = {"max_request_pixels": 1_000_000, "decode_max_side": 500}
+    async with serve_app(**limits) as (client, _):
+        assert (await client.post("/predict", files=files)).status_code == 200
+    async with serve_app(crop="device", decode="torch", **limits) as (client, app):
+        r = await client.post("/predict", files=files)
+        assert r.status_code == 413 and "3,200,000 pixels" in r.text
+        assert app.state.pixel_budget.in_use == 0
+
+
 ERRORS = [
     ("empty.jpg", b""),
     ("text.jpg", b"not an image at all"),
