@@ -46,12 +46,12 @@ from app.startup import (
     resolve_checkpoint,
     resolve_detector,
 )
+from app.warmup import warm_replicas
 from models.backends import BackendError
 from models.checkpoint import CheckpointError, ModelBundle, load
 from models.codec import DecodeMode
 from models.detector import load_detector
 from models.model_config import ModelConfig
-from models.output_check import check_finite_heatmaps
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
 from models.predictor import Crops, Pixels, Predictor, default_device, split
@@ -131,10 +131,8 @@ class PoseService:
         self.predictor, self.predictors = predictor, predictors
         self.config, self.checkpoint_path = bundle.config, path
         try:
-            # Without warm-up one pass still runs: a NaN checkpoint must not start serving.
-            flips = (False, True) if s.warmup else (False,)
-            for p in predictors:
-                await anyio.to_thread.run_sync(self._warmup, p, flips)
+            # Every forward batch size (app/warmup.py); without warm-up one pass still runs.
+            await anyio.to_thread.run_sync(warm_replicas, predictors, s, self.metrics)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
         self.batcher = Batcher(
@@ -228,21 +226,6 @@ class PoseService:
             replicas=list(zip(names[1:], detectors[1:], strict=True)),
         )
         self.detector_batcher.start()
-
-    @staticmethod
-    def _warmup(predictor: Predictor, flips: tuple[bool, ...]) -> None:
-        """Run ``flips`` once each on ``predictor`` (allocations, kernels); the outputs must be
-        finite.
-
-        Raises:
-            CheckpointError: NaN/Inf heatmaps (NaN weights); start-up stops with its message.
-        """
-        w, h = predictor.input_size
-        crops = np.zeros((1, h, w, 3), np.uint8)
-        for flip in flips:
-            hm = predictor.heatmaps(crops, flip)
-            check_finite_heatmaps(hm, predictor.model)
-            predictor.decode(hm, np.array([[w / 2, h / 2]]), np.array([[w, h]]))
 
     def begin_drain(self) -> None:
         """``/ready`` turns false; requests are still served (the drain delay of SIGTERM)."""

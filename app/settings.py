@@ -202,7 +202,12 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         True, description="false: /metrics needs the API key too (when one is set)."
     )
-    warmup: bool = Field(True, description="Run a forward pass before /ready turns true.")
+    warmup: bool = Field(
+        True,
+        description="Before /ready turns true, run the forward pass at every batch size the "
+        "service forms (each batch bucket; compile: 1, 2, 4, ...; app/warmup.py); false: one "
+        "pass of one crop only.",
+    )
     max_streams: int = Field(
         16, ge=0, description="Most open WS /v1/stream connections; beyond it 1013."
     )

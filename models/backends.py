@@ -6,8 +6,8 @@ Colour order and normalisation (:func:`models.predictor.normalize_crops`), the f
 decoding and everything after stay in :class:`models.predictor.Predictor`, shared by all backends.
 
 - ``torch`` (default): the module itself.
-- ``compile``: ``torch.compile`` of the module, warmed for batch 1 and the dynamic-batch graph
-  that serves every larger batch.
+- ``compile``: ``torch.compile`` of the module: batch 1 and dynamic-batch graphs, each for a
+  range of sizes (warmed by :mod:`models.warmup`).
 - ``onnxruntime``: the model exported by :mod:`models.export`, run by ONNX Runtime: the CPU
   execution provider on the CPU, the CUDA one on CUDA devices (``heatpose[gpu]``).
 - ``tensorrt``: ONNX Runtime's TensorRT execution provider, fp16 engines for a few batch-size
@@ -94,7 +94,9 @@ class CompileBackend:
     """``torch.compile`` of the module; every batch size after warm-up reuses a compiled graph.
 
     Batch 1 gets its own graph (torch specialises sizes 0 and 1); the batch axis of larger
-    inputs is marked dynamic, so one more graph serves every batch of 2 or more.
+    inputs is marked dynamic, so a few more graphs serve every batch of 2 or more: one per range
+    of sizes over which no operator changes its choice (on the CPU a ResNet has 2..15 and 16..,
+    where 1x1 convolutions switch to oneDNN). :func:`models.warmup.warmup_sizes` covers them.
     """
 
     name = "compile"

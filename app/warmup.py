@@ -1,0 +1,65 @@
+"""The service's warm-up: every forward batch size it can meet, run before ``/ready``.
+
+:func:`warm_replicas` runs :func:`models.warmup.warm_up` on each replica (one per
+``HEATPOSE_DEVICE`` entry) for forward batches up to ``2 x HEATPOSE_MAX_BATCH_SIZE`` (the flip
+test doubles a batch), logs each size's time and sets the gauge
+``heatpose_warmup_seconds{device, batch}``. With ``HEATPOSE_WARMUP=false`` one batch of one crop
+still runs (a NaN checkpoint must not start serving) and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from app.devices import worker_labels
+from app.metrics import Metrics
+from app.settings import Settings
+from models.predictor import Predictor
+from models.warmup import warm_up
+
+log = logging.getLogger("heatpose.app")
+
+_GAUGES: weakref.WeakKeyDictionary[CollectorRegistry, Gauge] = weakref.WeakKeyDictionary()
+
+
+def warmup_gauge(registry: CollectorRegistry) -> Gauge:
+    """``heatpose_warmup_seconds`` in ``registry``, registered on first use (a service may start
+    again after a stop, with the same registry)."""
+    if registry not in _GAUGES:
+        _GAUGES[registry] = Gauge(
+            "heatpose_warmup_seconds",
+            "Start-up warm-up time of one forward batch size, by worker device",
+            ["device", "batch"],
+            registry=registry,
+            multiprocess_mode="max",
+        )
+    return _GAUGES[registry]
+
+
+def warm_replicas(predictors: Sequence[Predictor], settings: Settings, metrics: Metrics) -> None:
+    """Warm every replica (see the module docstring); blocking, run it in a worker thread.
+
+    Raises:
+        CheckpointError: non-finite heatmaps (NaN/Inf weights).
+    """
+    max_forward = 2 * settings.max_batch_size
+    labels = worker_labels([str(p.device) for p in predictors])
+    for predictor, label in zip(predictors, labels, strict=True):
+        if not settings.warmup:
+            warm_up(predictor, max_forward=max_forward, sizes=(1,))
+            continue
+        times = warm_up(predictor, max_forward=max_forward)
+        gauge = warmup_gauge(metrics.registry)
+        for size, seconds in times:
+            gauge.labels(device=label, batch=str(size)).set(seconds)
+        log.info(
+            "warm-up on %s (%s backend): %s; %.2f s in all",
+            label,
+            predictor.forward.name,
+            ", ".join(f"batch {size} {seconds:.2f} s" for size, seconds in times),
+            sum(seconds for _, seconds in times),
+        )
