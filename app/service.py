@@ -175,6 +175,7 @@ class PoseService:
                         flip_test=s.flip_test,
                         decode_mode=s.decode_mode,
                         backend=s.backend,
+                        onnx_path=s.onnx,
                         batch_buckets=buckets_for(
                             s.batch_buckets, where, max_batch_size=s.max_batch_size
                         ),

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="Pad each forward pass to one of these batch sizes (e.g. 8,16,32) so CUDA "
         "graphs and TensorRT profiles are reused; auto = 8,16,32,... on CUDA, none on the CPU.",
     )
+    onnx: str | None = Field(
+        None,
+        description="With HEATPOSE_BACKEND=onnxruntime: serve this .onnx file (e.g. an INT8 one "
+        "from `heatpose export --int8`) instead of exporting the checkpoint; it must be an "
+        "export of HEATPOSE_CHECKPOINT (same stored config; INT8 files: same weights).",
+    )
     backend: Literal["torch", "onnxruntime", "tensorrt", "compile"] = Field(
         "torch",
         description="Who runs the forward pass (models/backends.py): torch, onnxruntime (pip "

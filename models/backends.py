@@ -263,6 +263,12 @@ def _input_hw(path: Path) -> tuple[int, int]:
     return h, w
 
 
+def _out_shape(config: ModelConfig) -> tuple[int, int, int]:
+    """``(K, H, W)`` of one crop's heatmaps."""
+    hw, hh = config.codec.heatmap_size
+    return config.spec.num_keypoints, int(hh), int(hw)
+
+
 def create(
     name: str,
     model: torch.nn.Module,
@@ -270,6 +276,7 @@ def create(
     *,
     device: torch.device,
     cache_dir: str | Path | None = None,
+    onnx_path: str | Path | None = None,
 ) -> Backend:
     """The backend ``name`` for ``model`` (already on ``device``, eval mode).
 
@@ -277,6 +284,9 @@ def create(
         name: one of :data:`BACKENDS`.
         cache_dir: where ONNX files and TensorRT engines are kept; ``None`` =
             ``$HEATPOSE_HOME/backends``.
+        onnx_path: ``onnxruntime`` only: run this ``.onnx`` (e.g. an INT8 one from
+            :mod:`models.quantize`) instead of exporting ``model``; its stored config must equal
+            ``config`` (``HEATPOSE_ONNX``).
 
     Raises:
         BackendError: an unknown name, a missing package, or a backend this host cannot run;
@@ -284,6 +294,14 @@ def create(
     """
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r} (HEATPOSE_BACKEND): one of {BACKENDS}")
+    if onnx_path is not None:
+        from models.quantize import served_onnx
+
+        try:
+            path = served_onnx(onnx_path, name, model, config)
+        except ExportError as e:
+            raise BackendError(f"HEATPOSE_ONNX={onnx_path}: {e}") from e
+        return _onnxruntime(path, device, _out_shape(config))
     if name == "torch":
         return TorchBackend(model)
     if name == "compile":
@@ -291,9 +309,7 @@ def create(
     from models.zoo import heatpose_home
 
     root = Path(cache_dir) if cache_dir is not None else heatpose_home() / "backends"
-    k = config.spec.num_keypoints
-    hw, hh = config.codec.heatmap_size
-    out_shape = (k, int(hh), int(hw))
+    out_shape = _out_shape(config)
     try:
         if name == "tensorrt" and device.type != "cuda":
             return _tensorrt(Path(), device, out_shape, root)  # raises the CUDA-only error

@@ -107,6 +107,8 @@ class Predictor:
         backend: who runs the forward call, one of :data:`models.backends.BACKENDS`.
         batch_buckets: pad each forward call to one of these batch sizes
             (:class:`models.backends.Bucketed`); ``()`` = run every batch at its own size.
+        onnx_path: the ``.onnx`` file the ``onnxruntime`` backend runs (e.g. INT8), instead of
+            exporting the model (:func:`models.backends.create`).
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class Predictor:
         amp: bool | None = None,
         backend: str = "torch",
         batch_buckets: Sequence[int] = (),
+        onnx_path: str | None = None,
     ) -> None:
         self.config = bundle.config
         self.spec = bundle.config.spec
@@ -135,7 +138,9 @@ class Predictor:
         # (about 1.45x for ResNet-50 on a 2-core CPU, benchmarks/bench_service.py).
         self.model = bundle.model.to(self.device).eval().to(memory_format=torch.channels_last)
         # The forward call only (models/backends.py); everything around it stays here.
-        self.forward = backends.create(backend, self.model, self.config, device=self.device)
+        self.forward = backends.create(
+            backend, self.model, self.config, device=self.device, onnx_path=onnx_path
+        )
         if batch_buckets:
             self.forward = backends.Bucketed(self.forward, batch_buckets)
 

@@ -1,17 +1,21 @@
-"""HEATPOSE_BACKEND: the service serves through the chosen backend, or refuses to start clearly."""
+"""HEATPOSE_BACKEND (and HEATPOSE_ONNX): the service serves through the chosen backend (or the
+given ONNX file, e.g. INT8 from `heatpose export --int8`), or refuses to start clearly."""
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import heatpose_cli
 from app.settings import SettingsError, load_settings
 from app.startup import StartupError
 from models.checkpoint import load
 from models.predictor import Predictor
+from training import synthetic
 
 pytestmark = pytest.mark.anyio
 
@@ -21,15 +25,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
-    serve_app, app_checkpoint, tmp_path, monkeypatch
-) -> None:
-    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))  # the ONNX cache lands here
-    rng = np.random.default_rng(3)
-    image = rng.integers(0, 256, (140, 110, 3), dtype=np.uint8)
+async def predicted_keypoints(serve_app, image: np.ndarray, **settings) -> np.ndarray:
+    """``(K, 2)`` image px: the one person ``/predict`` finds in ``image`` (flip test, shift
+    decoding) from an ``onnxruntime`` service with ``settings``."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, "PNG")
-    async with serve_app(backend="onnxruntime") as (client, app):
+    async with serve_app(backend="onnxruntime", **settings) as (client, app):
         assert app.state.service.predictor.forward.name == "onnxruntime"
         r = await client.post(
             "/predict",
@@ -38,10 +39,61 @@ async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
         )
     assert r.status_code == 200, r.text
     (person,) = r.json()["images"][0]["persons"]
+    return np.array([[k["x"], k["y"]] for k in person["keypoints"]])
+
+
+async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
+    serve_app, app_checkpoint, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))  # the ONNX cache lands here
+    image = np.random.default_rng(3).integers(0, 256, (140, 110, 3), dtype=np.uint8)
+    xy = await predicted_keypoints(serve_app, image)
     (want,) = Predictor(load(app_checkpoint), "cpu").predict([image], decode_mode="shift")[0]
-    xy = np.array([[k["x"], k["y"]] for k in person["keypoints"]])
     np.testing.assert_allclose(xy, want.keypoints, atol=0.05)
     assert len(list((tmp_path / "backends").glob("*.onnx"))) == 1
+
+
+@pytest.fixture(scope="module")
+def int8_model(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny service checkpoint exported as INT8, calibrated on synthetic people."""
+    root = tmp_path_factory.mktemp("int8")
+    data = root / "data"
+    assert synthetic.main(["--out", str(data), *["--train", "6", "--val", "0", "--seed", "4"]]) == 0
+    out = root / "tiny.int8.onnx"
+    argv = ["export", str(app_checkpoint), "--format", "onnx", "--out", str(out), "--int8"]
+    assert heatpose_cli.main([*argv, "--calibration-data", str(data), "--calibration", "8"]) == 0
+    return out
+
+
+async def test_service_answers_with_an_int8_model(
+    serve_app, app_checkpoint: Path, int8_model: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
+    image = np.random.default_rng(5).integers(0, 256, (140, 110, 3), dtype=np.uint8)
+    xy = await predicted_keypoints(serve_app, image, onnx=str(int8_model))
+    int8 = Predictor(load(app_checkpoint), "cpu", backend="onnxruntime", onnx_path=str(int8_model))
+    (want,) = int8.predict([image], decode_mode="shift")[0]
+    np.testing.assert_allclose(xy, want.keypoints, atol=0.05)  # what the INT8 file computes
+    assert not (tmp_path / "backends").exists()  # the checkpoint was not exported again
+
+
+async def test_onnx_of_another_checkpoint_stops_start_up(
+    serve_app, int8_model: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from models.checkpoint import build_model, save
+    from models.codec import HeatmapCodec
+    from models.model_config import ModelConfig
+
+    codec = HeatmapCodec(input_size=(96, 128), heatmap_size=(24, 32))
+    config = ModelConfig(name="other", depth=18, codec_params=codec.to_dict())
+    torch.manual_seed(1)
+    save(tmp_path / "other.safetensors", build_model(config), config)
+    other = str(tmp_path / "other.safetensors")
+    with pytest.raises(StartupError, match=r"HEATPOSE_ONNX=.*not the checkpoint's 'other'"):
+        async with serve_app(checkpoint=other, backend="onnxruntime", onnx=str(int8_model)):
+            pass
 
 
 async def test_tensorrt_without_cuda_refuses_to_start_naming_the_setting(serve_app) -> None:
