@@ -15,7 +15,7 @@
         --pretrained-backbone none --eval-every 12 --no-progress --seed 1 --device cpu \\
         --output-dir RUN
     .venv/bin/python benchmarks/bench_int8.py --checkpoint RUN/last.safetensors --data DATA \\
-        [--calibration 128] [--batch 8] [--rounds 3] [--seconds 4] [--threads 1]
+        [--calibration 128] [--batch 8] [--rounds 3] [--seconds 4] [--threads 1] [--reduce-range]
 """
 
 from __future__ import annotations
@@ -43,13 +43,15 @@ from models.quantize import calibration_crops, quantize_onnx  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
 
-def both_files(bundle: ModelBundle, data: Path, count: int, tmp: Path) -> tuple[Path, Path]:
+def both_files(
+    bundle: ModelBundle, data: Path, count: int, tmp: Path, *, reduce_range: bool
+) -> tuple[Path, Path]:
     """fp32 and INT8 ``.onnx`` files of ``bundle``, INT8 calibrated on ``count`` train crops."""
     name = f"{bundle.config.name}-r{bundle.config.depth}"
     fp32 = export_onnx(bundle.model, bundle.config, tmp / f"{name}.onnx")
     crops = calibration_crops(bundle, data, count=count, split="train")
     t = time.perf_counter()
-    int8 = quantize_onnx(fp32, tmp / f"{name}.int8.onnx", crops)
+    int8 = quantize_onnx(fp32, tmp / f"{name}.int8.onnx", crops, reduce_range=reduce_range)
     print(f"  {name}: quantized on {len(crops)} crops in {time.perf_counter() - t:.1f} s")
     return fp32, int8
 
@@ -71,6 +73,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--threads", type=int, default=1, help="torch and ORT intra-op threads")
+    p.add_argument("--reduce-range", action="store_true", help="7-bit weights (non-VNNI CPUs)")
     args = p.parse_args()
     import onnxruntime as ort
 
@@ -83,7 +86,9 @@ def main() -> None:
     trained = load(args.checkpoint)
     c = trained.config
     print(f"accuracy: {args.checkpoint} (R{c.depth} {c.input_size[1]}x{c.input_size[0]})")
-    fp32, int8 = both_files(trained, args.data, args.calibration, tmp)
+    fp32, int8 = both_files(
+        trained, args.data, args.calibration, tmp, reduce_range=args.reduce_range
+    )
     for label, path in (("fp32", fp32), ("int8", int8)):
         predictor = Predictor(trained, "cpu", backend="onnxruntime", onnx_path=str(path))
         t = time.perf_counter()
@@ -100,7 +105,7 @@ def main() -> None:
         torch.manual_seed(0)
         config = ModelConfig(name="speed", depth=depth)  # 256x192, 17 keypoints
         bundle = ModelBundle(build_model(config).eval(), config)
-        files = both_files(bundle, args.data, 32, tmp)
+        files = both_files(bundle, args.data, 32, tmp, reduce_range=args.reduce_range)
         sessions = [
             ort.InferenceSession(str(f), options, providers=["CPUExecutionProvider"]) for f in files
         ]

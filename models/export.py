@@ -206,6 +206,11 @@ def _parser() -> argparse.ArgumentParser:
         help="person crops to calibrate on (default 128)",
     )
     q.add_argument("--calibration-split", default="train", help="the split (default train)")
+    q.add_argument(
+        "--reduce-range",
+        action="store_true",
+        help="7-bit weights: for CPUs without VNNI, where 8-bit products may saturate",
+    )
     return p
 
 
@@ -220,8 +225,8 @@ def _check_int8(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--int8 needs --format onnx, not {args.format}")
     if args.int8 and not args.calibration_data:
         p.error("--int8 needs --calibration-data DIR (e.g. the output of `heatpose synth`)")
-    if args.calibration_data and not args.int8:
-        p.error("--calibration-data is for --int8 exports only")
+    if (args.calibration_data or args.reduce_range) and not args.int8:
+        p.error("--calibration-data and --reduce-range are for --int8 exports only")
     if args.int8 and not Path(args.calibration_data).is_dir():
         p.error(f"--calibration-data {args.calibration_data}: no such directory")
 
@@ -269,7 +274,7 @@ def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
         if not args.no_verify:
             print(f"fp32 onnxruntime vs torch: max |diff| {max_abs_diff(bundle.model, fp32):.2e}")
         sha = weights_sha256(bundle.model, bundle.config)
-        quantize_onnx(fp32, out, crops, source_sha256=sha)
+        quantize_onnx(fp32, out, crops, source_sha256=sha, reduce_range=args.reduce_range)
         diff, agree = int8_vs_fp32(fp32, out, crops)
     c = bundle.config
     print(f"wrote {out}: {c.name}, ResNet-{c.depth}, INT8 (QDQ), {len(crops)} calibration crops")

@@ -122,6 +122,7 @@ def test_the_onnxruntime_backend_serves_a_given_file(
         (["--format", "onnx", "--int8"], "--calibration-data"),
         (["--format", "onnx", "--int8", "--calibration-data", "MISSING"], "--calibration-data"),
         (["--format", "onnx", "--calibration-data", "PEOPLE"], "--calibration-data"),
+        (["--format", "onnx", "--reduce-range"], "--reduce-range"),
         (["--int8", "--calibration-data", "PEOPLE"], "--format"),
         (["--format", "onnx", "--int8", "--calibration-data", "EMPTY"], "--calibration-data"),
         (
