@@ -97,6 +97,9 @@ class CompileBackend:
     inputs is marked dynamic, so a few more graphs serve every batch of 2 or more: one per range
     of sizes over which no operator changes its choice (on the CPU a ResNet has 2..15 and 16..,
     where 1x1 convolutions switch to oneDNN). :func:`models.warmup.warmup_sizes` covers them.
+    Inputs are made channels_last first (what :func:`~models.predictor.normalize_crops` gives;
+    the flip test's concatenation may not keep it): graphs guard on strides, so one layout for
+    every call path keeps a warmed graph valid.
     """
 
     name = "compile"
@@ -106,6 +109,7 @@ class CompileBackend:
         self.fn: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model)  # type: ignore[assignment]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         torch._dynamo.maybe_mark_dynamic(x, 0)
         return self.fn(x)
 

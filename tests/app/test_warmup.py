@@ -71,3 +71,19 @@ async def test_warmup_false_runs_one_crop_only(serve_app, counted) -> None:
         (forward,) = counted
         assert forward.shapes == [(2, 3, 128, 96)]  # the NaN check: one crop, padded to 2
         assert "heatpose_warmup_seconds{" not in (await client.get("/metrics")).text
+
+
+@pytest.mark.slow
+async def test_compile_service_compiles_nothing_for_its_first_requests(serve_app) -> None:
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    # forward batches up to 4: the ladder 1, 2, 4 compiles batch 1 and the 2..15 graph
+    async with serve_app(backend="compile", max_batch_size=2, warmup=True) as (client, _):
+        graphs = counters["stats"]["unique_graphs"]
+        assert graphs == 2
+        for n, flip in [(1, "true"), (1, "false"), (2, "true"), (2, "false")]:
+            files = [("files", (f"{i}.png", png(i), "image/png")) for i in range(n)]
+            r = await client.post("/predict", files=files, params={"flip_test": flip})
+            assert r.status_code == 200, r.text
+        assert counters["stats"]["unique_graphs"] == graphs

@@ -81,13 +81,16 @@ class OneByOne(nn.Module):
 
 
 def every_forward_size(predictor: Predictor, max_forward: int) -> None:
-    """One call per forward batch size 1 .. max_forward (plain and flip-tested crops)."""
+    """Every forward batch size 1 .. max_forward, each as the service may form it: crops
+    without flip test (up to half the largest size), and half the crops flip-tested."""
     w, h = predictor.input_size
     rng = np.random.default_rng(0)
     for s in range(1, max_forward + 1):
         n = (s + 1) // 2
-        crops = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-        predictor.heatmaps(crops, np.arange(n) < s - n)
+        crops = rng.integers(0, 256, (s, h, w, 3), dtype=np.uint8)
+        predictor.heatmaps(crops[:n], np.arange(n) < s - n)
+        if s <= max_forward // 2:
+            predictor.heatmaps(crops, False)
 
 
 @pytest.mark.slow
