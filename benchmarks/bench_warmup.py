@@ -3,8 +3,9 @@
 A Predictor with ``backend="compile"`` (and optional batch buckets) is warmed for forward
 batches up to ``--max-forward`` (the service: 2 x HEATPOSE_MAX_BATCH_SIZE); the time of each
 warm-up size and the number of compiled graphs are printed. Then every forward batch size
-1 .. max-forward is run once and the graphs compiled after the warm-up are counted (the goal:
-none). ``--ladder 1,2`` warms only those sizes (the warm-up before round 4), to compare.
+1 .. max-forward is run (half flip-tested crops; and plain crops up to half of it) and the
+graphs compiled after the warm-up are counted (the goal: none). ``--ladder 1,2`` warms only
+those sizes (the warm-up before round 4), to compare.
 
     .venv/bin/python benchmarks/bench_warmup.py [--depth 18] [--input 96x64] [--max-forward 32]
         [--buckets 8,16,32] [--device cpu] [--ladder 1,2] [--threads 1]
@@ -64,12 +65,16 @@ def main() -> None:
     late = []
     for s in range(1, args.max_forward + 1):
         n = (s + 1) // 2
-        crops = rng.integers(0, 256, (n, h, w, 3), dtype=np.uint8)
-        before = counters["stats"]["unique_graphs"]
-        t = time.perf_counter()
-        predictor.heatmaps(crops, np.arange(n) < s - n)
-        if counters["stats"]["unique_graphs"] > before:
-            late.append(f"batch {s} ({time.perf_counter() - t:.1f} s)")
+        crops = rng.integers(0, 256, (s, h, w, 3), dtype=np.uint8)
+        calls = [("flip-tested", crops[:n], np.arange(n) < s - n)]
+        if s <= args.max_forward // 2:
+            calls.append(("plain", crops, np.zeros(s, bool)))
+        for kind, batch, flip in calls:
+            before = counters["stats"]["unique_graphs"]
+            t = time.perf_counter()
+            predictor.heatmaps(batch, flip)
+            if counters["stats"]["unique_graphs"] > before:
+                late.append(f"batch {s} {kind} ({time.perf_counter() - t:.1f} s)")
     print(f"compiled after warm-up: {', '.join(late) or 'nothing'}")
 
 
