@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
-from app.jpeg_header import check_jpeg_holds
+from app.jpeg_header import check_jpeg_holds, jpeg_size
 from app.reduction import PoseNeed, Reduction, decode_factor, reduced_size
 
 if TYPE_CHECKING:
@@ -115,13 +115,17 @@ def pixels_to_decode(data: bytes, max_side: int = 0, need: PoseNeed | None = Non
     decoded): ``width * height``, reduced as a JPEG is under ``max_side`` and ``need``
     (:func:`app.reduction.decode_factor`); 0 when unreadable (the full check,
     :func:`decode_image`, then refuses the file)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                size, fmt = img.size, (img.format or "").upper()
-        except Exception:  # any unreadable header: decode_image says what is wrong
-            return 0
+    stored = jpeg_size(data)
+    if stored is not None:
+        size, fmt = stored, "JPEG"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                with Image.open(io.BytesIO(data)) as img:
+                    size, fmt = img.size, (img.format or "").upper()
+            except Exception:  # any unreadable header: decode_image says what is wrong
+                return 0
     if min(size) <= 0:
         return 0
     w, h = reduced_size(size, decode_factor(size, max_side, need)) if fmt == "JPEG" else size

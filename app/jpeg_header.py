@@ -9,15 +9,37 @@ _HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 """Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless)."""
 
 
-def _jpeg_sof(data: bytes) -> int | None:
-    """The start-of-frame marker of a JPEG (walking the header segments), or ``None``."""
+def _sof_at(data: bytes) -> int | None:
+    """Where the start-of-frame segment of a JPEG begins (walking the header segments), or
+    ``None``."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return marker
+            return i
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
+
+
+def _jpeg_sof(data: bytes) -> int | None:
+    """The start-of-frame marker of a JPEG, or ``None``."""
+    at = _sof_at(data)
+    return None if at is None else data[at + 1]
+
+
+def jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """A JPEG's ``(width, height)`` as stored (before EXIF orientation), read from its
+    start-of-frame segment, or ``None`` when there is none to read (then ask Pillow). About
+    twenty times cheaper than ``PIL.Image.open``, which parses every header segment in Python:
+    it runs on the event loop for every upload (:func:`app.intake.pixels_to_decode`)."""
+    at = _sof_at(data)
+    if at is None or at + 9 > len(data):
+        return None
+    height = int.from_bytes(data[at + 5 : at + 7], "big")
+    width = int.from_bytes(data[at + 7 : at + 9], "big")
+    return width, height
 
 
 def check_jpeg_holds(data: bytes, size: tuple[int, int], filename: str) -> None:

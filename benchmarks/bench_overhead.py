@@ -73,7 +73,7 @@ import torch
 import models.backends as _backends
 
 
-def _instant_create(name, model, config, *, device, cache_dir=None):
+def _instant_create(name, model, config, *, device, **_options):
     k = config.spec.num_keypoints
     hw, hh = config.codec.heatmap_size
 
