@@ -14,7 +14,8 @@ upload happen here, on the headers alone:
 4. once the body is read, a client that disconnects cancels its request: the batcher then
    removes its queued crops (``heatpose_dropped_crops_total{reason="cancelled"}``).
 
-The routes keep their own ``require_api_key`` dependency (and document it in OpenAPI).
+The routes check the key again themselves (``app.deps.inference_request``, ``require_api_key``);
+OpenAPI documents it on every route that can answer 401 (``app.routes.docs``).
 """
 
 from __future__ import annotations

@@ -24,8 +24,9 @@ the service with ``heatpose serve --workers N``. ``--devices 'cpu|cpu,cpu'`` com
 replica each). ``--env 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=torch'`` compares
 sets of other settings the same way (e.g. the on-device request path, app/device_path.py).
 ``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
-the instant stand-in. ``--profile DIR`` runs one server under
-``py-spy record`` instead and writes its collapsed stacks there.
+the instant stand-in; ``--model http-only`` answers every image with nobody in it without
+decoding, cropping or inferring (what the HTTP layer costs alone). ``--profile DIR`` runs
+one server under ``py-spy record`` instead and writes its collapsed stacks there.
 
     .venv/bin/python benchmarks/bench_overhead.py [--duration 8] [--rounds 3] [--clients 16]
 """
@@ -86,6 +87,27 @@ def _instant_create(name, model, config, *, device, **_options):
 
 _backends.create = _instant_create
 '''
+
+HTTP_ONLY = """
+# Benchmark-only (--model http-only): /predict reads its uploads and answers, but nothing is
+# decoded, cropped or inferred; every image has nobody in it. What is left is the HTTP layer.
+import time as _time
+
+import numpy as _np
+
+import app.service as _service
+from app.intake import DecodedImage as _Decoded
+
+_PIXELS = _np.zeros((480, 640, 3), _np.uint8)
+
+
+async def _no_inference(self, decode, boxes, options, *, num_images, deadline):
+    images = [_Decoded(_PIXELS, f"{i}.jpg", "JPEG") for i in range(num_images)]
+    return images, [[] for _ in images], _time.perf_counter()
+
+
+_service.PoseService.predict_uploads = _no_inference
+"""
 
 
 # py-spy stacks -> request-path stages: a sample goes to the stage of its innermost frame that
@@ -325,7 +347,10 @@ def main() -> None:
         "compare |-separated (e.g. 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=torch')",
     )
     p.add_argument(
-        "--model", default="instant", choices=["instant", "r18", "r50"], help="the forward pass"
+        "--model",
+        default="instant",
+        choices=["instant", "http-only", "r18", "r50"],
+        help="the forward pass (http-only: no decoding, cropping or inference at all)",
     )
     p.add_argument(
         "--roots",
@@ -352,7 +377,9 @@ def main() -> None:
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    model = "instant model (zero heatmaps)" if args.model == "instant" else "random weights"
+    model = {"instant": "instant model (zero heatmaps)", "http-only": "no inference at all"}.get(
+        args.model, "random weights"
+    )
     print(
         f"{model}, ResNet-{50 if args.model != 'r18' else 18} 256x192 config, service defaults "
         f"(flip test on, DARK decode); {args.clients} clients; {args.rounds} rounds x "
@@ -360,10 +387,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         site: Path | None = None
-        if args.model == "instant":
+        if args.model in ("instant", "http-only"):
             site = Path(tmp) / "site"
             site.mkdir()
-            (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+            extra = HTTP_ONLY if args.model == "http-only" else ""
+            (site / "sitecustomize.py").write_text(SITECUSTOMIZE + extra)
         config = ModelConfig(name=f"{args.model}-256x192", depth=18 if args.model == "r18" else 50)
         checkpoint = Path(tmp) / "model.safetensors"
         save(checkpoint, build_model(config).eval(), config)
