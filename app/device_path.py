@@ -19,7 +19,6 @@ are, and the detector (:meth:`models.detector.PersonDetector.detect`) reads the 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -28,10 +27,9 @@ import torch
 from app.intake import DecodedImage, decode_image
 from app.reduction import PoseNeed
 from app.settings import Settings
-from app.startup import pick_device
 from models.crops import Crops, Pixels
 from models.persons import PersonBoxes
-from models.predictor import Predictor, default_device
+from models.predictor import Predictor
 
 
 def crops_on_device(setting: str, device: torch.device) -> bool:
@@ -45,21 +43,6 @@ def decodes_with_torch(settings: Settings, device: torch.device) -> bool:
     if settings.decode == "auto":
         return device.type == "cuda" and crops_on_device(settings.crop, device)
     return settings.decode == "torch"
-
-
-@functools.lru_cache(maxsize=8)
-def serving_device(setting: str) -> torch.device:
-    """The first predictor's device under ``HEATPOSE_DEVICE`` = ``setting``, as the service
-    resolves it at start-up (where the uploads of ``/predict`` are decoded)."""
-    first = pick_device(setting)
-    return torch.device(first) if first is not None else default_device()
-
-
-def decodes_full_size(settings: Settings) -> bool:
-    """Whether ``/predict``'s JPEGs are decoded at full size by torchvision
-    (:func:`decodes_with_torch` on :func:`serving_device`): the pixel budget then charges their
-    full size, not the reduced size the Pillow path would decode."""
-    return decodes_with_torch(settings, serving_device(settings.device))
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,14 @@ class PoseService:
             raise NotServing("the model is not loaded")
         return self.predictor
 
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether ``/predict``'s JPEGs are decoded by torchvision on the serving device, at
+        full size (``HEATPOSE_DECODE``, :func:`app.device_path.decodes_with_torch` of the
+        device the service picked); ``False`` before the model is loaded."""
+        p = self.predictor
+        return p is not None and device_path.decodes_with_torch(self.settings, p.device)
+
     def check_ready(self) -> tuple[Predictor, Batcher]:
         """The predictor and batcher; admission control for every inference request.
 

@@ -108,7 +108,8 @@ async def predict(
     # in the same worker thread.
     needs = service.pose_needs(raw_boxes, len(files), options)
     async with pixel_lease(request, deadline) as pixels:
-        decode_all = await read_uploads(files, settings, lease=pixels, needs=needs)
+        full = service.decodes_on_device
+        decode_all = await read_uploads(files, settings, lease=pixels, needs=needs, full_size=full)
         images, results, decoded = await service.predict_uploads(
             decode_all, raw_boxes, options, num_images=len(files), deadline=deadline
         )

@@ -14,7 +14,7 @@ import anyio.to_thread
 from fastapi import UploadFile
 
 from app.admission import PixelLease
-from app.device_path import Uploads, decodes_full_size
+from app.device_path import Uploads
 from app.errors import ApiError
 from app.intake import DecodedImage, check_content_type, pixels_to_decode
 from app.reduction import PoseNeed
@@ -30,7 +30,7 @@ async def read_images(
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request (:func:`read_uploads`, then its
     decoding in a worker thread, bounded by ``limiter``)."""
-    decode_all = await read_uploads(files, settings, lease=lease, needs=needs, pillow=True)
+    decode_all = await read_uploads(files, settings, lease=lease, needs=needs)
     return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
 
 
@@ -40,7 +40,7 @@ async def read_uploads(
     *,
     lease: PixelLease | None = None,
     needs: Sequence[PoseNeed | None] | None = None,
-    pillow: bool = False,
+    full_size: bool = False,
 ) -> Callable[[], list[DecodedImage]]:
     """Validate and read the uploads of one request; returns their decoding, for the caller
     to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
@@ -52,9 +52,8 @@ async def read_uploads(
     before any is decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the
     deadline). ``needs``: per image what its pose crops need when no detector will see it
     (:meth:`app.service.PoseService.pose_needs`): such a JPEG is decoded as small as its crops
-    allow. Where the service decodes JPEGs with torchvision (``HEATPOSE_DECODE``, not for
-    ``pillow=True`` callers such as ``/visualize``, which call the result as it is) they are
-    charged at full size (:func:`app.device_path.decodes_full_size`).
+    allow. ``full_size``: the service decodes the JPEGs on its device at full size
+    (:attr:`app.service.PoseService.decodes_on_device`), so they are charged at full size.
 
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
@@ -76,9 +75,8 @@ async def read_uploads(
     wants = list(needs) if needs is not None else [None] * len(datas)
     max_pixels, max_side = settings.max_image_pixels, settings.decode_max_side
     if lease is not None:
-        full = not pillow and decodes_full_size(settings)
         pixels = [
-            pixels_to_decode(d, 0, None) if full else pixels_to_decode(d, max_side, n)
+            pixels_to_decode(d, 0, None) if full_size else pixels_to_decode(d, max_side, n)
             for d, n in zip(datas, wants, strict=True)
         ]
         await lease.acquire(sum(pixels))
