@@ -4,6 +4,7 @@ given ONNX file, e.g. INT8 from `heatpose export --int8`), or refuses to start c
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +55,9 @@ async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
 
 
 @pytest.fixture(scope="module")
-def int8_model(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def int8_model(app_checkpoint: Path, module_tmp: Callable[[str], Path]) -> Path:
     """The tiny service checkpoint exported as INT8, calibrated on synthetic people."""
-    root = tmp_path_factory.mktemp("int8")
+    root = module_tmp("int8")
     data = root / "data"
     assert synthetic.main(["--out", str(data), *["--train", "6", "--val", "0", "--seed", "4"]]) == 0
     out = root / "tiny.int8.onnx"

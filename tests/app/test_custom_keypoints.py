@@ -4,6 +4,7 @@ skeleton, /visualize draws its links and colours its keypoints by side."""
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -40,7 +41,7 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="module")
-def animal_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def animal_checkpoint(module_tmp: Callable[[str], Path]) -> Path:
     """ResNet-18, input 128x96 (w x h, landscape), the animal's 12 keypoints; a head with clear
     maxima (std 0.05) so keypoints spread over the crop."""
     torch.manual_seed(3)
@@ -51,7 +52,7 @@ def animal_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for m in [*model.deconv_layers, model.final_layer]:
             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
                 m.weight.normal_(0.0, 0.05)
-    path = tmp_path_factory.mktemp("animal") / "animal.safetensors"
+    path = module_tmp("animal") / "animal.safetensors"
     save(path, model, config)
     return path
 

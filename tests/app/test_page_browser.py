@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -81,7 +81,7 @@ def jpeg(bgr: np.ndarray) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def page_checkpoint(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def page_checkpoint(app_checkpoint: Path, module_tmp: Callable[[str], Path]) -> Path:
     """The tiny checkpoint with its final layer scaled down so keypoint scores (heatmap
     maxima, linear in that layer) fall inside the page's 0..1 slider range (they are 2-11)."""
     import torch
@@ -91,7 +91,7 @@ def page_checkpoint(app_checkpoint: Path, tmp_path_factory: pytest.TempPathFacto
     bundle = load(app_checkpoint)
     with torch.no_grad():
         bundle.model.final_layer.weight.mul_(0.08)
-    path = tmp_path_factory.mktemp("page") / "tiny-page.safetensors"
+    path = module_tmp("page") / "tiny-page.safetensors"
     save(path, bundle.model, bundle.config)
     return path
 
@@ -163,9 +163,9 @@ def photo(path: Path, seed: int, *, width: int, height: int, scores: list[float]
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Photo]:
+def photos(module_tmp: Callable[[str], Path]) -> list[Photo]:
     """Three people with box scores 0.9, 0.5 and 0.7 (left to right), and one person."""
-    folder = tmp_path_factory.mktemp("photos")
+    folder = module_tmp("photos")
     three = photo(folder / "three.jpg", 7, width=480, height=360, scores=[0.9, 0.5, 0.7])
     one = photo(folder / "one.jpg", 1, width=320, height=400, scores=[0.8])
     return [three, one]
@@ -173,12 +173,12 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> list[Photo]:
 
 @pytest.fixture(scope="module")
 def detector_server(
-    page_checkpoint: Path, photos: list[Photo], tmp_path_factory: pytest.TempPathFactory
+    page_checkpoint: Path, photos: list[Photo], module_tmp: Callable[[str], Path]
 ) -> Iterator[str]:
     """The service with a stand-in person detector (``tests/app/page_server.py``) that finds
     the persons of ``photos`` where the synthetic scene drew them."""
     table = {f"{p.width}x{p.height}": np.column_stack([p.boxes, p.scores]).tolist() for p in photos}
-    boxes = tmp_path_factory.mktemp("detector") / "boxes.json"
+    boxes = module_tmp("detector") / "boxes.json"
     boxes.write_text(json.dumps(table))
     args = ["-m", "tests.app.page_server", str(boxes)]
     with running(args, **page_settings(page_checkpoint)) as url:
@@ -186,12 +186,12 @@ def detector_server(
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def browser(module_tmp: Callable[[str], Path]) -> Iterator[Any]:
     """One headless Chromium for the module, its fake camera playing two walking people."""
     path = require_browser()
     from playwright.sync_api import sync_playwright
 
-    clip = tmp_path_factory.mktemp("camera") / "clip.y4m"
+    clip = module_tmp("camera") / "clip.y4m"
     write_y4m(clip, make_video("crossing", fps=10.0).frames[:30], fps=10.0)
     with sync_playwright() as p:
         b = p.chromium.launch(

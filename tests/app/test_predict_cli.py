@@ -70,9 +70,9 @@ def image_boxes(image: np.ndarray) -> Boxes:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def dataset(module_tmp: Callable[[str], Path]) -> tuple[Path, Path]:
     """Four synthetic JPEGs (160x128) in ``val/`` and their COCO annotation file."""
-    root = tmp_path_factory.mktemp("synth")
+    root = module_tmp("synth")
     gt = write_split(root, "val", 4, seed=3, width=160, height=128)
     return root / "val", gt
 
@@ -233,9 +233,9 @@ def matching_frame(video: SyntheticVideo) -> Callable[[np.ndarray], Boxes]:
 
 
 @pytest.fixture(scope="module")
-def crossing(tmp_path_factory: pytest.TempPathFactory) -> tuple[SyntheticVideo, Path]:
+def crossing(module_tmp: Callable[[str], Path]) -> tuple[SyntheticVideo, Path]:
     video = make_video("crossing")
-    path = tmp_path_factory.mktemp("video") / "crossing.mp4"
+    path = module_tmp("video") / "crossing.mp4"
     write_video(path, video.frames, video.fps)
     return video, path
 

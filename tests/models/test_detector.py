@@ -87,11 +87,13 @@ def images() -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module", params=list(TORCHVISION))
-def published(request, tmp_path_factory) -> tuple[str, dict[str, torch.Tensor], Path]:
+def published(
+    request, module_tmp: Callable[[str], Path]
+) -> tuple[str, dict[str, torch.Tensor], Path]:
     """(arch, state dict, the state dict saved as a ``.pth`` the way torchvision's are)."""
     arch = request.param
     state = published_state(arch)
-    path = tmp_path_factory.mktemp(arch) / f"{arch}.pth"
+    path = module_tmp(arch) / f"{arch}.pth"
     torch.save(state, path)
     return arch, state, path
 

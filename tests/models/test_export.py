@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,9 +19,9 @@ from models.export import ExportError, export_onnx, read_onnx_config
 
 
 @pytest.fixture(scope="module")
-def exported(lively_r18, tmp_path_factory):
+def exported(lively_r18, module_tmp: Callable[[str], Path]):
     """The lively R18 as a checkpoint, exported through the CLI."""
-    root = tmp_path_factory.mktemp("export")
+    root = module_tmp("export")
     save(root / "m.safetensors", lively_r18.model, lively_r18.config)
     out = root / "m.onnx"
     rc = heatpose_cli.main(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,18 +21,20 @@ from training import synthetic
 
 
 @pytest.fixture(scope="module")
-def people(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def people(module_tmp: Callable[[str], Path]) -> Path:
     """A small synthetic COCO-format set (``heatpose synth``): 8 train images of people."""
-    out = tmp_path_factory.mktemp("people") / "data"
+    out = module_tmp("people") / "data"
     flags = "--train 8 --val 0 --seed 2 --width 192 --height 160"
     assert synthetic.main(["--out", str(out), *flags.split()]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def int8(lively_r18: ModelBundle, people: Path, tmp_path_factory) -> tuple[Path, Path]:
+def int8(
+    lively_r18: ModelBundle, people: Path, module_tmp: Callable[[str], Path]
+) -> tuple[Path, Path]:
     """The lively R18 checkpoint and its INT8 export through the CLI (16 calibration crops)."""
-    root = tmp_path_factory.mktemp("int8")
+    root = module_tmp("int8")
     save(root / "m.safetensors", lively_r18.model, lively_r18.config)
     out = root / "m.int8.onnx"
     argv = ["export", str(root / "m.safetensors"), "--format", "onnx", "--out", str(out)]

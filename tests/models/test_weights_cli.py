@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,11 @@ from models.weights_cli import main
 
 
 @pytest.fixture(scope="module")
-def simplebaselines_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[PoseResNet, Path]:
+def simplebaselines_file(module_tmp: Callable[[str], Path]) -> tuple[PoseResNet, Path]:
     """A random ResNet-18 saved as an original SimpleBaselines bare state dict."""
     torch.manual_seed(0)
     model = PoseResNet(18, 17).eval()
-    path = tmp_path_factory.mktemp("src") / "pose_resnet_18_256x192.pth.tar"
+    path = module_tmp("src") / "pose_resnet_18_256x192.pth.tar"
     torch.save(model.state_dict(), path)
     return model, path
 

@@ -9,7 +9,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -77,7 +77,7 @@ def _handler(state: _Files) -> type[BaseHTTPRequestHandler]:
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[PoseResNet, bytes]:
+def published(module_tmp: Callable[[str], Path]) -> tuple[PoseResNet, bytes]:
     """A random ResNet-18 PoseResNet and its bytes as an mmpose 1.x ``.pth``."""
     torch.manual_seed(0)
     model = PoseResNet(18, 17).eval()
@@ -88,7 +88,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> tuple[PoseResNet, byt
         ("head." if k.startswith(("deconv", "final")) else "backbone.") + k: v
         for k, v in model.state_dict().items()
     }
-    path = tmp_path_factory.mktemp("src") / "model.pth"
+    path = module_tmp("src") / "model.pth"
     meta = {"epoch": 210, "iter": np.int64(5), "hist": np.zeros(3)}
     torch.save({"meta": meta, "state_dict": state}, path)
     return model, path.read_bytes()

@@ -11,6 +11,7 @@ run of docs/training.md.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,8 @@ def _records(out: Path, kind: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, make_synthetic) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("accept")
+def runs(module_tmp: Callable[[str], Path], make_synthetic) -> dict[str, Path]:
+    root = module_tmp("accept")
     data = make_synthetic("accept-data", "--train 8 --val 0 --seed 11 --width 256 --height 192")
     full, resumed = root / "full", root / "resumed"
     assert train.main([*_argv(data, full), "--keep-resume"]) == 0

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -138,8 +139,8 @@ def data(make_synthetic) -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "m.safetensors"
+def checkpoint(module_tmp: Callable[[str], Path]) -> Path:
+    path = module_tmp("ckpt") / "m.safetensors"
     save(path, PoseResNet(18, 17), ModelConfig(depth=18))
     return path
 

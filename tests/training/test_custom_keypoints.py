@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,8 +63,8 @@ def _argv(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("animal")
+def data(module_tmp: Callable[[str], Path]) -> Path:
+    root = module_tmp("animal")
     argv = ["--out", str(root / "data"), "--train", "4", "--val", "2", "--seed", "4"]
     assert synthetic.main([*argv, "--skeleton", "animal", "--width", "256", "--height", "192"]) == 0
     return root / "data"
@@ -127,7 +128,7 @@ def test_evaluation_runs_pycocotools_with_the_checkpoints_sigmas(run: Path, data
 
 
 @pytest.fixture(scope="module")
-def person_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def person_checkpoint(module_tmp: Callable[[str], Path]) -> Path:
     """A COCO-person ResNet-18 in BGR (as the original SimpleBaselines weights)."""
     torch.manual_seed(1)
     codec = HeatmapCodec.for_input((96, 64))
@@ -138,7 +139,7 @@ def person_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.no_grad():
         model.final_layer.weight.normal_(0.0, 0.5)
         model.final_layer.bias.uniform_(1.0, 2.0)
-    path = tmp_path_factory.mktemp("person") / "person.safetensors"
+    path = module_tmp("person") / "person.safetensors"
     save(path, model, config)
     return path
 

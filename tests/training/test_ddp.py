@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,8 @@ def _run(data: Path, out: Path, procs: int, batch: int, *extra: str) -> dict[int
 
 
 @pytest.fixture(scope="module")
-def single(data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return _run(data, tmp_path_factory.mktemp("one"), 1, 8)[0]
+def single(data: Path, module_tmp: Callable[[str], Path]) -> list[dict]:
+    return _run(data, module_tmp("one"), 1, 8)[0]
 
 
 def test_ranks_identical_every_step_and_loss_follows_one_process(

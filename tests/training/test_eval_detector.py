@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -62,16 +63,16 @@ def _key(image: np.ndarray) -> str:
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("evdet") / "data"
+def data(module_tmp: Callable[[str], Path]) -> Path:
+    out = module_tmp("evdet") / "data"
     args = ["--out", str(out), "--train", "0", "--val", "8", "--seed", "4"]
     synthetic.main([*args, "--width", "160", "--height", "128"])
     return out
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    ckpt = tmp_path_factory.mktemp("m") / "m.safetensors"
+def predictor(module_tmp: Callable[[str], Path]) -> Predictor:
+    ckpt = module_tmp("m") / "m.safetensors"
     codec = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
     save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18, codec_params=codec))
     return Predictor(load(ckpt), device="cpu")

@@ -5,6 +5,7 @@ starts and appends its steps."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,12 @@ def _lines(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def runs(make_synthetic, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(make_synthetic, module_tmp: Callable[[str], Path]) -> dict[str, Path]:
     """Two epochs with a step trace and every epoch's resume file; the trace as it was then
     ("the run was stopped during epoch 2"); then epoch 2 again, resumed from the epoch-1 file
     into the same trace directory."""
     data = make_synthetic("resume-checks", "--train 4 --val 1 --seed 6 --width 96 --height 96")
-    root = tmp_path_factory.mktemp("resume-checks")
+    root = module_tmp("resume-checks")
     first, trace = root / "first", root / "trace"
     assert train.main(_argv(data, first, "--keep-resume", "--trace-steps", str(trace))) == 0
     before = root / "before.jsonl"

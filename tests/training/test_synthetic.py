@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ W, H = 320, 240
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("synth")
+def dataset(module_tmp: Callable[[str], Path]) -> Path:
+    out = module_tmp("synth")
     argv = ["--out", str(out), "--train", "24", "--val", "6", "--seed", "3"]
     assert synthetic.main([*argv, "--width", str(W), "--height", str(H)]) == 0
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,8 @@ W, H = 320, 240
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("animals")
+def dataset(module_tmp: Callable[[str], Path]) -> Path:
+    out = module_tmp("animals")
     argv = ["--out", str(out), "--train", "24", "--val", "0", "--seed", "5", "--skeleton", "animal"]
     assert synthetic.main([*argv, "--width", str(W), "--height", str(H)]) == 0
     return out
