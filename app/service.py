@@ -14,8 +14,6 @@ them to HTTP answers.
 
 from __future__ import annotations
 
-import copy
-import functools
 import gc
 import logging
 import os
@@ -33,29 +31,24 @@ import torch
 from app import device_path
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
-from app.devices import buckets_for
 from app.intake import DecodedImage
 from app.metrics import Metrics
-from app.reduction import PoseNeed, Reduction
+from app.reduction import PoseNeed, Reduction, client_boxes, whole_or_given
 from app.settings import Settings
 from app.startup import (
-    DETECTOR_NONE_HINT,
     StartupError,
-    detector_name,
+    person_detectors,
     pick_devices,
+    pose_replicas,
     resolve_checkpoint,
-    resolve_detector,
 )
 from app.warmup import warm_replicas
-from models.backends import BackendError
-from models.checkpoint import CheckpointError, ModelBundle, load
+from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
-from models.detector import load_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
-from models.predictor import Crops, Pixels, Predictor, default_device, split
-from models.zoo import ZooError
+from models.predictor import Crops, Pixels, Predictor, split
 
 log = logging.getLogger("heatpose.app")
 
@@ -126,7 +119,7 @@ class PoseService:
             bundle = await anyio.to_thread.run_sync(load, path)
         except CheckpointError as e:
             raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
-        predictors = await anyio.to_thread.run_sync(self._replicas, bundle, devices)
+        predictors = await anyio.to_thread.run_sync(pose_replicas, bundle, devices, s)
         predictor = predictors[0]
         self.predictor, self.predictors = predictor, predictors
         self.config, self.checkpoint_path = bundle.config, path
@@ -155,60 +148,18 @@ class PoseService:
             self.detector_label or "none (images without boxes are one person)",
         )
 
-    def _replicas(self, bundle: ModelBundle, devices: Sequence[str | None]) -> list[Predictor]:
-        """One :class:`Predictor` per device, each with its own copy of the weights.
-
-        Raises:
-            StartupError: the backend cannot run here (e.g. tensorrt without CUDA).
-        """
-        s = self.settings
-        # Copies first: a Predictor moves its module to its device in place.
-        models = [bundle.model, *(copy.deepcopy(bundle.model) for _ in devices[1:])]
-        out = []
-        for device, model in zip(devices, models, strict=True):
-            where = torch.device(device) if device is not None else default_device()
-            try:
-                out.append(
-                    Predictor(
-                        replace(bundle, model=model),
-                        device=where,
-                        flip_test=s.flip_test,
-                        decode_mode=s.decode_mode,
-                        backend=s.backend,
-                        onnx_path=s.onnx,
-                        batch_buckets=buckets_for(
-                            s.batch_buckets, where, max_batch_size=s.max_batch_size
-                        ),
-                    )
-                )
-            except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
-                raise StartupError(str(e)) from e
-        return out
-
     async def _start_detector(self, devices: Sequence[str | None], names: Sequence[str]) -> None:
-        """Load the person detector (``HEATPOSE_DETECTOR``, or the one given) and its batcher:
-        one copy and worker per device (a given detector serves on every worker).
+        """The person detectors (:func:`app.startup.person_detectors`), warmed up, and their
+        batcher: one copy and worker per device.
 
         Raises:
-            StartupError: the weights cannot be found, fetched or read (the message says how
-                to provide them, or to set ``HEATPOSE_DETECTOR=none``).
+            StartupError: the weights cannot be found, fetched or read.
         """
         s = self.settings
-        detector = self.given_detector
-        label = None if detector is None else f"{type(detector).__name__} (given)"
-        name = None if detector is not None else detector_name(s.detector, devices[0])
-        detectors = [detector] * len(devices) if detector is not None else []
-        if name is not None:
-            path = await anyio.to_thread.run_sync(resolve_detector, name)
-            try:
-                for device in devices:
-                    load_one = functools.partial(load_detector, path, device, progress=False)
-                    detectors.append(await anyio.to_thread.run_sync(load_one))
-            except (CheckpointError, ZooError) as e:
-                raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
-            label = name if str(path) == name else f"{name} ({path})"
+        detectors, self.detector_label = await person_detectors(
+            s, devices, given=self.given_detector
+        )
         self.detector = detectors[0] if detectors else None
-        self.detector_label = label
         if not detectors:
             self.detector_batcher = None
             return
@@ -446,7 +397,7 @@ class PoseService:
         def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
             images, decoded = decode_timed()
             maps = [im.scale for im in images]
-            persons = self._whole_or_given(self._given_boxes(boxes, maps), maps)
+            persons = whole_or_given(client_boxes(boxes, maps), maps)
             pixels = [im.pixels for im in images]
             return images, decoded, self._crop(predictor, pixels, persons)
 
@@ -502,7 +453,7 @@ class PoseService:
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        out = self._given_boxes(boxes, maps)
+        out = client_boxes(boxes, maps)
         has = self.detector_batcher is not None
         todo = [
             i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
@@ -517,37 +468,7 @@ class PoseService:
             )
             for i, p in zip(todo, found, strict=True):
                 out[i] = p
-        return self._whole_or_given(out, maps)
-
-    @staticmethod
-    def _given_boxes(
-        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None, maps: Sequence[Reduction]
-    ) -> list[PersonBoxes | None]:
-        """Per image the caller's boxes, validated against the original image's size and
-        mapped to the decoded image's px, or ``None`` where none were given.
-
-        Raises:
-            BoxError: naming the box (``boxes[i][j] = ...``).
-        """
-        out: list[PersonBoxes | None] = []
-        for i, m in enumerate(maps):
-            raw = None if boxes is None else boxes[i]
-            if raw is None:
-                out.append(None)
-            else:
-                given = PersonBoxes.from_client(raw, *m.size, label=f"boxes[{i}]")
-                out.append(m.boxes_in(given))
-        return out
-
-    @staticmethod
-    def _whole_or_given(
-        found: Sequence[PersonBoxes | None], maps: Sequence[Reduction]
-    ) -> list[PersonBoxes]:
-        """``found`` with the whole (original) image, in decoded px, where it is ``None``."""
-        return [
-            p if p is not None else m.boxes_in(PersonBoxes.whole_image(*m.size))
-            for p, m in zip(found, maps, strict=True)
-        ]
+        return whole_or_given(out, maps)
 
     def _crop(
         self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]

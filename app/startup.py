@@ -1,20 +1,35 @@
-"""What the service resolves before it loads anything: checkpoint and detector files, devices.
+"""What the service starts from: checkpoint and detector files, devices, the models per device.
 
-Each function turns one ``HEATPOSE_*`` setting into something loadable, or raises
+Each resolving function turns one ``HEATPOSE_*`` setting into something loadable, or raises
 :class:`StartupError` with one line that names the setting and says how to fix it. ``heatpose
 serve`` calls them before it starts the server (a wrong setting fails fast, without uvicorn);
-:class:`app.service.PoseService` calls them again when it starts.
+:class:`app.service.PoseService` calls them again when it starts, then loads one model per
+device with :func:`pose_replicas` and :func:`person_detectors`.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import anyio.to_thread
 import torch
 
-from app.devices import DeviceError, resolve_devices
+from app.devices import DeviceError, buckets_for, resolve_devices
 from models import zoo
+from models.backends import BackendError
+from models.checkpoint import CheckpointError, ModelBundle
+from models.detector import load_detector
+from models.predictor import Predictor, default_device
 from models.zoo import ZooError
+
+if TYPE_CHECKING:
+    from app.settings import Settings
+    from models.pipeline import Detector
 
 
 class StartupError(RuntimeError):
@@ -78,3 +93,67 @@ def pick_devices(setting: str) -> list[str | None]:
 def pick_device(setting: str) -> str | None:
     """``HEATPOSE_DEVICE`` -> the first worker's torch device string, or ``None`` (auto)."""
     return pick_devices(setting)[0]
+
+
+def pose_replicas(
+    bundle: ModelBundle, devices: Sequence[str | None], settings: Settings
+) -> list[Predictor]:
+    """One :class:`~models.predictor.Predictor` per device (``None`` = the default device),
+    each with its own copy of the weights, configured by ``settings``.
+
+    Raises:
+        StartupError: the backend cannot run here (e.g. tensorrt without CUDA).
+    """
+    s = settings
+    # Copies first: a Predictor moves its module to its device in place.
+    models = [bundle.model, *(copy.deepcopy(bundle.model) for _ in devices[1:])]
+    out = []
+    for device, model in zip(devices, models, strict=True):
+        where = torch.device(device) if device is not None else default_device()
+        try:
+            out.append(
+                Predictor(
+                    replace(bundle, model=model),
+                    device=where,
+                    flip_test=s.flip_test,
+                    decode_mode=s.decode_mode,
+                    backend=s.backend,
+                    onnx_path=s.onnx,
+                    batch_buckets=buckets_for(
+                        s.batch_buckets, where, max_batch_size=s.max_batch_size
+                    ),
+                )
+            )
+        except BackendError as e:  # e.g. tensorrt without CUDA, onnxruntime not installed
+            raise StartupError(str(e)) from e
+    return out
+
+
+async def person_detectors(
+    settings: Settings, devices: Sequence[str | None], *, given: Detector | None
+) -> tuple[list[Detector], str | None]:
+    """The person detector ``HEATPOSE_DETECTOR`` names, loaded once per device (in worker
+    threads), or ``given`` (a stand-in; it serves every device).
+
+    Returns:
+        One detector per device (``[]`` without a detector) and its label for logs and
+        ``/v1/model``: the zoo name and file, or the given detector's type.
+
+    Raises:
+        StartupError: the weights cannot be found, fetched or read (the message says how to
+            provide them, or to set ``HEATPOSE_DETECTOR=none``).
+    """
+    if given is not None:
+        return [given] * len(devices), f"{type(given).__name__} (given)"
+    name = detector_name(settings.detector, devices[0])
+    if name is None:
+        return [], None
+    path = await anyio.to_thread.run_sync(resolve_detector, name)
+    detectors: list[Detector] = []
+    try:
+        for device in devices:
+            load_one = functools.partial(load_detector, path, device, progress=False)
+            detectors.append(await anyio.to_thread.run_sync(load_one))
+    except (CheckpointError, ZooError) as e:
+        raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
+    return detectors, name if str(path) == name else f"{name} ({path})"
