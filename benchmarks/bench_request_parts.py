@@ -14,6 +14,9 @@ torch thread, for a 640x480 one-person JPEG (the issue's case) and the ResNet 25
 
 ``--roots base=/path,new=/path`` runs the same measurements on other checkouts (each in its own
 process, e.g. ``git worktree add /tmp/base <commit>``) and prints them side by side.
+``--neighbours N`` measures each checkout a second time while N other processes run the same
+stages in a loop (column ``label/busy``): what the same work costs when the other cores are
+busy, as they are in a loaded server (its other threads, the clients).
 
     .venv/bin/python benchmarks/bench_request_parts.py [--roots base=/tmp/base,new=.]
 """
@@ -108,10 +111,21 @@ def measure(seconds: float) -> dict[str, float]:
     return out
 
 
+def _run_worker(cmd: list[str], env: dict[str, str], root: Path) -> dict[str, float]:
+    """One ``--worker`` run on the checkout ``root``: its stages, ``{label: CPU ms}``."""
+    done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["predictor"].startswith(str(root)), found  # the checkout measured
+    return found["stages"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--roots", default=f"this={ROOT}", help="label=path,... checkouts to compare")
     p.add_argument("--seconds", type=float, default=1.5, help="CPU seconds per stage")
+    p.add_argument(
+        "--neighbours", type=int, default=0, help="also measure with N busy processes alongside"
+    )
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -124,13 +138,26 @@ def main() -> None:
     for item in args.roots.split(","):
         label, _, path = item.rpartition("=")
         root = Path(path).resolve()
+        label = label or root.name
         env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"]
-        cmd += ["--seconds", str(args.seconds)]
-        done = subprocess.run(cmd, env=env, cwd=root, capture_output=True, text=True, check=True)
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-        results[label or root.name] = found.pop("stages")
-        assert found["predictor"].startswith(str(root)), found  # the checkout measured
+        results[label] = _run_worker([*cmd, "--seconds", str(args.seconds)], env, root)
+        if args.neighbours:
+            loops = [
+                subprocess.Popen(
+                    [*cmd, "--seconds", "1e6"], env=env, cwd=root, stdout=subprocess.DEVNULL
+                )
+                for _ in range(args.neighbours)
+            ]
+            try:
+                time.sleep(3.0)  # past their imports, into the stage loops
+                results[f"{label}/busy"] = _run_worker(
+                    [*cmd, "--seconds", str(args.seconds)], env, root
+                )
+            finally:
+                for loop in loops:
+                    loop.kill()
+                    loop.wait()
     labels = list(results)
     print(f"CPU ms per call, one thread, load average {os.getloadavg()[0]:.2f}")
     print(f"{'stage':<42}" + "".join(f"{label:>12}" for label in labels))
