@@ -25,6 +25,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import cv2
 import numpy as np
 import torch
 
@@ -114,6 +115,10 @@ class PoseService:
         devices = pick_devices(s.device)
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
+        if s.cv2_threads:
+            # process-wide too; OpenCV's pool woke a helper thread for every small crop
+            # (about 0.5 ms of CPU a request, BENCHMARKS.md "Threads")
+            cv2.setNumThreads(s.cv2_threads)
         path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
         try:
             bundle = await anyio.to_thread.run_sync(load, path)

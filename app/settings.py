@@ -223,6 +223,14 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None, ge=1, le=1024, description="Intra-op threads of torch on CPU; unset = one per core."
     )
+    cv2_threads: int = Field(
+        1,
+        ge=0,
+        le=1024,
+        description="OpenCV threads for crops, resizes and overlays (cv2.setNumThreads); "
+        "1 = in the calling worker thread (requests are already cut in parallel worker "
+        "threads); 0 = leave OpenCV's own pool (one thread per core).",
+    )
 
     @field_validator("device")
     @classmethod

@@ -27,6 +27,8 @@ sets of other settings the same way (e.g. the on-device request path, app/device
 the instant stand-in; ``--model http-only`` answers every image with nobody in it without
 decoding, cropping or inferring (what the HTTP layer costs alone). ``--profile DIR`` runs
 one server under ``py-spy record`` instead and writes its collapsed stacks there.
+``--threads`` adds each server thread's CPU per request (``/proc/PID/task``; the event loop is
+``main``, the others numbered in start order; ``py-spy dump --pid PID`` names them).
 
     .venv/bin/python benchmarks/bench_overhead.py [--duration 8] [--rounds 3] [--clients 16]
 """
@@ -47,7 +49,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +204,18 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """utime + stime (s) of each thread of ``pid`` (its own, not its children's), by thread id."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError):
+            continue
+    return out
+
+
 def start_server(
     root: Path,
     checkpoint: Path,
@@ -264,6 +278,7 @@ class Result:
     seconds: float
     cpu_s: float
     crops_per_forward: float = float("nan")
+    threads: dict[int, float] = field(default_factory=dict)  # thread id -> CPU s in the window
 
     @property
     def rate(self) -> float:
@@ -306,13 +321,24 @@ def run_load(
     for t in threads:
         t.start()
     time.sleep(max(0.0, measure_from - time.perf_counter()))
-    cpu0 = tree_cpu_s(proc.pid)
+    cpu0, per0 = tree_cpu_s(proc.pid), thread_cpu_s(proc.pid)
     time.sleep(max(0.0, end - time.perf_counter()))
-    cpu1 = tree_cpu_s(proc.pid)
+    cpu1, per1 = tree_cpu_s(proc.pid), thread_cpu_s(proc.pid)
     for t in threads:
         t.join()
-    res = Result(counts[0], counts[1], seconds, cpu1 - cpu0)
-    return res
+    per = {tid: cpu - per0.get(tid, 0.0) for tid, cpu in per1.items()}
+    return Result(counts[0], counts[1], seconds, cpu1 - cpu0, threads=per)
+
+
+def thread_line(pid: int, res: Result) -> str:
+    """The server process's busy threads as CPU ms per request: ``main`` (the event loop) and
+    the others numbered in the order they were started (thread ids ascending)."""
+    busy = sorted((tid, s) for tid, s in res.threads.items() if s > 0)
+    parts = [
+        f"{'main' if tid == pid else f't{i}'} {s * 1e3 / max(1, res.requests):.2f}"
+        for i, (tid, s) in enumerate(busy)
+    ]
+    return "    threads (ms CPU/req): " + ", ".join(parts)
 
 
 def with_batches(port: int, measure: Callable[[], Result]) -> Result:
@@ -358,6 +384,11 @@ def main() -> None:
         help="comma-separated checkouts to serve side by side (label=path or path)",
     )
     p.add_argument("--profile", type=Path, help="run one server under py-spy; stacks to DIR")
+    p.add_argument(
+        "--threads",
+        action="store_true",
+        help="also print the CPU per request of each thread of the server process",
+    )
     args = p.parse_args()
 
     scenarios = []
@@ -440,6 +471,8 @@ def main() -> None:
                             f"  ({res.errors} errors)",
                             flush=True,
                         )
+                        if args.threads:
+                            print(thread_line(proc.pid, res), flush=True)
         finally:
             for proc, _ in servers.values():
                 stop_server(proc)

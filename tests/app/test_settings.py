@@ -25,6 +25,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.max_upload_bytes == 10_000_000 and s.max_image_pixels == 40_000_000
     assert s.max_images_per_request == 16 and s.flip_test is True and s.decode_mode is None
     assert s.api_key is None and s.cors_origins == [] and s.log_level == "info"
+    assert s.cv2_threads == 1 and s.torch_threads is None
 
 
 def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -60,6 +61,7 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ("HEATPOSE_LOG_LEVEL", "loud"),
         ("HEATPOSE_CORS_ORIGINS", "[not json"),
         ("HEATPOSE_CHECKPOINT", "  "),
+        ("HEATPOSE_CV2_THREADS", "-1"),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -107,3 +109,23 @@ def test_crop_and_decode_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     hints = unknown_variables({"HEATPOSE_CORP": "device", "HEATPOSE_DECOD": "torch"})
     assert any("did you mean HEATPOSE_CROP?" in h for h in hints)
     assert any("did you mean HEATPOSE_DECODE?" in h for h in hints)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_cv2_threads_are_set_when_the_service_starts(serve_app) -> None:
+    """OpenCV's pool woke a helper thread for every small crop (BENCHMARKS.md, "Threads"):
+    the service runs OpenCV in its calling threads unless told otherwise."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        async with serve_app(cv2_threads=0):
+            assert cv2.getNumThreads() == 2  # 0: left as it was
+        async with serve_app():
+            assert cv2.getNumThreads() == 1
+        async with serve_app(cv2_threads=3):
+            assert cv2.getNumThreads() == 3
+    finally:
+        cv2.setNumThreads(before)
