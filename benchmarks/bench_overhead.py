@@ -25,7 +25,9 @@ replica each). ``--env 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=t
 sets of other settings the same way (e.g. the on-device request path, app/device_path.py).
 ``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
 the instant stand-in; ``--model http-only`` answers every image with nobody in it without
-decoding, cropping or inferring (what the HTTP layer costs alone). ``--profile DIR`` runs
+decoding, cropping or inferring (what the HTTP layer costs alone); ``--model asgi-floor``
+serves a bare ASGI app (reads the body, answers a fixed JSON) under the same uvicorn instead of
+the service: the floor of any Python HTTP server here. ``--profile DIR`` runs
 one server under ``py-spy record`` instead and writes its collapsed stacks there.
 ``--threads`` adds each server thread's CPU per request (``/proc/PID/task``; the event loop is
 ``main``, the others numbered in start order; ``py-spy dump --pid PID`` names them).
@@ -109,6 +111,35 @@ async def _no_inference(self, decode, boxes, options, *, num_images, deadline):
 
 
 _service.PoseService.predict_uploads = _no_inference
+"""
+
+ASGI_FLOOR = """
+# Benchmark-only (--model asgi-floor): the same uvicorn (httptools, uvloop, the service's
+# connection options) serving a bare ASGI app that reads each request's body and answers a
+# fixed JSON. No FastAPI, no middleware, no multipart parsing: what answering an upload costs
+# in Python here before a byte of it is looked at.
+import app.main as _main
+
+
+def _floor_app(_settings, **_kwargs):
+    async def asgi(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        body = b'{"images":[]}'
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"13")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return asgi
+
+
+_main.create_app = _floor_app
 """
 
 
@@ -375,8 +406,9 @@ def main() -> None:
     p.add_argument(
         "--model",
         default="instant",
-        choices=["instant", "http-only", "r18", "r50"],
-        help="the forward pass (http-only: no decoding, cropping or inference at all)",
+        choices=["instant", "http-only", "asgi-floor", "r18", "r50"],
+        help="the forward pass (http-only: no decoding, cropping or inference at all; "
+        "asgi-floor: not even the app, a bare ASGI app under the same uvicorn)",
     )
     p.add_argument(
         "--roots",
@@ -408,9 +440,11 @@ def main() -> None:
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"load average before {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    model = {"instant": "instant model (zero heatmaps)", "http-only": "no inference at all"}.get(
-        args.model, "random weights"
-    )
+    model = {
+        "instant": "instant model (zero heatmaps)",
+        "http-only": "no inference at all",
+        "asgi-floor": "a bare ASGI app, not the service",
+    }.get(args.model, "random weights")
     print(
         f"{model}, ResNet-{50 if args.model != 'r18' else 18} 256x192 config, service defaults "
         f"(flip test on, DARK decode); {args.clients} clients; {args.rounds} rounds x "
@@ -418,10 +452,10 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         site: Path | None = None
-        if args.model in ("instant", "http-only"):
+        if args.model in ("instant", "http-only", "asgi-floor"):
             site = Path(tmp) / "site"
             site.mkdir()
-            extra = HTTP_ONLY if args.model == "http-only" else ""
+            extra = {"http-only": HTTP_ONLY, "asgi-floor": ASGI_FLOOR}.get(args.model, "")
             (site / "sitecustomize.py").write_text(SITECUSTOMIZE + extra)
         config = ModelConfig(name=f"{args.model}-256x192", depth=18 if args.model == "r18" else 50)
         checkpoint = Path(tmp) / "model.safetensors"
