@@ -1,7 +1,10 @@
-"""JPEG headers read without decoding: the start-of-frame marker, and whether a file can hold
-the pixels it declares (a cheap check before any decoder sees it, :mod:`app.intake`)."""
+"""JPEG headers read without decoding: the start-of-frame marker, whether a file can hold the
+pixels it declares (a cheap check before any decoder sees it, :mod:`app.intake`), and whether
+its image data ends (:func:`jpeg_complete`, before a lenient decoder sees it)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from app.errors import ApiError
 
@@ -9,18 +12,37 @@ _HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 """Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless)."""
 
 
-def _sof_at(data: bytes) -> int | None:
-    """Where the start-of-frame segment of a JPEG begins (walking the header segments), or
-    ``None``."""
+def _segment_at(data: bytes, wanted: Callable[[int], bool]) -> int | None:
+    """Where the first header segment of a JPEG whose marker is ``wanted`` begins (walking the
+    segments by their lengths, so an EXIF thumbnail inside APP1 is skipped), or ``None``."""
     if not data.startswith(b"\xff\xd8"):
         return None
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        if wanted(data[i + 1]):
             return i
         i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
+
+
+def _sof_at(data: bytes) -> int | None:
+    """Where the start-of-frame segment of a JPEG begins, or ``None``."""
+    return _segment_at(data, lambda m: 0xC0 <= m <= 0xCF and m not in (0xC4, 0xC8, 0xCC))
+
+
+def jpeg_complete(data: bytes) -> bool:
+    """Whether a JPEG's image data ends: an end-of-image marker (``FF D9``) after its first
+    start-of-scan. Entropy-coded data cannot contain ``FF D9`` (an ``FF`` there is followed by
+    ``00`` or a restart marker), so a file cut anywhere in its scans has none; bytes after the
+    marker (camera trailers, a second picture) are allowed. Pillow refuses a JPEG without it
+    ("image file is truncated"); a decoder that might not (nvJPEG) is given only files that pass,
+    and the others go to Pillow, so both paths answer alike (:mod:`app.torch_decode`). A file
+    whose segments cannot be walked counts as not complete (Pillow reads it)."""
+    at = _segment_at(data, lambda m: m == 0xDA)  # the first start-of-scan
+    if at is None:
+        return False
+    scan = at + 2 + int.from_bytes(data[at + 2 : at + 4], "big")  # past its header
+    return data.find(b"\xff\xd9", scan) != -1
 
 
 def _jpeg_sof(data: bytes) -> int | None:

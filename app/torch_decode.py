@@ -11,7 +11,9 @@ format, the pixel limit, a JPEG too short for its size; nothing is decoded befor
   decoded at full size: the crop's warp does the zoom (reduced-scale decoding,
   :mod:`app.reduction`, is the Pillow path's).
 - Everything else stays on the Pillow path (:func:`app.intake.decode_image`): other formats,
-  CMYK JPEGs, and any JPEG torchvision refuses (the batch is then decoded one by one, and a
+  CMYK JPEGs, JPEGs whose image data does not end (:func:`app.jpeg_header.jpeg_complete`:
+  nvJPEG may decode a truncated file without an error, Pillow answers 400), and any JPEG
+  torchvision refuses (the batch is then decoded one by one, and a
   file refused alone goes to Pillow, which decodes it or answers the usual 400).
 """
 
@@ -24,6 +26,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from app.intake import DecodedImage, decode_image, exif_orientation, open_checked
+from app.jpeg_header import jpeg_complete
 from app.reduction import PoseNeed
 
 log = logging.getLogger("heatpose.app")
@@ -101,7 +104,12 @@ def decode_uploads(
     here: list[tuple[int, int]] = []  # (upload, EXIF orientation) of the JPEGs decoded here
     for i, (data, name, need) in enumerate(zip(datas, names, needs, strict=True)):
         img = open_checked(data, name, max_pixels) if data[:3] == JPEG_MAGIC else None
-        if img is not None and img.format == "JPEG" and img.mode in TORCH_MODES:
+        if (
+            img is not None
+            and img.format == "JPEG"
+            and img.mode in TORCH_MODES
+            and jpeg_complete(data)  # nvJPEG may decode a truncated file without an error
+        ):
             here.append((i, exif_orientation(img, name)))
         else:  # every check again there, but the header is the only part read twice
             out[i] = decode_image(data, name, max_pixels, max_side=max_side, need=need)

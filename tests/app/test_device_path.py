@@ -219,8 +219,8 @@ async def test_errors_are_unchanged(serve_app, monkeypatch, name: str, data: byt
     assert 400 <= answers[0][0] < 500 and set(answers[0][1]) == {"error"}
     if name in ("big.jpg", "gif.jpg"):
         assert seen["decode"] == []  # refused on the header, before any decoding
-    if name == "cut.jpg":  # torchvision refused it (batch, then alone); Pillow said why
-        assert seen["decode"] == [(2, "cpu"), (1, "cpu"), (1, "cpu")]
+    if name == "cut.jpg":  # its scans do not end: Pillow says why, torchvision never sees it
+        assert seen["decode"] == []  # (nvJPEG might decode it without an error)
 
 
 def test_batch_worker_takes_tensor_crops(reference) -> None:

@@ -108,6 +108,36 @@ def test_a_jpeg_torchvision_refuses_gets_pillows_answer() -> None:
     assert decode_jpegs([cut], CPU) == [None]
 
 
+def test_a_truncated_jpeg_gets_pillows_answer_even_from_a_lenient_decoder(monkeypatch) -> None:
+    """nvJPEG's answer to a truncated file was never seen (no GPU here); whatever it does, such a
+    file must get the CPU path's 400. A stand-in decoder that decodes anything without an
+    error: the truncated file never reaches it."""
+    seen: list[int] = []
+
+    def lenient(tensors, **kw):
+        seen.extend(len(t) for t in tensors)
+        return [torch.full((3, 60, 80), 128, dtype=torch.uint8) for _ in tensors]
+
+    monkeypatch.setattr(td, "decode_jpeg", lenient)
+    good = jpeg(photo(seed=8))
+    for cut in (good[: len(good) * 2 // 3], good[:-2]):  # cut in the scan; only EOI missing
+        with pytest.raises(ApiError) as pillow:
+            decode_image(cut, "f1", 10**7)
+        seen.clear()
+        with pytest.raises(ApiError) as here:
+            decode([good, cut])
+        assert len(cut) not in seen  # the cut file never reached the device decoder
+        assert (here.value.status, here.value.code, here.value.message) == (
+            pillow.value.status,
+            pillow.value.code,
+            pillow.value.message,
+        )
+        assert here.value.status == 400 and "truncated" in here.value.message
+    seen.clear()
+    (whole,) = decode([good])
+    assert seen == [len(good)] and whole.pixels.shape == (60, 80, 3)  # the stand-in's
+
+
 def test_the_pixel_limit_is_checked_before_any_decoding(monkeypatch) -> None:
     monkeypatch.setattr(td, "decode_jpeg", lambda *a, **k: pytest.fail("decoded"))
     with pytest.raises(ApiError) as e:
