@@ -1,4 +1,5 @@
-"""House rules as tests: ruff lint, ruff format and mypy over the code base."""
+"""House rules as tests: ruff lint, ruff format and mypy over the code base, the layering, the
+marker on every CUDA test."""
 
 import subprocess
 import sys
@@ -42,3 +43,19 @@ def test_layering_models_import_neither_app_nor_training() -> None:
                 if any(s.startswith((f"import {b}", f"from {b}")) for b in banned):
                     offenders.append(f"{f.relative_to(ROOT)}: {s}")
     assert not offenders, offenders
+
+
+def test_every_cuda_test_is_marked_gpu() -> None:
+    """A test that needs CUDA carries ``@pytest.mark.gpu``: ``pytest -m gpu`` (what
+    benchmarks/gpu_session.sh runs on a lent GPU) then finds every one of them."""
+    import ast
+
+    unmarked = []
+    for f in sorted((ROOT / "tests").rglob("test_*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            decorators = [ast.unparse(d) for d in node.decorator_list]
+            if any("needs CUDA" in d for d in decorators) and "pytest.mark.gpu" not in decorators:
+                unmarked.append(f"{f.relative_to(ROOT)}::{node.name}")
+    assert not unmarked, unmarked

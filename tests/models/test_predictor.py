@@ -151,6 +151,7 @@ def test_real_checkpoint_round_trip_through_predictor(tmp_path) -> None:
     assert not torch.allclose(mixed[1], ref[0])
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu_within_amp_tolerance() -> None:
     image = _scene([(700.3, 400.7)], (255, 0, 0))
