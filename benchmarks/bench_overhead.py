@@ -219,15 +219,19 @@ class Scenario:
         return body, f"multipart/form-data; boundary={boundary}"
 
 
+def stat_cpu_s(stat: Path) -> float:
+    """utime + stime (s) from a ``/proc/.../stat`` file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_s(pid: int) -> float:
     """utime + stime (s) of ``pid`` and all its live descendants."""
     total, todo = 0.0, [pid]
-    tick = os.sysconf("SC_CLK_TCK")
     while todo:
         p = todo.pop()
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += stat_cpu_s(Path(f"/proc/{p}/stat"))
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo += [int(c) for c in (task / "children").read_text().split()]
         except (OSError, ValueError):
@@ -237,11 +241,10 @@ def tree_cpu_s(pid: int) -> float:
 
 def thread_cpu_s(pid: int) -> dict[int, float]:
     """utime + stime (s) of each thread of ``pid`` (its own, not its children's), by thread id."""
-    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+            out[int(task.name)] = stat_cpu_s(task / "stat")
         except (OSError, ValueError):
             continue
     return out

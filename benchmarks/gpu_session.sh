@@ -35,7 +35,7 @@ print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'fasta
 print('cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '-')
 "
 # 1. Every gpu-marked test (each skips without CUDA; the files that hold them).
-GPU_TESTS=$(grep -rl "mark.gpu" tests | sort)
+GPU_TESTS=$(grep -rlE "^\s*@pytest\.mark\.gpu" tests | sort)
 step gpu_tests 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider -rs $GPU_TESTS
 tests_rc=$?
 # 2. Raw forward per backend on the device (ResNet-50 256x192, batch 32).
