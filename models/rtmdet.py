@@ -24,7 +24,6 @@ input -> ``scores (B, N)``, ``boxes (B, N, 4)`` input px), :meth:`RTMDetector.pr
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -229,13 +228,12 @@ class RTMDetector:
         (input px), ``scales``/``sizes`` from :meth:`preprocess`: see the module doc, step 3.
         Works where the tensors are (numpy arrays are read on the CPU)."""
         scores, boxes = torch.as_tensor(scores).float(), torch.as_tensor(boxes).float()
-        floor = math.nextafter(score_thr, -math.inf)  # score >= thr
         out = []
         for b in range(scores.shape[0]):
             keep = []
             for start, stop in self._levels:
                 level = scores[b, start:stop]
-                idx = torch.nonzero(level > floor).flatten()
+                idx = torch.nonzero(level >= score_thr).flatten()
                 top = level[idx].argsort(descending=True)[: self.nms_pre]
                 keep.append(idx[top] + start)
             sel = torch.cat(keep)
