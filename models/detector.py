@@ -110,7 +110,7 @@ def guess_arch(keys: Sequence[str]) -> str:
         return "person-frcnn-mbv3"  # MobileNetV3's inverted residual blocks
     raise CheckpointError(
         f"cannot tell the detector architecture from the keys; expected a torchvision state "
-        f"dict of one of {', '.join(ARCHS)}"
+        f"dict of one of {', '.join(ARCHS)}, or an RTMDet one (person-rtmdet-nano, -m)"
     )
 
 

@@ -152,6 +152,11 @@ def test_layout_has_the_published_parameter_count(arch: str, millions: float) ->
     assert round(count / 1e6, 2) == millions
 
 
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal within float32 rounding (cheaper than ``assert_close`` on 25 M numbers)."""
+    return a.shape == b.shape and float((a - b).abs().max()) <= 1e-5 * float(b.abs().max()) + 1e-7
+
+
 def _folded(weight: torch.Tensor, state: dict[str, torch.Tensor], bn: str) -> tuple:
     scale = state[f"{bn}.weight"] / torch.sqrt(state[f"{bn}.running_var"] + 1e-5)
     bias = state[f"{bn}.bias"] - state[f"{bn}.running_mean"] * scale
@@ -160,20 +165,24 @@ def _folded(weight: torch.Tensor, state: dict[str, torch.Tensor], bn: str) -> tu
 
 @pytest.mark.parametrize("arch", RTMDET_ARCHS)
 def test_published_file_loads_with_every_tensor_in_its_place(tmp_path: Path, arch: str) -> None:
+    """Each published tensor lands where mmdet has it (folded with its own BN); the nano file
+    goes through a file, m's 100 MB only through memory (the reading is the same)."""
     state = published_state(arch)
-    path = save_published(tmp_path / "det.pth", state)
-    detector = RTMDetector.from_file(path, device="cpu")
+    if arch == "person-rtmdet-nano":
+        detector = RTMDetector.from_file(save_published(tmp_path / "det.pth", state), device="cpu")
+    else:
+        detector = RTMDetector.from_state_dict(state, device="cpu")
     assert (detector.arch, detector.input_size) == (arch, ARCH_SPECS[arch].input_size)
     params = dict(detector.network.state_dict())
     used = 0
     for k, v in state.items():
         if k.endswith(".conv.weight"):  # each conv folded with its own BN (SyncBN eps 1e-5)
             weight, bias = _folded(v, state, k.removesuffix(".conv.weight") + ".bn")
-            torch.testing.assert_close(params[k], weight)
-            torch.testing.assert_close(params[k.replace("weight", "bias")], bias)
+            assert _same(params[k], weight), k
+            assert _same(params[k.replace("weight", "bias")], bias), k
             used += 6
         elif ".bn." not in k:  # predictors and channel attention, as published
-            torch.testing.assert_close(params[k], v)
+            assert torch.equal(params[k], v), k
             used += 1
     assert used == len(state)
 
