@@ -276,6 +276,8 @@ def test_zoo_fetches_converts_and_loads_an_rtmdet(tmp_path: Path, monkeypatch, c
     assert set(cached) == set(state) and all(torch.equal(cached[k], v) for k, v in state.items())
     by_file = RTMDetector.from_file(tmp_path / "src.pth", device="cpu")
     assert isinstance(by_name, RTMDetector) and by_name.arch == NANO
+    by_path = load_detector(path, "cpu")  # the cached file given as a file (the service's way)
+    assert isinstance(by_path, RTMDetector) and by_path.arch == NANO
     ours, theirs = by_name.network.state_dict(), by_file.network.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     monkeypatch.setenv("HEATPOSE_HOME", str(home))
