@@ -35,6 +35,7 @@ from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.multiprocess_metrics import mark_worker_dead
+from app.redaction import install_redaction
 from app.routes import ops, predict, stream, visualize
 from app.routes.docs import install_docs
 from app.routes.page import install_page
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
 
     ``detector``: a person detector used instead of the one ``HEATPOSE_DETECTOR`` names.
     """
+    install_redaction()  # no credential from a URL in uvicorn's or our log lines
     metrics = Metrics()
     service = PoseService(settings, metrics, detector=detector)
     streams = StreamRegistry(settings.max_streams, metrics.registry)
