@@ -42,6 +42,7 @@ from app.routes.page import install_page
 from app.service import PoseService
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.startup import StartupError
+from app.startup_failure import StartupFailureLine
 from app.streams import StreamRegistry
 from models.pipeline import Detector
 
@@ -120,14 +121,14 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     streams = StreamRegistry(settings.max_streams, metrics.registry)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         restore = _chain_sigterm(service, streams, loop, settings.drain_delay_s)
         try:
             try:
                 await service.start()
-            except StartupError as e:
-                log.error("cannot start: %s", e)
+            except StartupError as e:  # one line, logged by the server (app/startup_failure.py)
+                application.state.startup_error = " ".join(str(e).split())
                 raise
             yield
         finally:
@@ -172,6 +173,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every answer
     app.add_middleware(ShutdownGuard)  # outermost: uvicorn's cancellations become JSON 503s
+    app.add_middleware(StartupFailureLine, state=app.state)  # lifespan only
     return app
 
 
