@@ -143,6 +143,9 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
         lifespan=lifespan,
         docs_url=None,  # install_docs: offline Swagger UI and ReDoc
         redoc_url=None,
+        # /predict/ is a JSON 404 naming /predict, not an empty 307: a client re-sending its
+        # upload to the redirect's Location would pay for the body twice, and the paths are fixed.
+        redirect_slashes=False,
     )
     app.state.service = service
     app.state.settings = settings
