@@ -63,7 +63,8 @@ def _chain_sigterm(
 ) -> Callable[[], None]:
     """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests and streams are
     still served for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``); then the WebSocket streams answer
-    their current frame and close (1001), and the previous handler (uvicorn's) runs: the
+    their current frame (or abandon it after ``app.streams.STREAM_FINISH_S``) and close (1001),
+    and the previous handler (uvicorn's) runs: the
     listener closes and in-flight work gets the grace period. A second SIGTERM skips the rest
     of the delay.
 

@@ -150,13 +150,17 @@ class Connection:
         self.received = 0
 
     async def run(self) -> str | None:
-        """Until the client leaves, goes idle or the app drains; returns the reason."""
-        receiver = asyncio.create_task(self.receive())
+        """Until the client leaves, goes idle or the app drains; returns the reason. An
+        aborted slot (a shutdown that cannot wait, :meth:`StreamRegistry.drain_then`) ends the
+        current frame's work too."""
+        tasks = [asyncio.create_task(c) for c in (self.receive(), self.slot.aborted.wait())]
+        worker = asyncio.create_task(self.work())
         try:
-            await self.work()
+            await asyncio.wait([worker, tasks[1]], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
+            for task in (*tasks, worker):
+                task.cancel()
+            await asyncio.gather(*tasks, worker, return_exceptions=True)
         return self.slot.closed
 
     async def send(self, message: dict[str, Any]) -> None:
