@@ -117,3 +117,27 @@ def test_a_key_in_the_query_never_reaches_the_log(server_process, args: tuple[st
     assert SECRET not in out, out
     assert "GET /health?api_key=[redacted]" in out and "/v1/model?token=[redacted]" in out
     assert '"WebSocket /v1/stream?api_key=[redacted]&det_interval=2" [accepted]' in out, out
+
+
+@pytest.mark.parametrize("json_logs", [False, True])
+def test_the_configured_handler_redacts_every_logger(
+    capsys: pytest.CaptureFixture[str], json_logs: bool
+) -> None:
+    """The handler of ``configure_logging`` (plain and JSON lines) redacts records of any
+    logger that reaches it, not only those the filter was put on."""
+    from app.logs import configure_logging
+
+    configure_logging("info", json_logs=json_logs)
+    try:
+        logging.getLogger("heatpose.somewhere.new").info("fetched /x?access_token=%s", SECRET)
+        logging.getLogger("uvicorn.access").info(
+            '%s - "%s %s HTTP/%s" %d', "127.0.0.1:5", "GET", f"/health?key={SECRET}", "1.1", 200
+        )
+        err = capsys.readouterr().err
+        assert SECRET not in err and err.count("[redacted]") == 2, err
+    finally:
+        for name in ("heatpose", "uvicorn", "uvicorn.error", "uvicorn.access"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
