@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_checkpoint,
         resolve_detector,
     )
+    from app.startup_failure import exit_status
     from models.checkpoint import CheckpointError, verify
 
     try:
@@ -106,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
         )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
-    server.run()
-    return 0 if server.started else 3
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn's exit on a failed start-up
+        return exit_status(app.state, e.code if isinstance(e.code, int) else 3)
+    return 0 if server.started else exit_status(app.state, 3)
 
 
 def _run_workers(

@@ -93,10 +93,12 @@ class BudgetedHttpProtocol(HttpToolsProtocol):
       line and headers within it, else the connection is closed. uvicorn itself never closes a
       connection that sends nothing or trickles its headers (slowloris).
     - Header size (``max_header_bytes``, ``HEATPOSE_MAX_HEADER_BYTES``): a request whose line
-      and headers are still incomplete after that many bytes gets ``431 Request Header Fields
-      Too Large`` as JSON and the connection is closed (httptools itself buffers any amount).
-      The bytes are counted per read as they arrive, so at most one read (64 KiB) more than the
-      limit is ever held.
+      and headers (up to and with the empty line that ends them) are longer gets ``431 Request
+      Header Fields Too Large`` as JSON and the connection is closed (httptools itself buffers
+      any amount). Each read is measured before the parser sees it, up to the end of the headers
+      when it holds that end (:func:`head_length`), so a head arriving in one write and one
+      trickled over many are judged alike, and nothing past the limit reaches the parser.
+      Pipelined requests after the first in one read are not measured (each read is).
 
     Use :func:`budgeted_protocol` to set both; ``heatpose serve`` passes the class to
     ``uvicorn.Config(http=...)``.
@@ -110,6 +112,7 @@ class BudgetedHttpProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True  # a request line and headers are still to come
         self._head_bytes = 0
+        self._head_tail = b""  # the last bytes of the head so far (its end may span two reads)
         self._arm_header_timer()
 
     def _arm_header_timer(self) -> None:
@@ -129,24 +132,30 @@ class BudgetedHttpProtocol(HttpToolsProtocol):
             self.transport.close()  # no complete request headers in time
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head:
-            self._head_bytes += len(data)
+        if self._awaiting_head and not self.transport.is_closing():
+            self._head_bytes += head_length(self._head_tail, data)
+            self._head_tail = (self._head_tail + data)[-3:]
+            if self._head_bytes > self.max_header_bytes:
+                self._send_431()  # before the parser: the head is never buffered or served
+                return
         super().data_received(data)
-        if (
-            self._awaiting_head
-            and self._head_bytes > self.max_header_bytes
-            and not self.transport.is_closing()
-        ):
-            self._send_431()
+
+    def _expect_head(self) -> None:
+        self._awaiting_head, self._head_bytes, self._head_tail = True, 0, b""
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._awaiting_head = True  # counted from the next read on
+        if not self._awaiting_head:
+            self._expect_head()  # a pipelined request: measured from the next read on
 
     def on_headers_complete(self) -> None:
         self._awaiting_head, self._head_bytes = False, 0
         self._disarm_header_timer()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._expect_head()  # the next bytes on this connection start a new request
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -174,6 +183,16 @@ class BudgetedHttpProtocol(HttpToolsProtocol):
         )
         self.transport.write(head.encode("latin-1") + body)
         self.transport.close()
+
+
+def head_length(tail: bytes, data: bytes) -> int:
+    """How many bytes of ``data`` belong to a request head still being received: all of them,
+    or those up to and with the empty line that ends it (CRLF CRLF, or LF LF as llhttp also
+    takes). ``tail``: the head's last bytes from earlier reads (at most 3), for an end that
+    spans two reads."""
+    window = tail + data
+    ends = [i + len(t) for t in (b"\r\n\r\n", b"\n\n") if (i := window.find(t)) >= 0]
+    return len(data) if not ends else max(0, min(ends) - len(tail))
 
 
 class WorkerHttpProtocol(BudgetedHttpProtocol):

@@ -52,7 +52,7 @@ def resolve_devices(setting: str) -> list[str] | None:
     CUDA.
 
     Raises:
-        DeviceError: a CUDA device that does not exist; the message names the setting.
+        DeviceError: a CUDA or MPS device that does not exist; the message names the setting.
     """
     if setting == "auto":
         return None
@@ -61,6 +61,11 @@ def resolve_devices(setting: str) -> list[str] | None:
         return [f"cuda:{i}" for i in range(n)] or ["cpu"]
     devices = setting.split(",")
     for d in devices:
+        if d == "mps" and not torch.backends.mps.is_available():
+            raise DeviceError(
+                f"HEATPOSE_DEVICE={setting} but this host has no MPS device (Apple silicon "
+                "with an MPS build of torch); use HEATPOSE_DEVICE=auto or cpu"
+            )
         if not d.startswith("cuda"):
             continue
         if not torch.cuda.is_available():

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.batcher import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
 from models.persons import BoxError
@@ -176,10 +177,21 @@ def unknown_query_message(request: Request, unknown: list[str]) -> str:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     code = _status_code_name(exc.status_code)
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404 and detail == "Not Found":  # no route: say which, and a near one
+        near = request.url.path.rstrip("/")
+        probe = {**request.scope, "path": near}
+        known = near != request.url.path and any(
+            r.matches(probe)[0] != Match.NONE for r in request.app.router.routes
+        )
+        detail = f"no route {where}" + (f" (did you mean {near}?)" if known else "")
+    elif exc.status_code == 405 and detail == "Method Not Allowed":
+        allow = (exc.headers or {}).get("Allow", "")
+        detail = f"{where} is not allowed" + (f"; {request.url.path} answers {allow}" * bool(allow))
     return error_response(exc.status_code, code, detail, exc.headers)
 
 

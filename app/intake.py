@@ -8,7 +8,9 @@ Order of checks, cheapest first, so nothing is decoded that would be refused any
 3. the declared size from the header, before any pixel is decoded (413 over the pixel limit:
    decompression bombs never get decoded),
 4. a JPEG too short for the pixels it declares (400; the rule is in
-   :func:`app.jpeg_header.check_jpeg_holds`),
+   :func:`app.jpeg_header.check_jpeg_holds`) or whose scans do not end in an end-of-image
+   marker (400, :func:`app.jpeg_header.jpeg_complete`), a PNG chunk's CRC, a WebP whose RIFF
+   length is not the file's (400),
 5. a full decode (truncated or corrupt data: 400; ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never
    set), EXIF orientation applied, then greyscale / palette / alpha / 16-bit -> RGB uint8.
    A JPEG longer than ``max_side`` is decoded at reduced scale (1/2, 1/4 or 1/8 per axis,
@@ -31,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from app.errors import ApiError
-from app.jpeg_header import check_jpeg_holds, jpeg_size
+from app.image_size import declared_size
+from app.jpeg_header import check_jpeg_holds, jpeg_complete, jpeg_size
 from app.reduction import PoseNeed, Reduction, decode_factor, reduced_size
 
 if TYPE_CHECKING:
@@ -191,7 +194,7 @@ def open_checked(data: bytes, filename: str, max_pixels: int) -> Image.Image:
         try:
             img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
-            raise _too_many_pixels(filename, None, max_pixels) from e
+            raise _too_many_pixels(filename, declared_size(data), max_pixels) from e
         except UnidentifiedImageError as e:
             raise ApiError(
                 400, "invalid_image", f"file {filename!r} is not an image Pillow can read"
@@ -213,8 +216,17 @@ def open_checked(data: bytes, filename: str, max_pixels: int) -> Image.Image:
         raise _too_many_pixels(filename, (w, h), max_pixels)
     if fmt == "PNG":
         _verify_png(data, filename)
+    if fmt == "WEBP":
+        _verify_riff(data, filename)
     if fmt == "JPEG":
         check_jpeg_holds(data, (w, h), filename)
+        if not jpeg_complete(data):  # libjpeg stops at a stray marker in damaged data, silently
+            raise ApiError(
+                400,
+                "corrupt_image",
+                f"file {filename!r} is a truncated or corrupt JPEG: its scans do not end in an "
+                "end-of-image marker",
+            )
     return img
 
 
@@ -234,7 +246,9 @@ def _too_many_pixels(filename: str, size: tuple[int, int] | None, max_pixels: in
     declared = (
         f"declares {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
         if size
-        else ("declares more pixels than Pillow allows")
+        else (
+            f"declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (Pillow's own limit)"
+        )
     )
     return ApiError(
         413,
@@ -251,6 +265,20 @@ def _verify_png(data: bytes, filename: str) -> None:
             probe.verify()
     except _DECODE_ERRORS as e:
         raise ApiError(400, "corrupt_image", f"file {filename!r} is a corrupt PNG: {e}") from e
+
+
+def _verify_riff(data: bytes, filename: str) -> None:
+    """A WebP's RIFF header declares the file's length: a file cut short or with data appended
+    (which libwebp decodes without a word) is refused. (A lossy WebP's compressed data has no
+    checksum: damage inside it that keeps every length is not detectable.)"""
+    declared = int.from_bytes(data[4:8], "little") + 8
+    if len(data) not in (declared, declared + (declared & 1)):
+        raise ApiError(
+            400,
+            "corrupt_image",
+            f"file {filename!r} is a corrupt WebP: its RIFF header declares {declared:,} "
+            f"bytes, the file has {len(data):,}",
+        )
 
 
 def exif_orientation(img: Image.Image, filename: str) -> int:

@@ -1,4 +1,5 @@
-"""Logging set-up: level and plain or JSON lines (HEATPOSE_LOG_LEVEL, HEATPOSE_JSON_LOGS)."""
+"""Logging set-up: level and plain or JSON lines (HEATPOSE_LOG_LEVEL, HEATPOSE_JSON_LOGS);
+credentials in URLs are redacted from every line (:mod:`app.redaction`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import logging
 import logging.config
 import time
 from typing import Any
+
+from app.redaction import install_redaction
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,10 +38,12 @@ def configure_logging(level: str, json_logs: bool) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
+        "filters": {"redact": {"()": "app.redaction.RedactingFilter"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "formatter": "default",
+                "filters": ["redact"],
                 "stream": "ext://sys.stderr",
             }
         },
@@ -48,4 +53,5 @@ def configure_logging(level: str, json_logs: bool) -> dict[str, Any]:
         },
     }
     logging.config.dictConfig(config)
+    install_redaction()
     return config

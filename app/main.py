@@ -35,12 +35,14 @@ from app.limits import BodySizeLimitMiddleware
 from app.logs import configure_logging
 from app.metrics import Metrics, MetricsMiddleware
 from app.multiprocess_metrics import mark_worker_dead
+from app.redaction import install_redaction
 from app.routes import ops, predict, stream, visualize
 from app.routes.docs import install_docs
 from app.routes.page import install_page
 from app.service import PoseService
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.startup import StartupError
+from app.startup_failure import StartupFailureLine
 from app.streams import StreamRegistry
 from models.pipeline import Detector
 
@@ -61,7 +63,8 @@ def _chain_sigterm(
 ) -> Callable[[], None]:
     """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests and streams are
     still served for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``); then the WebSocket streams answer
-    their current frame and close (1001), and the previous handler (uvicorn's) runs: the
+    their current frame (or abandon it after ``app.streams.STREAM_FINISH_S``) and close (1001),
+    and the previous handler (uvicorn's) runs: the
     listener closes and in-flight work gets the grace period. A second SIGTERM skips the rest
     of the delay.
 
@@ -113,19 +116,20 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
 
     ``detector``: a person detector used instead of the one ``HEATPOSE_DETECTOR`` names.
     """
+    install_redaction()  # no credential from a URL in uvicorn's or our log lines
     metrics = Metrics()
     service = PoseService(settings, metrics, detector=detector)
     streams = StreamRegistry(settings.max_streams, metrics.registry)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(application: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         restore = _chain_sigterm(service, streams, loop, settings.drain_delay_s)
         try:
             try:
                 await service.start()
-            except StartupError as e:
-                log.error("cannot start: %s", e)
+            except StartupError as e:  # one line, logged by the server (app/startup_failure.py)
+                application.state.startup_error = " ".join(str(e).split())
                 raise
             yield
         finally:
@@ -140,6 +144,9 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
         lifespan=lifespan,
         docs_url=None,  # install_docs: offline Swagger UI and ReDoc
         redoc_url=None,
+        # /predict/ is a JSON 404 naming /predict, not an empty 307: a client re-sending its
+        # upload to the redirect's Location would pay for the body twice, and the paths are fixed.
+        redirect_slashes=False,
     )
     app.state.service = service
     app.state.settings = settings
@@ -170,6 +177,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every answer
     app.add_middleware(ShutdownGuard)  # outermost: uvicorn's cancellations become JSON 503s
+    app.add_middleware(StartupFailureLine, state=app.state)  # lifespan only
     return app
 
 

@@ -38,6 +38,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,  # every number is finite and bounded (tests/app/test_settings.py)
     )
 
     checkpoint: str = Field(
@@ -90,7 +91,10 @@ class Settings(BaseSettings):
         8, ge=1, le=256, description="Images in one person-detector forward pass."
     )
     detector_max_queued_images: int = Field(
-        64, ge=1, description="Images waiting for the person detector; beyond it requests get 503."
+        64,
+        ge=1,
+        le=100_000,
+        description="Images waiting for the person detector; beyond it requests get 503.",
     )
     detector_nms_thr: float = Field(
         0.3, ge=0, le=1, description="IoU above which a lower-scored person box is suppressed."
@@ -103,26 +107,37 @@ class Settings(BaseSettings):
         5.0, ge=0, le=10_000, description="Longest wait for a batch to fill after its first crop."
     )
     max_queued_persons: int = Field(
-        512, ge=1, description="Person crops waiting for the model; beyond it requests get 503."
+        512,
+        ge=1,
+        le=1_000_000,
+        description="Person crops waiting for the model; beyond it requests get 503.",
     )
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="Deadline of one request, from arrival; then 504."
     )
     max_upload_bytes: int = Field(
-        10_000_000, ge=1024, description="Largest request body in bytes (413 beyond)."
+        10_000_000,
+        ge=1024,
+        le=10_000_000_000,
+        description="Largest request body in bytes (413 beyond).",
     )
     max_image_pixels: int = Field(
-        40_000_000, ge=1, description="Largest declared width x height of one image (413 beyond)."
+        40_000_000,
+        ge=1,
+        le=10_000_000_000,
+        description="Largest declared width x height of one image (413 beyond).",
     )
     max_request_pixels: int | None = Field(
         None,
         ge=1,
+        le=100_000_000_000,
         description="Most declared pixels (all images) decoded for one request (413 beyond); "
         "unset = 2 x HEATPOSE_MAX_IMAGE_PIXELS.",
     )
     max_inflight_pixels: int | None = Field(
         None,
         ge=1,
+        le=100_000_000_000,
         description="Most declared pixels being decoded, cropped or rendered at once in the "
         "process; requests wait for room until their deadline. Unset = 2 x "
         "HEATPOSE_MAX_IMAGE_PIXELS.",
@@ -130,20 +145,26 @@ class Settings(BaseSettings):
     max_render_pixels: int = Field(
         3840 * 2160,
         ge=4096,
+        le=10_000_000_000,
         description="/visualize draws a larger image at a reduced size of at most this many "
         "pixels (default 4K UHD).",
     )
     decode_max_side: int = Field(
         2048,
         ge=0,
+        le=65_535,
         description="A JPEG whose longer side exceeds this is decoded at 1/2, 1/4 or 1/8 scale "
         "(the largest that keeps the longer side at least this long); answers stay in the "
         "original image's pixels. 0 = always decode at full resolution. The default keeps a "
         "4:3 photo's shorter side >= 1536 px, about twice what the person detector reads "
         "(800 px) and 6x the pose input's height.",
     )
-    max_images_per_request: int = Field(16, ge=1, description="Most files in one request.")
-    max_boxes_per_image: int = Field(100, ge=1, description="Most person boxes for one image.")
+    max_images_per_request: int = Field(
+        16, ge=1, le=10_000, description="Most files in one request."
+    )
+    max_boxes_per_image: int = Field(
+        100, ge=1, le=100_000, description="Most person boxes for one image."
+    )
     flip_test: bool = Field(True, description="Default of the flip_test query parameter.")
     decode_mode: DecodeMode | None = Field(
         None, description="Default decode mode; unset = the one stored in the checkpoint."
@@ -166,7 +187,10 @@ class Settings(BaseSettings):
         "on the same device; /metrics sums them all.",
     )
     shutdown_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+        30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long in-flight requests may take to finish.",
     )
     drain_delay_s: float = Field(
         5.0,
@@ -202,6 +226,7 @@ class Settings(BaseSettings):
     max_connections: int = Field(
         1000,
         ge=1,
+        le=1_000_000,
         description="Open connections (and running requests) at most; beyond it uvicorn answers "
         "503 at once.",
     )
@@ -215,10 +240,13 @@ class Settings(BaseSettings):
         "pass of one crop only.",
     )
     max_streams: int = Field(
-        16, ge=0, description="Most open WS /v1/stream connections; beyond it 1013."
+        16, ge=0, le=100_000, description="Most open WS /v1/stream connections; beyond it 1013."
     )
     stream_idle_timeout_s: float = Field(
-        30.0, gt=0, description="A stream with no message for this long is closed (1000)."
+        30.0,
+        gt=0,
+        le=86_400,
+        description="A stream with no message for this long is closed (1000).",
     )
     torch_threads: int | None = Field(
         None, ge=1, le=1024, description="Intra-op threads of torch on CPU; unset = one per core."
@@ -291,7 +319,8 @@ class Settings(BaseSettings):
 
 
 def describe_validation_error(err: ValidationError) -> str:
-    """One line per problem, each naming the environment variable (``HEATPOSE_...``)."""
+    """One line: each problem naming its environment variable (``HEATPOSE_...``), ``; ``
+    between problems."""
     lines = []
     for e in err.errors():
         field = str(e["loc"][0]) if e["loc"] else "?"
@@ -299,7 +328,7 @@ def describe_validation_error(err: ValidationError) -> str:
         got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
         msg = "is required but not set" if e["type"] == "missing" else e["msg"]
         lines.append(f"{var}: {msg}{got}")
-    return "invalid settings:\n  " + "\n  ".join(lines)
+    return "invalid settings: " + "; ".join(lines)
 
 
 def load_settings(**overrides: Any) -> Settings:

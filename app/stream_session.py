@@ -99,6 +99,7 @@ class FrameSlot:
         self._ready = asyncio.Event()
         self.dropped = 0  # frames replaced since the last :meth:`take`
         self.closed: CloseReason | None = None
+        self.aborted = asyncio.Event()  # set by :meth:`abort`: stop even the current frame
 
     def put(self, frame: Frame) -> bool:
         """Store ``frame``; True when it replaced a waiting one (that one is dropped)."""
@@ -112,6 +113,12 @@ class FrameSlot:
         """No more frames; a waiting :meth:`take` returns None. The first reason stays."""
         self.closed = self.closed or reason
         self._ready.set()
+
+    def abort(self, reason: CloseReason) -> None:
+        """:meth:`close`, and the frame being worked on is abandoned too (a shutdown that
+        cannot wait for it)."""
+        self.close(reason)
+        self.aborted.set()
 
     async def take(self) -> tuple[Frame, int] | None:
         """The newest frame and how many were dropped before it; None once closed."""

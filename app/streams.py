@@ -4,7 +4,10 @@
 rest with 1013), and on drain (SIGTERM) closes each stream's frame slot, so each one answers
 the frame it is working on and then closes with 1001. :meth:`StreamRegistry.drain_then` runs
 a callback (uvicorn's own SIGTERM handler, which would close every WebSocket with 1012 at
-once) only once the streams have closed, or after the grace period.
+once) only once the streams have closed: a stream's current frame gets at most
+:data:`STREAM_FINISH_S` (or the grace period, if shorter); a stream still working then
+abandons its frame and closes with 1001 too. So the streams add at most that to a shutdown,
+never a whole grace period before uvicorn's own (:func:`shutdown_worst_case_s`).
 """
 
 from __future__ import annotations
@@ -13,12 +16,32 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from app.stream_session import FrameSlot
 
+if TYPE_CHECKING:
+    from app.settings import Settings
+
 log = logging.getLogger("heatpose.app")
+
+STREAM_FINISH_S = 2.0
+"""On shutdown, the most a stream's current frame may take before the stream is closed (1001)
+without its answer: a live frame is stale after that anyway, and uvicorn's grace period
+(``HEATPOSE_SHUTDOWN_GRACE_S``) only starts once every stream is closed."""
+_CLOSE_FRAMES_S = 1.0  # for the aborted streams to send their close frames
+
+
+def shutdown_worst_case_s(settings: Settings) -> float:
+    """The longest a SIGTERM can take to end the process, in seconds: the drain delay, the
+    streams' last frames (:data:`STREAM_FINISH_S`, at most the grace period), uvicorn's grace
+    period for in-flight requests, then the batchers' drain of queued crops (the same again).
+    Kubernetes' ``terminationGracePeriodSeconds`` must be larger (deploy/kubernetes)."""
+    grace = settings.shutdown_grace_s
+    return settings.drain_delay_s + min(STREAM_FINISH_S, grace) + 2 * grace
+
 
 _FRAME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -96,7 +119,9 @@ class StreamRegistry:
         return True
 
     def drain_then(self, grace_s: float, then: Callable[[], None]) -> None:
-        """:meth:`drain`, then call ``then`` once the streams closed (at most ``grace_s`` later).
+        """:meth:`drain`, then call ``then`` once the streams closed: at most
+        ``min(STREAM_FINISH_S, grace_s)`` later, when the streams still working are aborted
+        (their frames abandoned, closed 1001), plus the moment their close frames take.
 
         Called from a signal handler on the event loop's thread; without a running loop or
         open streams ``then`` runs at once.
@@ -111,9 +136,17 @@ class StreamRegistry:
             return
 
         async def wait_then() -> None:
-            start = time.monotonic()
-            if not await self.wait_closed(grace_s):
-                log.warning("streams still open after %.0f s of drain", grace_s)
+            start, budget = time.monotonic(), min(STREAM_FINISH_S, grace_s)
+            if not await self.wait_closed(budget):
+                log.warning(
+                    "%d stream(s) still on a frame after %.1f s of drain: closing them (1001) "
+                    "without its answer",
+                    len(self.slots),
+                    budget,
+                )
+                for slot in list(self.slots):
+                    slot.abort("drain")
+                await self.wait_closed(_CLOSE_FRAMES_S)
             log.info("streams closed after %.2f s of drain", time.monotonic() - start)
             then()
 

@@ -4,9 +4,12 @@ security schemes in the OpenAPI schema.
 FastAPI's own doc pages load Swagger UI, ReDoc, a favicon and Google Fonts from CDNs, so they
 render nothing offline. Here the same pages load ``app/static/vendor/`` (Swagger UI and ReDoc,
 vendored from npm with their licences; see ``app/static/vendor/README.md``) from the service's own
-origin. The schema declares the two ways :mod:`app.auth` accepts a key (``X-API-Key`` and
-``Authorization: Bearer``), and every operation that documents a 401 answer requires one of them,
-so Swagger UI's "Authorize" button sends the key with "Try it out".
+origin. With ``HEATPOSE_API_KEY`` set, the schema declares the two ways :mod:`app.auth`
+accepts a key (``X-API-Key`` and ``Authorization: Bearer``), and every operation that
+documents a 401 answer requires one of them, so Swagger UI's "Authorize" button sends the key
+with "Try it out".
+Without a key the schema declares no security and no 401 answers: none can happen (schema-driven
+testers such as schemathesis take a declared scheme as a promise to refuse requests without it).
 """
 
 from __future__ import annotations
@@ -46,8 +49,9 @@ KEY_REQUIRED: list[dict[str, list[str]]] = [{"APIKeyHeader": []}, {"HTTPBearer":
 
 
 def openapi_with_security(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI schema (built once) with the API-key schemes declared and required on
-    every operation that can answer 401."""
+    """The app's OpenAPI schema (built once); with an API key configured
+    (``app.state.settings.api_key``) the key schemes are declared and required on every
+    operation that can answer 401, without one no operation documents a 401."""
     if app.openapi_schema is None:
         schema = get_openapi(
             title=app.title,
@@ -55,12 +59,18 @@ def openapi_with_security(app: FastAPI) -> dict[str, Any]:
             description=app.description,
             routes=app.routes,
         )
-        components = schema.setdefault("components", {})
-        components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
+        settings = getattr(app.state, "settings", None)
+        keyed = settings is not None and settings.api_key is not None
+        if keyed:
+            components = schema.setdefault("components", {})
+            components.setdefault("securitySchemes", {}).update(SECURITY_SCHEMES)
         for path_item in schema.get("paths", {}).values():
             for operation in path_item.values():
                 if isinstance(operation, dict) and "401" in operation.get("responses", {}):
-                    operation["security"] = KEY_REQUIRED
+                    if keyed:
+                        operation["security"] = KEY_REQUIRED
+                    else:
+                        del operation["responses"]["401"]
         app.openapi_schema = schema
     return app.openapi_schema
 

@@ -36,6 +36,18 @@ async def ready(service: ServiceDep) -> Ready:
     return Ready(model=service.predictor.config.name, device=str(service.predictor.device))
 
 
+@router.head("/health", include_in_schema=False)
+async def health_head() -> Health:
+    """``HEAD /health``: as ``GET`` without the body (load balancers probe with HEAD)."""
+    return await health()
+
+
+@router.head("/ready", include_in_schema=False)
+async def ready_head(service: ServiceDep) -> Ready:
+    """``HEAD /ready``: the status of ``GET /ready`` (200 or 503) without the body."""
+    return await ready(service)
+
+
 @router.get(
     "/metrics",
     response_class=Response,

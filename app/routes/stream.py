@@ -3,7 +3,9 @@
 Protocol (docs/streaming.md, "WS /v1/stream"):
 
 - Opening: query parameters of :class:`~app.stream_session.StreamParams`; the API key (when
-  set) as for ``/predict`` or as the ``api_key`` query parameter. Refusals are closes after the
+  set) as for ``/predict``, or offered as a subprotocol (``Sec-WebSocket-Protocol: heatpose,
+  heatpose.key.<base64url>``, :mod:`app.auth`; what browsers use), or (old clients, redacted
+  from the logs) as the ``api_key`` query parameter. Refusals are closes after the
   handshake: 1008 (no or wrong key; invalid parameter, preceded by an error message naming it),
   1013 (``HEATPOSE_MAX_STREAMS`` open, or the model not loaded), 1001 (shutting down).
 - Client -> server: binary = one JPEG/PNG/WebP/BMP frame; text ``{"seq": int, "ts_ms": number}``
@@ -33,7 +35,7 @@ import anyio.to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.admission import PixelBudget, PixelLease
-from app.auth import presented_key
+from app.auth import STREAM_PROTOCOL, key_from_subprotocols, presented_key
 from app.batcher import NotServing
 from app.errors import DOMAIN_ERRORS, ApiError, http_error
 from app.intake import decode_image, pixels_to_decode
@@ -61,10 +63,15 @@ def registry_of(ws: WebSocket) -> StreamRegistry:
 
 
 def key_ok(expected: str | None, ws: WebSocket) -> bool:
-    """The configured key (if any) in a header (as ``/predict``) or the ``api_key`` parameter."""
+    """The configured key (if any) in a header (as ``/predict``), a subprotocol or the
+    ``api_key`` parameter."""
     if expected is None:
         return True
-    got = ws.query_params.get("api_key") or presented_key(ws.headers)
+    got = (
+        presented_key(ws.headers)
+        or key_from_subprotocols(ws.scope.get("subprotocols", ()))
+        or ws.query_params.get("api_key")
+    )
     return got is not None and hmac.compare_digest(got.encode(), expected.encode())
 
 
@@ -78,10 +85,11 @@ async def stream(ws: WebSocket) -> None:
     """Poses of a live video, tracked and smoothed (see the module docstring)."""
     service: PoseService = ws.app.state.service
     registry = registry_of(ws)
-    await ws.accept()
+    offered = ws.scope.get("subprotocols", ())
+    await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
     key = service.settings.api_key
     if not key_ok(None if key is None else key.get_secret_value(), ws):
-        await ws.close(POLICY, "missing or wrong API key (header or api_key parameter)")
+        await ws.close(POLICY, "missing or wrong API key (header, subprotocol or api_key)")
         return
     try:
         params = parse_stream_params(ws.query_params, ignore=("api_key",))
@@ -142,13 +150,17 @@ class Connection:
         self.received = 0
 
     async def run(self) -> str | None:
-        """Until the client leaves, goes idle or the app drains; returns the reason."""
-        receiver = asyncio.create_task(self.receive())
+        """Until the client leaves, goes idle or the app drains; returns the reason. An
+        aborted slot (a shutdown that cannot wait, :meth:`StreamRegistry.drain_then`) ends the
+        current frame's work too."""
+        tasks = [asyncio.create_task(c) for c in (self.receive(), self.slot.aborted.wait())]
+        worker = asyncio.create_task(self.work())
         try:
-            await self.work()
+            await asyncio.wait([worker, tasks[1]], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            receiver.cancel()
-            await asyncio.gather(receiver, return_exceptions=True)
+            for task in (*tasks, worker):
+                task.cancel()
+            await asyncio.gather(*tasks, worker, return_exceptions=True)
         return self.slot.closed
 
     async def send(self, message: dict[str, Any]) -> None:

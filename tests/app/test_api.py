@@ -238,7 +238,7 @@ async def test_docs_cors_and_errors_for_unknown_routes(serve_app) -> None:
         assert pre.headers["access-control-allow-origin"] == "https://ui.example"
         r = await client.get("/nope")
         assert r.status_code == 404 and r.json() == {
-            "error": {"code": "not_found", "message": "Not Found"}
+            "error": {"code": "not_found", "message": "no route GET /nope"}
         }
         r = await client.get("/predict")
         assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

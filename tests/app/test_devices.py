@@ -58,8 +58,8 @@ def test_bad_values_are_one_line_naming_the_variable(monkeypatch, var: str, valu
     monkeypatch.setenv(var, value)
     with pytest.raises(SettingsError) as e:
         load_settings(_env_file=None)
-    (line,) = str(e.value).splitlines()[1:]
-    assert line.strip().startswith(f"{var}: ") and repr(value) in line
+    (line,) = str(e.value).splitlines()  # one line (issue 23)
+    assert line.startswith(f"invalid settings: {var}: ") and repr(value) in line
 
 
 def test_serve_refuses_a_bad_device_list_in_one_line(monkeypatch, tmp_path, capsys) -> None:

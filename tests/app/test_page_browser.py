@@ -539,6 +539,7 @@ def test_webcam_mode_streams_and_draws_tracks(
         page.click("#cam-stop")
         ws = [u for u in s.requests if urlsplit(u).path == "/v1/stream"]
         assert all(u.startswith("ws://") for u in ws) and ws
+        assert not [u for u in s.requests if KEY in u]  # the key is never in a URL
         assert not s.foreign_requests(), s.foreign_requests()
         assert not s.errors, s.errors
     finally:
@@ -549,8 +550,9 @@ def test_webcam_mode_streams_and_draws_tracks(
 def stream_stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A test double of ``WS /v1/stream`` (issue 10 §1) next to the real page files, in a thread.
 
-    It wants the API key as ``api_key`` (else it closes with 1008, as the service will), answers
-    each frame after 100 ms with two persons (track IDs 3 and 8) and logs what it received.
+    It wants the API key offered as a subprotocol next to ``heatpose`` (``app.auth``), never in
+    the URL (else it closes with 1008, as the service will), answers each frame after 100 ms
+    with two persons (track IDs 3 and 8) and logs what it received.
     """
     import asyncio
     import threading
@@ -571,8 +573,12 @@ def stream_stand_in() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
-        await ws.accept()
-        if ws.query_params.get("api_key") != KEY:
+        from app.auth import STREAM_PROTOCOL, key_from_subprotocols
+
+        offered = ws.scope.get("subprotocols", [])
+        log.append({"opened": {"query": ws.url.query, "subprotocols": list(offered)}})
+        await ws.accept(subprotocol=STREAM_PROTOCOL if STREAM_PROTOCOL in offered else None)
+        if key_from_subprotocols(offered) != KEY or ws.url.query:
             await ws.close(code=1008)
             return
         meta: dict[str, Any] | None = None
@@ -660,7 +666,13 @@ def test_webcam_mode_speaks_the_stream_protocol(browser: Any, stream_stand_in: A
         for colour in colours:
             assert page.evaluate(COUNT_COLOUR, ["#overlay", colour]) > 100, colour
         page.click("#cam-stop")
-        frames = list(log)
+        opened = [e["opened"] for e in log if "opened" in e]
+        frames = [e for e in log if "opened" not in e]
+        # The key never in the URL: offered as a subprotocol, after the dialog asked for it.
+        assert [o["query"] for o in opened] == ["", ""], opened
+        assert opened[0]["subprotocols"] == ["heatpose"]
+        assert opened[1]["subprotocols"][0] == "heatpose"
+        assert KEY not in str(opened) and "heatpose.key." in opened[1]["subprotocols"][1]
         assert len(frames) >= 5
         assert all(f["size"] == (320, 240) for f in frames)  # the fake camera's clip
         seqs = [f["meta"]["seq"] for f in frames]

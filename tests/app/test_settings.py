@@ -129,3 +129,44 @@ async def test_cv2_threads_are_set_when_the_service_starts(serve_app) -> None:
             assert cv2.getNumThreads() == 3
     finally:
         cv2.setNumThreads(before)
+
+
+def numeric_fields() -> dict[str, type]:
+    """Every setting that is a number (``int``/``float``, optional or not), by field name."""
+    import typing
+
+    from app.settings import Settings
+
+    out = {}
+    for name, field in Settings.model_fields.items():
+        kinds = set(typing.get_args(field.annotation)) or {field.annotation}
+        numbers = kinds & {int, float}
+        if numbers and bool not in kinds:
+            out[name] = float if float in numbers else int
+    return out
+
+
+def test_every_numeric_setting_has_a_finite_range() -> None:
+    """A lower and an upper bound on each (issue 23: HEATPOSE_SHUTDOWN_GRACE_S=inf passed
+    validation and crashed start-up with an OverflowError)."""
+    from app.settings import Settings
+
+    fields = numeric_fields()
+    assert {"shutdown_grace_s", "drain_delay_s", "max_upload_bytes", "port"} <= set(fields)
+    for name in fields:
+        bounds = {type(m).__name__ for m in Settings.model_fields[name].metadata}
+        assert bounds & {"Ge", "Gt"} and bounds & {"Le", "Lt"}, f"{name}: {bounds}"
+
+
+@pytest.mark.parametrize("name", sorted(numeric_fields()))
+def test_infinite_huge_and_nan_numbers_are_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    var = "HEATPOSE_" + name.upper()
+    values = ["inf", "-inf", "nan", "1e400", "1e30"] if numeric_fields()[name] is float else []
+    for value in [*values, str(10**30), str(-(10**30))]:
+        monkeypatch.setenv(var, value)
+        with pytest.raises(SettingsError) as e:
+            load_settings()
+        message = str(e.value)
+        assert var in message and repr(value) in message and "\n" not in message, message

@@ -19,9 +19,19 @@ const cam = {
 function streamUrl() {
   const url = new URL("/v1/stream", window.location.href);
   url.protocol = window.location.protocol === "https:" ? "wss:" : "ws:";
-  const key = apiKey();
-  if (key) url.searchParams.set("api_key", key);
   return url;
+}
+
+// The API key travels in the Sec-WebSocket-Protocol header, never in the URL (URLs end up in
+// access logs): "heatpose" plus "heatpose.key.<base64url of the UTF-8 key>"; the service
+// selects "heatpose" and never echoes the key.
+function streamProtocols() {
+  const key = apiKey();
+  if (!key) return ["heatpose"];
+  const bytes = new TextEncoder().encode(key);
+  const b64 = btoa(String.fromCharCode(...bytes))
+    .replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+  return ["heatpose", `heatpose.key.${b64}`];
 }
 
 // COCO's links, for a service that does not tell its own (GET /v1/model does).
@@ -120,7 +130,7 @@ const CLOSE_REASONS = {
 };
 
 function connect() {
-  const socket = new WebSocket(streamUrl());
+  const socket = new WebSocket(streamUrl(), streamProtocols());
   socket.binaryType = "arraybuffer";
   cam.socket = socket;
   socket.addEventListener("open", () => {
