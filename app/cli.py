@@ -106,9 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             header_timeout_s=settings.header_timeout_s,
             max_header_bytes=settings.max_header_bytes,
         )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), **options))
+    app = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
     server.run()
-    return 0 if server.started else 3
+    if server.started:
+        return 0
+    return 2 if getattr(app.state, "startup_error", None) else 3  # 2: a setting (one line)
 
 
 def _run_workers(

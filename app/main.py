@@ -118,7 +118,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     streams = StreamRegistry(settings.max_streams, metrics.registry)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         restore = _chain_sigterm(service, streams, loop, settings.drain_delay_s)
         try:
@@ -126,6 +126,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
                 await service.start()
             except StartupError as e:
                 log.error("cannot start: %s", e)
+                app.state.startup_error = e  # heatpose serve exits 2
                 raise
             yield
         finally:
