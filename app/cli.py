@@ -108,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, **options))
-    server.run()
-    if server.started:
-        return 0
-    return 2 if getattr(app.state, "startup_error", None) else 3  # 2: a setting (one line)
+    try:
+        server.run()  # a failed start-up: sys.exit(3) inside
+    except SystemExit:
+        if getattr(app.state, "startup_error", None) is not None:
+            return 2  # a setting that cannot serve, said in one line (app.main's lifespan)
+        raise
+    return 0 if server.started else 3
 
 
 def _run_workers(

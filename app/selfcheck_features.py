@@ -67,7 +67,8 @@ class Check:
         feature: ``decode``, ``crop``, ``backend``, ``amp`` (accelerations), ``plain`` (the
             reference run), ``detector``, ``path`` (the configured path end to end).
         setting: e.g. ``HEATPOSE_CROP=auto``; ``explicit``: named (not chosen by the service).
-        tried: what ran; ``answered``: what came back (agreement, or the error).
+        tried: what ran; ``answered``: what came back (``agrees``, ``disagrees``, the error);
+        difference: how far from the plain path, with the tolerance.
         seconds: its time; ``state``: ``on`` (used, agrees), ``off`` (turned off: the service
             falls back), ``failed`` (start-up stops), ``unused`` (the settings do not use it).
     """
@@ -76,13 +77,15 @@ class Check:
     setting: str
     tried: str
     answered: str = ""
+    difference: str = ""
     seconds: float = 0.0
     state: str = "unused"
     explicit: bool = False
 
     @property
     def detail(self) -> str:
-        return f"{self.tried}: {self.answered}" if self.answered else self.tried
+        out = f"{self.tried}: {self.answered}" if self.answered else self.tried
+        return f"{out} ({self.difference})" if self.difference else out
 
     def line(self) -> str:
         """The one log line of a fallback or a stop."""
@@ -184,12 +187,13 @@ class _Checker:
         self.verdicts = Verdicts([], settings)
         self.tolerances: dict[str, Tolerance] = {}
 
-    def timed(self, check: Check, run: Callable[[], str]) -> bool:
-        """``check`` answered by ``run`` (an exception is its answer), timed and recorded."""
+    def timed(self, check: Check, run: Callable[[], tuple[str, str]]) -> bool:
+        """``check`` answered by ``run`` (its answer and difference; an exception is its
+        answer), timed and recorded."""
         start = self.clock()
         try:
-            check.answered = run()
-            ok = not check.answered.startswith("disagrees")
+            check.answered, check.difference = run()
+            ok = check.answered != "disagrees"
         except Exception as e:  # any failure of the feature is its answer
             check.answered, ok = f"raised {type(e).__name__}: {e}", False
         check.seconds = self.clock() - start
@@ -197,10 +201,11 @@ class _Checker:
         self.verdicts.checks.append(check)
         return ok
 
-    def agree(self, got: Run, tol: Tolerance, extra: str = "", ok: bool = True) -> str:
+    def agree(self, got: Run, tol: Tolerance, extra: str = "", ok: bool = True) -> tuple[str, str]:
+        """``got`` against the reference: ``agrees`` or ``disagrees``, and the difference."""
         diff = compare(self.ref, got)
         verdict = "agrees" if ok and diff.within(tol) else "disagrees"
-        return f"{verdict}: {extra}{diff} (tolerance {tol})"
+        return verdict, f"{extra}{diff}; tolerance {tol}"
 
     def run(self) -> Verdicts:
         path, s, device = self.path, self.settings, self.device
@@ -242,15 +247,15 @@ class _Checker:
             self._whole_path()
         return self.verdicts
 
-    def _detect(self) -> str:
+    def _detect(self) -> tuple[str, str]:
         self.persons = self.path.persons(self.images)
-        return f"{sum(len(p) for p in self.persons)} persons"
+        return f"{sum(len(p) for p in self.persons)} persons", ""
 
-    def _reference(self) -> str:
+    def _reference(self) -> tuple[str, str]:
         self.ref = self.path.run(self.images, self.persons, self.plain, on_device=False)
         if not np.isfinite(self.ref.heatmaps).all():
             raise ValueError("non-finite heatmaps")
-        return f"{len(self.images)} images, {len(self.ref.keypoints)} persons"
+        return f"{len(self.images)} images, {len(self.ref.keypoints)} persons", ""
 
     def _decode(self) -> None:
         cuda = self.device.type == "cuda"
@@ -262,11 +267,12 @@ class _Checker:
             explicit=self.settings.decode != "auto",
         )
 
-        def decode() -> str:
+        def decode() -> tuple[str, str]:
             decoded = self.path.decode_on(self.device)
             px = pixel_difference(decoded, self.images)
             got = self.path.run(decoded, self.persons, self.plain, on_device=False)
-            return self.agree(got, tol, f"pixels {px:.2f} grey levels, ", px <= PIXEL_TOLERANCE)
+            extra = f"pixels {px:.2f} grey levels (tolerance {PIXEL_TOLERANCE}), "
+            return self.agree(got, tol, extra, px <= PIXEL_TOLERANCE)
 
         self.timed(row, decode)
 
@@ -314,7 +320,7 @@ class _Checker:
         tol = _loosest([self.tolerances[c.feature] for c in on])
         row = Check("path", "the configured path", " + ".join(c.feature for c in on))
 
-        def whole() -> str:
+        def whole() -> tuple[str, str]:
             decoded = self.path.decode_on(self.device) if decode_on else self.images
             got = self.path.run(decoded, self.path.persons(decoded), served, on_device=crop_on)
             return self.agree(got, tol)
