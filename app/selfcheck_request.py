@@ -34,6 +34,8 @@ from models.pipeline import Detector, detections_to_boxes
 from models.predictor import Predictor
 
 MAX_PIXELS = 1_000_000
+ROWS = 2
+"""Rows of one forward call without batch buckets (every backend's warm-up runs 1 and 2)."""
 SIZE = (160, 120)
 """``(w, h)`` of the stored JPEGs; displayed 120 x 160 (EXIF 6) and 160 x 120 (EXIF 3)."""
 
@@ -165,13 +167,15 @@ class RequestPath:
     ) -> Run:
         """Crops (cv2 or ``on_device``), ``predictor``'s forward pass and its decoding.
 
-        A bucketed forward is called with at most its smallest bucket of rows at a time (the
-        flip test doubles the crops), so each call runs at the smallest bucket.
+        Each forward call gets at most :data:`ROWS` rows (the flip test doubles the crops), or
+        for a bucketed forward its smallest bucket: sizes the warm-up has run (a first call of
+        a new batch size costs more than the pass itself on the CPU).
         """
         crops = Crops.concat(predictor.crop_many(images, persons, on_device=on_device))
-        per_call = len(crops)
+        rows = ROWS
         if isinstance(predictor.forward, Bucketed):
-            per_call = max(1, predictor.forward.buckets[0] // (2 if self.flip_test else 1))
+            rows = predictor.forward.buckets[0]
+        per_call = max(1, rows // (2 if self.flip_test else 1))
         maps = [
             predictor.heatmaps(crops.images[i : i + per_call], self.flip_test)
             for i in range(0, len(crops), per_call)

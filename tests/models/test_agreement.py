@@ -65,7 +65,7 @@ def test_scores_and_heatmaps_are_relative_to_the_peak_above_one() -> None:
     sc = hm.reshape(1, 4, -1).max(-1)
     bumped = hm.copy()
     bumped[0, 3, 0, 0] = 0.02  # peak below 1: absolute
-    d = compare(run(kp, sc, hm), run(kp, sc + [[0, 0, 0, 0.02]], bumped))
+    d = compare(run(kp, sc, hm), run(kp, sc + np.array([[0, 0, 0, 0.02]]), bumped))
     assert math.isclose(d.heatmaps, 0.02, rel_tol=1e-5) and math.isclose(
         d.scores, 0.02, rel_tol=1e-5
     )
