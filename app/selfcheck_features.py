@@ -23,6 +23,7 @@ from models.agreement import (
     FLOAT32_FORWARD,
     HALF_FORWARD,
     NVJPEG,
+    QUANTIZED,
     REQUEST_PATH,
     Run,
     Tolerance,
@@ -130,8 +131,9 @@ def _loosest(tolerances: list[Tolerance]) -> Tolerance:
 
 
 def _forward_tolerance(predictor: Predictor, settings: Settings) -> Tolerance:
-    half = predictor.forward.name == "tensorrt" or settings.onnx is not None  # fp16 or INT8
-    return HALF_FORWARD if half else FLOAT32_FORWARD
+    if settings.onnx is not None:  # a given file, maybe INT8
+        return QUANTIZED
+    return HALF_FORWARD if predictor.forward.name == "tensorrt" else FLOAT32_FORWARD
 
 
 def _setting(feature: str, s: Settings) -> str:
