@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any
 import anyio.to_thread
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.selfcheck_features import Check, Feature, check_features
+from app.selfcheck_features import check_features
+from app.selfcheck_rows import Check, Feature
 from app.startup import StartupError
 
 if TYPE_CHECKING:

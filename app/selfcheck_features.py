@@ -15,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from app.device_path import crops_on_device, decodes_with_torch
 from app.selfcheck_request import RequestPath, builtin_request, pixel_difference, plain_twin
+from app.selfcheck_rows import AMP_SETTING, FEATURE_INFO, Check, setting_of
 from app.settings import Settings
 from models.agreement import (
     FLOAT32_FORWARD,
@@ -34,69 +36,8 @@ from models.persons import PersonBoxes
 from models.pipeline import Detector
 from models.predictor import Predictor
 
-AMP_SETTING = "AMP (on by default on CUDA)"
 PIXEL_TOLERANCE = 1.5
 """Mean |difference| of decoded pixels, grey levels (the nvJPEG ``gpu`` test's tolerance)."""
-
-
-@dataclass(frozen=True)
-class Feature:
-    """What a feature is called, how it is set and what replaces it."""
-
-    name: str
-    fallback: str
-    fix: str
-
-
-FEATURE_INFO = {
-    "decode": Feature("decode", "decoding JPEGs with Pillow instead", "HEATPOSE_DECODE=pillow"),
-    "crop": Feature("crop", "cutting crops with cv2 instead", "HEATPOSE_CROP=cv2"),
-    "backend": Feature(
-        "backend",
-        "forwarding with the torch module (float32, no batch buckets) instead",
-        "HEATPOSE_BACKEND=torch and HEATPOSE_BATCH_BUCKETS=none",
-    ),
-    "amp": Feature("amp", "forwarding in float32 (AMP off) instead", ""),
-}
-
-
-@dataclass
-class Check:
-    """One row of the self-check.
-
-    Attributes:
-        feature: ``decode``, ``crop``, ``backend``, ``amp`` (accelerations), ``plain`` (the
-            reference run), ``detector``, ``path`` (the configured path end to end).
-        setting: e.g. ``HEATPOSE_CROP=auto``; ``explicit``: named (not chosen by the service).
-        tried: what ran; ``answered``: what came back (``agrees``, ``disagrees``, the error);
-        difference: how far from the plain path, with the tolerance.
-        seconds: its time; ``state``: ``on`` (used, agrees), ``off`` (turned off: the service
-            falls back), ``failed`` (start-up stops), ``unused`` (the settings do not use it).
-    """
-
-    feature: str
-    setting: str
-    tried: str
-    answered: str = ""
-    difference: str = ""
-    seconds: float = 0.0
-    state: str = "unused"
-    explicit: bool = False
-
-    @property
-    def detail(self) -> str:
-        out = f"{self.tried}: {self.answered}" if self.answered else self.tried
-        return f"{out} ({self.difference})" if self.difference else out
-
-    def line(self) -> str:
-        """The one log line of a fallback or a stop."""
-        info = FEATURE_INFO.get(self.feature)
-        if self.state == "failed":
-            fix = f"; set {info.fix} to serve without it" if info and info.fix else ""
-            return f"{self.setting}: the start-up self-check failed: {self.detail}{fix}"
-        then = f"; {info.fallback}" if info else ""
-        gauge = f' (heatpose_fallback{{feature="{self.feature}"}} = 1)' if info else ""
-        return f"{self.setting}: {self.detail}{then}{gauge}"
 
 
 @dataclass
@@ -131,19 +72,14 @@ def _loosest(tolerances: list[Tolerance]) -> Tolerance:
 
 
 def _forward_tolerance(predictor: Predictor, settings: Settings) -> Tolerance:
-    if settings.onnx is not None:  # a given file, maybe INT8
+    """The backend row's tolerance: a given ONNX file (maybe INT8) QUANTIZED; TensorRT (fp16)
+    HALF_FORWARD; on CUDA with TF32 convolutions (PyTorch's default; fp16's 10-bit mantissa,
+    and a batch bucket may pick another algorithm than the plain batch) HALF_FORWARD too;
+    else FLOAT32_FORWARD."""
+    if settings.onnx is not None:
         return QUANTIZED
-    return HALF_FORWARD if predictor.forward.name == "tensorrt" else FLOAT32_FORWARD
-
-
-def _setting(feature: str, s: Settings) -> str:
-    """How ``feature`` is set, e.g. ``HEATPOSE_CROP=auto``."""
-    if feature == "amp":
-        return AMP_SETTING
-    named = "backend" in s.model_fields_set or s.onnx is not None
-    value = {"decode": s.decode, "crop": s.crop, "backend": s.backend}[feature]
-    unset = " (default)" if feature == "backend" and not named else ""
-    return f"HEATPOSE_{feature.upper()}={value}{unset}"
+    tf32 = predictor.device.type == "cuda" and torch.backends.cudnn.allow_tf32
+    return HALF_FORWARD if predictor.forward.name == "tensorrt" or tf32 else FLOAT32_FORWARD
 
 
 def check_features(
@@ -227,7 +163,7 @@ class _Checker:
             self._decode()
         if crops_on_device(s.crop, device):
             self.tolerances["crop"] = REQUEST_PATH
-            row = Check("crop", _setting("crop", s), f"one batched warp on {device}")
+            row = Check("crop", setting_of("crop", s), f"one batched warp on {device}")
             row.explicit = s.crop != "auto"
             plain = self.plain
             self.timed(
@@ -244,7 +180,7 @@ class _Checker:
         for name in FEATURE_INFO:
             if name not in seen:
                 tried = f"not used by these settings on {device}"
-                self.verdicts.checks.append(Check(name, _setting(name, s), tried))
+                self.verdicts.checks.append(Check(name, setting_of(name, s), tried))
         if not any(c.state == "failed" for c in self.verdicts.checks):
             self._whole_path()
         return self.verdicts
@@ -264,7 +200,7 @@ class _Checker:
         tol = self.tolerances["decode"] = NVJPEG if cuda else REQUEST_PATH
         row = Check(
             "decode",
-            _setting("decode", self.settings),
+            setting_of("decode", self.settings),
             f"torchvision decode_jpeg on {self.device}{' (nvJPEG)' if cuda else ''}",
             explicit=self.settings.decode != "auto",
         )
@@ -285,7 +221,7 @@ class _Checker:
         at = f" at batch {p.forward.buckets[0]}" if isinstance(p.forward, Bucketed) else ""
         row = Check(
             "backend",
-            _setting("backend", s),
+            setting_of("backend", s),
             f"{p.forward.name} forward{at} on {self.device}",
             explicit=named,
         )
