@@ -6,15 +6,13 @@ path (Pillow decoding, cv2 crops, the torch module in float32 on the same device
 person boxes), then all of them together (the configured path end to end, the detector
 included), with the tolerances of :mod:`models.agreement`:
 
-========  ==============================  ======================================  ============
-feature   setting                         tried                                   tolerance
-========  ==============================  ======================================  ============
-decode    ``HEATPOSE_DECODE``             torchvision decoding on the device      NVJPEG (CUDA)
-                                          (nvJPEG on CUDA)                        REQUEST_PATH
-crop      ``HEATPOSE_CROP``               one batched warp on the device          REQUEST_PATH
-backend   ``HEATPOSE_BACKEND`` (+ buckets) the forward call at the smallest bucket by backend
-amp       (on by default on CUDA)         the torch forward under autocast        HALF_FORWARD
-========  ==============================  ======================================  ============
+- ``decode`` (``HEATPOSE_DECODE``): torchvision decoding on the device (nvJPEG on CUDA);
+  tolerance NVJPEG on CUDA, else REQUEST_PATH.
+- ``crop`` (``HEATPOSE_CROP``): one batched warp on the device; REQUEST_PATH.
+- ``backend`` (``HEATPOSE_BACKEND``, with ``HEATPOSE_BATCH_BUCKETS``): the forward call at
+  the smallest bucket; FLOAT32_FORWARD, HALF_FORWARD (TensorRT, TF32 on CUDA) or QUANTIZED
+  (a given ONNX file).
+- ``amp`` (on by default on CUDA): the torch forward under autocast; HALF_FORWARD.
 
 A feature that fails (raises) or disagrees is turned off when the service chose it (``auto``;
 for the backend: ``HEATPOSE_BACKEND`` not set; AMP always): one warning line naming the

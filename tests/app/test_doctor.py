@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import heatpose_cli
 from tests.app.test_selfcheck import auto_accelerates, break_cropper  # noqa: F401 (a fixture)
@@ -102,3 +103,15 @@ def test_serve_exits_2_when_a_named_acceleration_fails(app_checkpoint) -> None:
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [ln for ln in r.stderr.splitlines() if "cannot start" in ln]
     assert len(lines) == 1 and "HEATPOSE_CROP=device: the start-up self-check failed" in lines[0]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_doctor_on_cuda_serves_as_configured(env, app_checkpoint, capsys) -> None:
+    """The real check of the CUDA defaults (nvJPEG, device crops, buckets, AMP) on this GPU."""
+    code = doctor(app_checkpoint, "--device", "cuda")
+    out = capsys.readouterr().out
+    print(out)  # the rows, for the GPU session's log
+    assert code == 0, out
+    rows = {ln.split()[0]: ln.split()[1] for ln in out.splitlines()[1:] if ln[:1].isalpha()}
+    assert [rows[f] for f in ("decode", "crop", "backend", "amp", "path")] == ["on"] * 5, out
