@@ -41,6 +41,7 @@ from app.routes.page import install_page
 from app.service import PoseService
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.startup import StartupError
+from app.startup_failure import QuietStartupFailure
 from app.streams import StreamRegistry
 from models.pipeline import Detector
 
@@ -171,6 +172,7 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # sees every answer
     app.add_middleware(ShutdownGuard)  # outermost: uvicorn's cancellations become JSON 503s
+    app.add_middleware(QuietStartupFailure)  # a StartupError: its one line, no traceback
     return app
 
 

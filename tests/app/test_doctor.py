@@ -103,6 +103,8 @@ def test_serve_exits_2_when_a_named_acceleration_fails(app_checkpoint) -> None:
     assert r.returncode == 2, r.stderr[-3000:]
     lines = [ln for ln in r.stderr.splitlines() if "cannot start" in ln]
     assert len(lines) == 1 and "HEATPOSE_CROP=device: the start-up self-check failed" in lines[0]
+    errors = [ln for ln in r.stderr.splitlines() if " ERROR " in ln]
+    assert "Traceback" not in r.stderr and len(errors) == 2, r.stderr  # + uvicorn's "Exiting."
 
 
 @pytest.mark.gpu
