@@ -208,7 +208,9 @@ class _Checker:
         def decode() -> tuple[str, str]:
             decoded = self.path.decode_on(self.device)
             px = pixel_difference(decoded, self.images)
-            got = self.path.run(decoded, self.persons, self.plain, on_device=False)
+            got = self.ref  # the same pixels through the same plain stages: the reference
+            if px != 0:
+                got = self.path.run(decoded, self.persons, self.plain, on_device=False)
             extra = f"pixels {px:.2f} grey levels (tolerance {PIXEL_TOLERANCE}), "
             return self.agree(got, tol, extra, px <= PIXEL_TOLERANCE)
 

@@ -220,6 +220,8 @@ async def test_accelerations_that_agree_stay_on(serve_app, auto_accelerates) -> 
             "path": "on",
         }
         assert report.check("backend").tried == "torch forward at batch 2 on cpu"
+        # torchvision's CPU decoder is libjpeg-turbo, as Pillow's
+        assert report.check("decode").difference.startswith("pixels 0.00 grey levels")
         service = app.state.service
         assert (service.settings.decode, service.settings.crop) == ("torch", "device")
         r = await client.post("/predict", files=[("files", ("a.jpg", jpeg(2), "image/jpeg"))])
