@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("app.cli", "start the inference service (uvicorn)"),
+    "doctor": ("app.doctor", "check the configured request path on this host (new node types)"),
     "predict": ("app.predict_cli", "keypoints of the persons in images and videos, no server"),
     "train": ("training.train_args", "train a model (torchrun-compatible)"),
     "eval": ("training.evaluate_args", "evaluate a checkpoint with COCO OKS AP"),

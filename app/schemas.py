@@ -140,3 +140,9 @@ class ModelMetadata(BaseModel):
         description="The person detector and its weights; null: images without boxes are one "
         "whole-image person."
     )
+    features: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="Per optional acceleration (decode, crop, backend, amp) its setting, state "
+        "(on; off = the start-up self-check turned it off and the plain path serves; unused) "
+        "and what the self-check saw.",
+    )

@@ -35,6 +35,7 @@ from app.detector_batcher import DetectorBatcher
 from app.intake import DecodedImage
 from app.metrics import Metrics
 from app.reduction import PoseNeed, Reduction, client_boxes, whole_or_given
+from app.selfcheck import Report, check_service
 from app.settings import Settings
 from app.startup import (
     StartupError,
@@ -88,7 +89,9 @@ class PoseService:
     def __init__(
         self, settings: Settings, metrics: Metrics, *, detector: Detector | None = None
     ) -> None:
-        self.settings = settings
+        self.settings = settings  # after start: what serves (the self-check's fallbacks)
+        self.configured = settings  # as given
+        self.selfcheck: Report | None = None  # app/selfcheck.py; None until it passed
         self.metrics = metrics
         self.given_detector = detector
         self.detector: Detector | None = None
@@ -110,8 +113,9 @@ class PoseService:
 
         May be called again after :meth:`stop` (an app's lifespan can run more than once).
         """
-        s = self.settings
+        s = self.settings = self.configured
         self.draining = self.stopping = False
+        self.selfcheck = None
         devices = pick_devices(s.device)
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
@@ -142,6 +146,7 @@ class PoseService:
         )
         self.batcher.start()
         await self._start_detector(devices, [str(p.device) for p in predictors])
+        await check_service(self)  # the built-in request, before /ready (app/selfcheck.py)
         # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self.started_at = time.time()
@@ -222,6 +227,8 @@ class PoseService:
         """Why no inference can run now (draining alone is no reason), or ``None``."""
         if self.predictor is None or self.batcher is None:
             return "the model is not loaded yet"
+        if self.selfcheck is None:
+            return "the start-up self-check has not passed yet"
         for batcher in (self.batcher, self.detector_batcher):
             if batcher is not None and not batcher.alive:
                 died = batcher.died
@@ -493,4 +500,5 @@ class PoseService:
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,
             "detector": self.detector_label,
+            "features": self.selfcheck.features() if self.selfcheck else {},
         }

@@ -61,7 +61,7 @@ async def test_three_detected_people_sorted_by_score(serve_app, reference) -> No
     a = image(480, 640, seed=5)
     det = StandIn()
     async with serve_app(stand_in=det) as (client, _):
-        det.calls.clear()  # the start-up warm-up call
+        det.calls.clear()  # the start-up warm-up and self-check calls
         r = await client.post("/predict", files=upload(a), params={"flip_test": "false"})
     assert r.status_code == 200, r.text
     persons = r.json()["images"][0]["persons"]
@@ -81,7 +81,7 @@ async def test_client_boxes_are_not_detected_and_detect_modes(serve_app) -> None
     a = image(480, 640, seed=6)
     det = StandIn()
     async with serve_app(stand_in=det) as (client, _):
-        det.calls.clear()  # the start-up warm-up call
+        det.calls.clear()  # the start-up warm-up and self-check calls
         two = upload(a, "a.png") + upload(a, "b.png")
         r = await client.post("/predict", files=two, data={"boxes": "[[[10, 10, 100, 200]], null]"})
         given, found = (im["persons"] for im in r.json()["images"])
@@ -168,7 +168,7 @@ async def test_concurrent_requests_share_detector_passes(serve_app) -> None:
     det = StandIn()
     det.gate = threading.Event()
     async with serve_app(stand_in=det, max_queue_delay_ms=20) as (client, _):
-        det.calls.clear()  # the start-up warm-up call
+        det.calls.clear()  # the start-up warm-up and self-check calls
         a = image(480, 640, seed=8)
         first = asyncio.ensure_future(client.post("/predict", files=upload(a)))
         await asyncio.sleep(0.3)  # the detector is busy with the first image
@@ -189,7 +189,7 @@ async def test_detector_stage_queue_full_and_deadline(serve_app) -> None:
     det.gate = threading.Event()
     settings = {"detector_max_queued_images": 2, "request_timeout_s": 1.5}
     async with serve_app(stand_in=det, **settings) as (client, app):
-        det.calls.clear()  # the start-up warm-up call
+        det.calls.clear()  # the start-up warm-up and self-check calls
         a = image(480, 640, seed=9)
         busy = asyncio.ensure_future(client.post("/predict", files=upload(a)))
         await asyncio.sleep(0.3)  # on the worker; the queue is empty

@@ -132,8 +132,8 @@ async def test_device_path_answers_as_the_cpu_path(serve_app, monkeypatch) -> No
     # on purpose (tests/app/test_reduction.py); the torch path always decodes at full size.
     async with serve_app(decode_max_side=0) as (client, _):
         want = await predict(client)
-    seen = spy(monkeypatch)
     async with serve_app(crop="device", decode="torch", decode_max_side=0) as (client, _):
+        seen = spy(monkeypatch)  # after start-up: the self-check's own calls are not counted
         got = await predict(client)
     assert seen["decode"] == [(4, "cpu")]  # the four RGB/grey JPEGs in one call
     assert seen["crop"] == [(7, "cpu")]  # all persons of the request in one warp
@@ -171,8 +171,8 @@ async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypat
     form = {"boxes": json.dumps([box])}
     pngs = []
     for settings in ({"decode_max_side": 0}, {"crop": "device", "decode": "torch"}):
-        seen = spy(monkeypatch)
         async with serve_app(**settings) as (client, _):
+            seen = spy(monkeypatch)
             r = await client.post("/visualize", files=files, data=form, params={"mode": "both"})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
         pngs.append(np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB")).astype(int))
@@ -281,8 +281,8 @@ async def test_cuda_auto_settings_decode_and_crop_on_the_device(serve_app, monke
     truth = np.array([[80.4, 100.2], [90.3, 120.7], [70.0, 90.0]])
     answers = []
     for settings in ({"crop": "cv2", "decode": "pillow", "decode_max_side": 0}, {}):
-        seen = spy(monkeypatch)
         async with serve_app(device="cuda", **settings) as (client, app):
+            seen = spy(monkeypatch)
             service = app.state.service
             service.predictor.forward = MarkerModel(service.predictor)
             answers.append(await predict(client, uploads, flip_test="false"))

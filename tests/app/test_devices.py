@@ -231,4 +231,4 @@ async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None
     )
     counts = {d: float(v) for d, v in found}
     assert set(counts) == {"cpu/0", "cpu/1"} and min(counts.values()) >= 1
-    assert sum(counts.values()) == 8 and len(det.calls) == 1 + 8  # the warm-up: once
+    assert sum(counts.values()) == 8 and len(det.calls) == 2 + 8  # warm-up, self-check: once each

@@ -54,8 +54,11 @@ def png(seed: int) -> bytes:
 async def test_start_up_forwards_once_per_bucket_and_exposes_the_times(serve_app, counted) -> None:
     async with serve_app(batch_buckets="2,4,8", max_batch_size=4, warmup=True) as (client, _):
         (forward,) = counted
-        # 128x96 (h x w) input: each bucket once at its shape, nothing else before /ready
-        assert forward.shapes == [(2, 3, 128, 96), (4, 3, 128, 96), (8, 3, 128, 96)]
+        # 128x96 (h x w) input: each bucket once at its shape, then the self-check's request
+        # (app/selfcheck.py: two persons, flip-tested, each at the smallest bucket, for the
+        # backend check and the configured path), nothing else before /ready
+        assert forward.shapes[:3] == [(2, 3, 128, 96), (4, 3, 128, 96), (8, 3, 128, 96)]
+        assert forward.shapes[3:] == [(2, 3, 128, 96)] * 4
         assert (await client.get("/ready")).status_code == 200
         metrics = (await client.get("/metrics")).text
         lines = [ln for ln in metrics.splitlines() if ln.startswith("heatpose_warmup_seconds{")]
@@ -63,13 +66,14 @@ async def test_start_up_forwards_once_per_bucket_and_exposes_the_times(serve_app
         assert all('device="cpu"' in ln and float(ln.split()[-1]) > 0 for ln in lines)
         r = await client.post("/predict", files=[("files", ("a.png", png(1), "image/png"))])
         assert r.status_code == 200, r.text
-        assert forward.shapes[3:] == [(2, 3, 128, 96)]  # one crop + its flip: bucket 2
+        assert forward.shapes[7:] == [(2, 3, 128, 96)]  # one crop + its flip: bucket 2
 
 
 async def test_warmup_false_runs_one_crop_only(serve_app, counted) -> None:
     async with serve_app(batch_buckets="2,4,8", max_batch_size=4, warmup=False) as (client, _):
         (forward,) = counted
-        assert forward.shapes == [(2, 3, 128, 96)]  # the NaN check: one crop, padded to 2
+        # the NaN check (one crop, padded to 2), then the self-check's four calls
+        assert forward.shapes == [(2, 3, 128, 96)] * 5
         assert "heatpose_warmup_seconds{" not in (await client.get("/metrics")).text
 
 
