@@ -84,8 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(settings.device)
         verify(resolve_checkpoint(settings.checkpoint))  # no tensor data read: fast and clear
         detector = detector_name(settings.detector, device)
-        if detector is not None:
-            resolve_detector(detector)  # fetched once, or one line saying how to provide it
+        # A named detector is required (fetched once, or one line saying how to provide it);
+        # auto's is tried by the service, which starts without it if it cannot be had.
+        if detector is not None and settings.detector != "auto":
+            resolve_detector(detector)
     except (StartupError, CheckpointError) as e:
         print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
         return 2

@@ -31,6 +31,11 @@ class ModelSummary(BaseModel):
     input_size: Size = Field(description="Crop size the network sees.")
     flip_test: bool = Field(description="Whether flip-test averaging was used.")
     decode: DecodeMode = Field(description="Heatmap decode mode used.")
+    detection_off: str | None = Field(
+        None,
+        description="Set when the service has no person detector: why, and how to send boxes "
+        "instead (images without boxes are answered as one whole-image person); null with one.",
+    )
 
 
 class Keypoint(BaseModel):
@@ -102,6 +107,11 @@ class Health(BaseModel):
     """``GET /health``: the process is up."""
 
     status: Literal["ok"] = "ok"
+    details: dict[str, str] | None = Field(
+        default=None,
+        description="Only when the service runs degraded, what and why, e.g. `detector`: "
+        "HEATPOSE_DETECTOR=auto's weights could not be had, so person detection is off.",
+    )
 
 
 class Ready(BaseModel):
@@ -139,4 +149,7 @@ class ModelMetadata(BaseModel):
     detector: str | None = Field(
         description="The person detector and its weights; null: images without boxes are one "
         "whole-image person."
+    )
+    detector_off: str | None = Field(
+        None, description="Without a person detector: why, and how to send boxes instead."
     )

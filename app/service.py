@@ -38,7 +38,7 @@ from app.reduction import PoseNeed, Reduction, client_boxes, whole_or_given
 from app.settings import Settings
 from app.startup import (
     StartupError,
-    person_detectors,
+    optional_person_detectors,
     pick_devices,
     pose_replicas,
     resolve_checkpoint,
@@ -93,6 +93,7 @@ class PoseService:
         self.given_detector = detector
         self.detector: Detector | None = None
         self.detector_label: str | None = None  # the weights (file) or the stand-in's type
+        self.detector_off: str | None = None  # without a detector: why, and how to send boxes
         self.detector_batcher: DetectorBatcher | None = None
         self.predictor: Predictor | None = None  # the first device's (crops, model info)
         self.predictors: list[Predictor] = []  # one per device (HEATPOSE_DEVICE)
@@ -161,9 +162,11 @@ class PoseService:
             StartupError: the weights cannot be found, fetched or read.
         """
         s = self.settings
-        detectors, self.detector_label = await person_detectors(
+        detectors, self.detector_label, self.detector_off = await optional_person_detectors(
             s, devices, given=self.given_detector
         )
+        if self.detector_off is not None and s.detector != "none":
+            log.warning("%s", self.detector_off)  # auto fell back: said once
         self.detector = detectors[0] if detectors else None
         if not detectors:
             self.detector_batcher = None
@@ -493,4 +496,5 @@ class PoseService:
             "flip_test_default": self.predictor.flip_test,
             "decode_mode_default": self.predictor.decode_mode,
             "detector": self.detector_label,
+            "detector_off": self.detector_off,
         }

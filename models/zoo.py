@@ -32,18 +32,26 @@ from models.checkpoint import (
 
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
 TORCHVISION_URL = "https://download.pytorch.org/models"
+SYNTH_RECIPE = (
+    "heatpose synth --out data/synth2k --train 2400 --val 300 --seed 0",
+    "heatpose train --data-path data/synth2k --train-split train --val-split val --depth 18 "
+    "--input-size 128x96 -b 16 -j 1 --epochs 10 --lr 1e-3 --lr-steps 8 --warmup-iters 200 "
+    "--rotate-factor 30 --scale-range 0.75 1.25 --pretrained-backbone none --eval-every 1 "
+    "--output-dir outputs/synth_r18",
+)
+"""The README's no-download recipe (about 17 minutes on 2 CPU cores), as the hints print it."""
 OFFLINE_HINT = (
-    "to run without downloading, provide a checkpoint: set HEATPOSE_CHECKPOINT to a local "
-    ".safetensors file, or convert a .pth you have with `heatpose weights import FILE --out "
-    "X.safetensors`, or train one on synthetic data (`heatpose synth --out data/synth2k`, then "
-    "`heatpose train --data-path data/synth2k --train-split train --val-split val`; see the "
-    "README); or point HEATPOSE_WEIGHTS_URL at a mirror holding the published files"
+    "to run without downloading, give a local .safetensors checkpoint instead, or convert a .pth "
+    "you have with `heatpose weights import FILE --out X.safetensors`, or train one on synthetic "
+    f"data (`{SYNTH_RECIPE[0]}`, then `{SYNTH_RECIPE[1]}`: "
+    "outputs/synth_r18/best.safetensors); or point HEATPOSE_WEIGHTS_URL at a mirror holding the "
+    "published files"
 )
 DETECTOR_OFFLINE_HINT = (
-    "to run without downloading, provide the detector's weights: a local torchvision state "
-    "dict (.pth or .safetensors, e.g. the published file copied from a machine that has it) "
-    "given as the detector (HEATPOSE_DETECTOR, `heatpose eval --detector FILE`), or put it "
-    "under HEATPOSE_HOME with `heatpose weights fetch NAME` on a mirror (HEATPOSE_WEIGHTS_URL)"
+    "to run without downloading, give the detector's weights as a local file instead: a "
+    "torchvision state dict (.pth or .safetensors, e.g. the published file copied from a machine "
+    "that has it), or put it under HEATPOSE_HOME with `heatpose weights fetch NAME` on a mirror "
+    "(HEATPOSE_WEIGHTS_URL)"
 )
 KINDS = ("pose", "detector")
 

@@ -45,8 +45,11 @@ class PredictQuery(InferenceQuery):
     heatmaps: bool = Field(False, description="Include raw heatmaps (base64).")
 
 
-def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary:
-    """Which model answered and how (``options`` resolved: the flip test and decode used)."""
+def model_summary(
+    predictor: Predictor, options: PredictOptions, *, detection_off: str | None = None
+) -> ModelSummary:
+    """Which model answered and how (``options`` resolved: the flip test and decode used;
+    ``detection_off``: why there is no person detector)."""
     spec = predictor.spec
     w, h = predictor.input_size
     return ModelSummary(
@@ -56,6 +59,7 @@ def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary
         input_size=Size(width=w, height=h),
         flip_test=bool(options.flip_test),
         decode=options.decode or predictor.decode_mode,  # type: ignore[arg-type]
+        detection_off=detection_off,
     )
 
 
@@ -135,7 +139,8 @@ async def predict(
         f"decode;dur={timing.decode_ms}, inference;dur={timing.inference_ms}, "
         f"total;dur={timing.total_ms}"
     )
-    body = PredictResponse(model=model_summary(predictor, options), images=answer, timing=timing)
+    summary = model_summary(predictor, options, detection_off=service.detector_off)
+    body = PredictResponse(model=summary, images=answer, timing=timing)
     # Serialised here by pydantic-core (schema unchanged: response_model above); FastAPI's own
     # path would validate the whole model again and encode it in Python (benchmarks/
     # bench_overhead.py: about 10x the CPU of model_dump_json for one person).

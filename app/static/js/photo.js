@@ -98,11 +98,21 @@ function normalise(result) {
     p.bbox_source !== undefined ? p : { ...p, bbox_source: whole(p.bbox) ? "image" : null });
 }
 
+/** Without a person detector the service says why and how to send boxes (`detection_off`). */
+function showDetectionOff(reason) {
+  const note = document.getElementById("detection-off");
+  note.hidden = !reason;
+  note.textContent = reason
+    ? `Person detection is off, so each photo is one whole-image person. The service says: ${reason}.`
+    : "";
+}
+
 async function render(files, json) {
   const results = document.getElementById("results");
   results.replaceChildren();
   state.model = json.model;
   state.images = [];
+  showDetectionOff(json.model?.detection_off);
   for (const [i, answer] of json.images.entries()) {
     const result = { ...answer, persons: normalise(answer) };
     const bitmap = await bitmapOf(files[i]);
