@@ -45,7 +45,7 @@ class Keypoint(BaseModel):
     x: float
     y: float
     score: float
-    visible: bool = Field(description="score >= the request's kpt_thr.")
+    visible: bool = Field(description="score >= the request's kpt_thr and (x, y) inside the image.")
 
 
 class Heatmaps(BaseModel):

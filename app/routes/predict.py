@@ -63,10 +63,14 @@ def model_summary(
     )
 
 
-def person(names: tuple[str, ...], r: PersonResult, kpt_thr: float) -> Person:
+def person(
+    names: tuple[str, ...], r: PersonResult, kpt_thr: float, *, image_size: tuple[int, int]
+) -> Person:
     """One person's JSON: its box xyxy, where the box came from, keypoints in image pixels
-    (``visible``: score at least ``kpt_thr``)."""
-    visible = keypoint_visible(r.scores, kpt_thr).tolist()
+    (``visible``: score at least ``kpt_thr`` and inside the ``image_size`` ``(w, h)`` image)."""
+    visible = keypoint_visible(
+        r.scores, kpt_thr, keypoints=r.keypoints, image_size=image_size
+    ).tolist()
     kps = [
         Keypoint(name=n, x=float(x), y=float(y), score=float(s), visible=v)
         for n, (x, y), s, v in zip(
@@ -125,7 +129,9 @@ async def predict(
             filename=img.filename,
             width=img.width,
             height=img.height,
-            persons=[person(names, r, query.kpt_thr) for r in people],
+            persons=[
+                person(names, r, query.kpt_thr, image_size=(img.width, img.height)) for r in people
+            ],
         )
         for img, people in zip(images, results, strict=True)
     ]
