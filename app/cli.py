@@ -12,9 +12,10 @@ import argparse
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.settings import ENV_PREFIX, Settings, SettingsError, load_settings, unknown_variables
+if TYPE_CHECKING:  # imported after parsing: pydantic and the settings cost --help 0.3-0.5 s
+    from app.settings import Settings
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
     overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from app.settings import SettingsError, load_settings, unknown_variables
+
     for line in unknown_variables(os.environ):
         print(f"heatpose serve: warning: {line}", file=sys.stderr)
     try:
@@ -127,6 +130,7 @@ def _run_workers(
     import uvicorn
 
     from app.multiprocess_metrics import multiprocess_dir
+    from app.settings import ENV_PREFIX
 
     for key, value in overrides.items():
         os.environ[ENV_PREFIX + key.upper()] = str(value)

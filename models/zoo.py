@@ -22,14 +22,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.checkpoint import (
-    CheckpointError,
-    file_sha256,
-    import_published,
-    read_state_dict,
-    save_state_dict,
-)
-
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
 TORCHVISION_URL = "https://download.pytorch.org/models"
 SYNTH_RECIPE = (
@@ -244,6 +236,15 @@ def fetch(
     dst = root / f"{entry.name}.safetensors"
     if dst.is_file() and not force:
         return dst
+    # here, not at the top: `heatpose weights list` and app.settings stay torch-free
+    from models.checkpoint import (
+        CheckpointError,
+        file_sha256,
+        import_published,
+        read_state_dict,
+        save_state_dict,
+    )
+
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     base = base_url or os.environ.get("HEATPOSE_WEIGHTS_URL") or entry.base_url
