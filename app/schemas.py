@@ -24,6 +24,9 @@ class ModelSummary(BaseModel):
     """Which model answered, and how to read its keypoints."""
 
     name: str
+    category: str = Field(
+        "person", description="What the model finds, singular (its data set's category name)."
+    )
     keypoints: list[str] = Field(description="Keypoint names in channel order (K).")
     skeleton: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         description="Links as pairs of 0-based keypoint indices."
@@ -152,4 +155,10 @@ class ModelMetadata(BaseModel):
     )
     detector_off: str | None = Field(
         None, description="Without a person detector: why, and how to send boxes instead."
+    )
+    backend: str = Field("torch", description="Who runs the forward pass (HEATPOSE_BACKEND).")
+    onnx_sha256: str | None = Field(
+        None,
+        description="sha256 of the .onnx file the backend runs (HEATPOSE_ONNX or the cached "
+        "export); null: none (torch, compile).",
     )

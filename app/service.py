@@ -42,6 +42,7 @@ from app.startup import (
     pick_devices,
     pose_replicas,
     resolve_checkpoint,
+    served_onnx_sha256,
 )
 from app.warmup import warm_replicas
 from models.checkpoint import CheckpointError, load
@@ -94,6 +95,7 @@ class PoseService:
         self.detector: Detector | None = None
         self.detector_label: str | None = None  # the weights (file) or the stand-in's type
         self.detector_off: str | None = None  # without a detector: why, and how to send boxes
+        self.onnx_sha256: str | None = None  # the ONNX file the backend runs, if any
         self.detector_batcher: DetectorBatcher | None = None
         self.predictor: Predictor | None = None  # the first device's (crops, model info)
         self.predictors: list[Predictor] = []  # one per device (HEATPOSE_DEVICE)
@@ -145,6 +147,11 @@ class PoseService:
         await self._start_detector(devices, [str(p.device) for p in predictors])
         # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.onnx_sha256 = await anyio.to_thread.run_sync(served_onnx_sha256, predictor)
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(
+            bundle.config.name, s.backend, self.onnx_sha256 or "", self.detector_label or ""
+        ).set(1)
         self.started_at = time.time()
         log.info(
             "serving %s (%s) on %s; person detector: %s",
@@ -497,4 +504,6 @@ class PoseService:
             "decode_mode_default": self.predictor.decode_mode,
             "detector": self.detector_label,
             "detector_off": self.detector_off,
+            "backend": self.settings.backend,
+            "onnx_sha256": self.onnx_sha256,
         }

@@ -22,7 +22,7 @@ import torch
 from app.devices import DeviceError, buckets_for, resolve_devices
 from models import zoo
 from models.backends import BackendError
-from models.checkpoint import CheckpointError, ModelBundle
+from models.checkpoint import CheckpointError, ModelBundle, file_sha256
 from models.detector import load_detector
 from models.detector_choice import AUTO, NO_DETECTOR_EFFECT, unavailable_reason
 from models.predictor import Predictor, default_device
@@ -194,3 +194,16 @@ async def optional_person_detectors(
         f"person detection is off (HEATPOSE_DETECTOR=none): {NO_DETECTOR_EFFECT}; "
         + (SEND_BOXES_HINT),
     )
+
+
+def served_onnx_sha256(predictor: Predictor) -> str | None:
+    """The sha256 of the ``.onnx`` file ``predictor``'s backend runs (``HEATPOSE_ONNX``, or the
+    export the onnxruntime/tensorrt backend cached), for ``/v1/model`` and ``/metrics``;
+    ``None`` when no ONNX file is served (torch, compile)."""
+    backend: object | None = predictor.forward
+    while backend is not None:  # a wrapper (e.g. batch buckets) holds the backend as `inner`
+        path = getattr(backend, "path", None)
+        if path is not None:
+            return file_sha256(Path(path))
+        backend = getattr(backend, "inner", None)
+    return None

@@ -33,7 +33,7 @@ SYNTH_RECIPE = (
 )
 """The README's no-download recipe (about 17 minutes on 2 CPU cores), as the hints print it."""
 OFFLINE_HINT = (
-    "to run without downloading, give a local .safetensors checkpoint instead, or convert a .pth "
+    "to run without downloading, give a local .safetensors file instead, or convert a .pth "
     "you have with `heatpose weights import FILE --out X.safetensors`, or train one on synthetic "
     f"data (`{SYNTH_RECIPE[0]}`, then `{SYNTH_RECIPE[1]}`: "
     "outputs/synth_r18/best.safetensors); or point HEATPOSE_WEIGHTS_URL at a mirror holding the "

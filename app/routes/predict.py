@@ -54,6 +54,7 @@ def model_summary(
     w, h = predictor.input_size
     return ModelSummary(
         name=predictor.config.name,
+        category=spec.category,
         keypoints=list(spec.names),
         skeleton=[[int(a), int(b)] for a, b in spec.skeleton],
         input_size=Size(width=w, height=h),

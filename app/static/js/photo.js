@@ -83,7 +83,7 @@ function personTable(result) {
     ]);
   });
   const caption = el("caption", {
-    textContent: `${result.persons.length} person(s); keypoint scores (grey: below the threshold)`,
+    textContent: `${count(result.persons.length)}; keypoint scores (grey: below the threshold)`,
   });
   const table = el("table", { className: "persons" }, [caption, el("thead", {}, [head]),
     el("tbody", {}, rows)]);
@@ -96,6 +96,12 @@ function normalise(result) {
   const whole = (b) => b[0] <= 0 && b[1] <= 0 && b[2] >= result.width && b[3] >= result.height;
   return result.persons.map((p) =>
     p.bbox_source !== undefined ? p : { ...p, bbox_source: whole(p.bbox) ? "image" : null });
+}
+
+/** "3 person(s)": what the model finds is its own category (`model.category`: an animal model's
+ * answers are "animal(s)"); services before the field answered persons. */
+function count(n) {
+  return `${n} ${state.model?.category ?? "person"}(s)`;
 }
 
 /** Without a person detector the service says why and how to send boxes (`detection_off`). */
@@ -118,10 +124,10 @@ async function render(files, json) {
     const bitmap = await bitmapOf(files[i]);
     const canvas = el("canvas", { width: result.width, height: result.height });
     canvas.setAttribute("role", "img");
-    canvas.setAttribute("aria-label", `${result.filename} with ${result.persons.length} person(s) drawn`);
+    canvas.setAttribute("aria-label", `${result.filename} with ${count(result.persons.length)} drawn`);
     const { wrap, rows } = personTable(result);
     const title = el("h3", {
-      textContent: `${result.filename} · ${result.width}×${result.height} · ${result.persons.length} person(s)`,
+      textContent: `${result.filename} · ${result.width}×${result.height} · ${count(result.persons.length)}`,
     });
     const card = el("article", { className: "result" }, [title, canvas, wrap]);
     results.append(card);
