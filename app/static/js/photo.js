@@ -98,8 +98,8 @@ function normalise(result) {
     p.bbox_source !== undefined ? p : { ...p, bbox_source: whole(p.bbox) ? "image" : null });
 }
 
-/** "3 person(s)": what the model finds is its own category (`model.category`: an animal model's
- * answers are "animal(s)"); services before the field answered persons. */
+/** `n` and what the model finds, its own category (`model.category`, e.g. an animal model's
+ * "quadruped"), with "(s)"; services before the field answered persons. */
 function count(n) {
   return `${n} ${state.model?.category ?? "person"}(s)`;
 }
