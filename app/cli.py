@@ -12,9 +12,10 @@ import argparse
 import math
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.settings import ENV_PREFIX, Settings, SettingsError, load_settings, unknown_variables
+if TYPE_CHECKING:  # imported after parsing: pydantic and the settings cost --help 0.3-0.5 s
+    from app.settings import Settings
 
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
@@ -59,6 +60,8 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the server until it is stopped; returns the exit status."""
     overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from app.settings import SettingsError, load_settings, unknown_variables
+
     for line in unknown_variables(os.environ):
         print(f"heatpose serve: warning: {line}", file=sys.stderr)
     try:
@@ -85,8 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         device = pick_device(settings.device)
         verify(resolve_checkpoint(settings.checkpoint))  # no tensor data read: fast and clear
         detector = detector_name(settings.detector, device)
-        if detector is not None:
-            resolve_detector(detector)  # fetched once, or one line saying how to provide it
+        # A named detector is required (fetched once, or one line saying how to provide it);
+        # auto's is tried by the service, which starts without it if it cannot be had.
+        if detector is not None and settings.detector != "auto":
+            resolve_detector(detector)
     except (StartupError, CheckpointError) as e:
         print(f"heatpose serve: cannot start: {e}", file=sys.stderr)
         return 2
@@ -130,6 +135,7 @@ def _run_workers(
     import uvicorn
 
     from app.multiprocess_metrics import multiprocess_dir
+    from app.settings import ENV_PREFIX
 
     for key, value in overrides.items():
         os.environ[ENV_PREFIX + key.upper()] = str(value)

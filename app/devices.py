@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 _ONE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 DEVICE_HELP = "must be auto, all, or a comma list of cpu, cuda, cuda:N, mps (e.g. cuda:0,cuda:1)"
@@ -54,6 +56,8 @@ def resolve_devices(setting: str) -> list[str] | None:
     Raises:
         DeviceError: a CUDA or MPS device that does not exist; the message names the setting.
     """
+    import torch  # here: app.settings (and `heatpose serve --help`) stay torch-free
+
     if setting == "auto":
         return None
     if setting == "all":

@@ -148,6 +148,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.model_info = Gauge(
+            "heatpose_model_info",
+            "What answers (always 1): the model, the backend running it, the sha256 of the ONNX "
+            "file served (empty: none) and the person detector (empty: none)",
+            ["model", "backend", "onnx_sha256", "detector"],
+            registry=r,
+            multiprocess_mode="max",
+        )
 
     def render(self) -> bytes:
         """The text exposition format of every metric (of every worker, with several)."""

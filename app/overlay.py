@@ -4,9 +4,9 @@ Very large images are drawn at a bounded size (longest side ``max_side``, every 
 scaled with them). Heatmaps are resized to their crop (input pixels), mapped back into the image
 with the inverse crop warp of :mod:`models.geometry`, coloured with the jet colormap and blended
 with an opacity proportional to the heat: transparent where the heat is low. Each person gets
-its own colour (:data:`PALETTE`, by its index in the answer): its box, labelled ``#index`` and
-its detector score, and its skeleton (links and keypoints of the checkpoint's
-:class:`~models.keypoints.KeypointSpec`) where the keypoint scores reach ``kpt_thr``.
+its own colour (:data:`PALETTE`, by its index in the answer): its box, labelled ``#1``, ``#2``,
+... as on the demo page, and its detector score, and its skeleton (links and keypoints of the
+checkpoint's :class:`~models.keypoints.KeypointSpec`) where the keypoint scores reach ``kpt_thr``.
 """
 
 from __future__ import annotations
@@ -106,13 +106,19 @@ def draw_skeleton(
             cv2.circle(image, p, thick + 2, (255, 255, 255), 1, cv2.LINE_AA)
 
 
+def box_label(index: int, box_score: float | None) -> str:
+    """The label of the person at ``index`` (0-based, in the answer's order): ``#1`` for the
+    first, as the demo page numbers them, and its detector score if any."""
+    return f"#{index + 1}" if box_score is None else f"#{index + 1} {box_score:.2f}"
+
+
 def draw_box(image: np.ndarray, person: PersonResult, index: int, colour: tuple[int, ...]) -> None:
-    """Draw one person's box in place, labelled ``#index`` and its detector score if any."""
+    """Draw one person's box in place, labelled by :func:`box_label`."""
     h, w = image.shape[:2]
     thick = max(1, round(min(h, w) / 400))
     x1, y1, x2, y2 = (round(float(v)) for v in person.box)
     cv2.rectangle(image, (x1, y1), (x2, y2), colour, thick, cv2.LINE_AA)
-    label = f"#{index}" if person.box_score is None else f"#{index} {person.box_score:.2f}"
+    label = box_label(index, person.box_score)
     scale = max(0.4, min(h, w) / 1000)
     (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
     top = max(y1, th + base + 2)

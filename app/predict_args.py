@@ -122,9 +122,10 @@ def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Detect persons and their keypoints in images, folders of images and "
-        "videos, without a server. Images: one JSON each in the /predict schema (or one COCO "
-        "results file); videos: JSON lines, one per frame, in the stream's schema, with "
-        "tracking and smoothing.",
+        "videos, without a server. Images: one JSON each, /predict's answer for that image: "
+        "its `model` and the fields of one `images[]` entry (filename, width, height, persons) "
+        "at the top, no `timing` (or one COCO results file); videos: JSON lines, one per frame, "
+        "in the stream's schema, with tracking and smoothing.",
     )
     add = p.add_argument
     add("paths", nargs="+", metavar="PATH", help="image files, folders of images, video files")

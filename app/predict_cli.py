@@ -98,24 +98,31 @@ def pick_device(device: str) -> str:
 
 def load_detector(name: str, device: str) -> Detector | None:
     """``--detector`` -> a person detector, or ``None`` for ``none`` (``auto`` as the service:
-    :func:`app.startup.detector_name`).
+    :func:`app.startup.detector_name`; when its weights cannot be had, ``None`` and one line on
+    stderr saying so, :mod:`models.detector_choice`).
 
     Raises:
-        UsageError: an unknown name, weights that cannot be fetched, a file that is not a
-            detector's state dict.
+        UsageError: a detector named explicitly with an unknown name, weights that cannot be
+            fetched, or a file that is not a detector's state dict.
     """
     from app.startup import detector_name
     from models.checkpoint import CheckpointError
     from models.detector import load_detector as load
+    from models.detector_choice import load_or_reason
     from models.zoo import ZooError
 
     chosen = detector_name(name, device)
     if chosen is None:
         return None
     try:
-        return load(chosen, device)
+        detector, off = load_or_reason(name, chosen, lambda: load(chosen, device))
     except (ZooError, CheckpointError, OSError) as e:
-        raise UsageError(f"--detector {chosen}: {e}") from e
+        raise UsageError(
+            f"--detector {chosen}: {e}; or --detector none (each image is one person)"
+        ) from e
+    if off is not None:
+        print(f"{PROG}: {off}; --detector FILE gives one, --detector none", file=sys.stderr)
+    return detector
 
 
 def build_pipeline(args: argparse.Namespace, detector: Detector | None = None) -> PosePipeline:
@@ -135,7 +142,8 @@ def build_pipeline(args: argparse.Namespace, detector: Detector | None = None) -
     try:
         bundle = load(resolve(name, kind="pose"), device)
     except (ZooError, CheckpointError, OSError) as e:
-        raise UsageError(f"--checkpoint {name}: {e}") from e
+        flag = f"--checkpoint {args.checkpoint}" if args.checkpoint else f"--checkpoint ({name})"
+        raise UsageError(f"{flag}: {e}") from e
     predictor = Predictor(
         bundle, device, flip_test=True if args.flip_test is None else args.flip_test
     )

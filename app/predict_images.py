@@ -146,9 +146,12 @@ def run_images(
                         "width": image.width,
                         "height": image.height,
                         "persons": [
-                            person(names, replace(r, heatmaps=None), args.kpt_thr).model_dump(
-                                mode="json"
-                            )
+                            person(
+                                names,
+                                replace(r, heatmaps=None),
+                                args.kpt_thr,
+                                image_size=(image.width, image.height),
+                            ).model_dump(mode="json")
                             for r in persons
                         ],
                     }

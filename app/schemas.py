@@ -24,6 +24,9 @@ class ModelSummary(BaseModel):
     """Which model answered, and how to read its keypoints."""
 
     name: str
+    category: str = Field(
+        "person", description="What the model finds, singular (its data set's category name)."
+    )
     keypoints: list[str] = Field(description="Keypoint names in channel order (K).")
     skeleton: list[Annotated[list[int], Field(min_length=2, max_length=2)]] = Field(
         description="Links as pairs of 0-based keypoint indices."
@@ -31,6 +34,11 @@ class ModelSummary(BaseModel):
     input_size: Size = Field(description="Crop size the network sees.")
     flip_test: bool = Field(description="Whether flip-test averaging was used.")
     decode: DecodeMode = Field(description="Heatmap decode mode used.")
+    detection_off: str | None = Field(
+        None,
+        description="Set when the service has no person detector: why, and how to send boxes "
+        "instead (images without boxes are answered as one whole-image person); null with one.",
+    )
 
 
 class Keypoint(BaseModel):
@@ -40,7 +48,7 @@ class Keypoint(BaseModel):
     x: float
     y: float
     score: float
-    visible: bool = Field(description="score >= the request's kpt_thr.")
+    visible: bool = Field(description="score >= the request's kpt_thr and (x, y) inside the image.")
 
 
 class Heatmaps(BaseModel):
@@ -102,6 +110,11 @@ class Health(BaseModel):
     """``GET /health``: the process is up."""
 
     status: Literal["ok"] = "ok"
+    details: dict[str, str] | None = Field(
+        default=None,
+        description="Only when the service runs degraded, what and why, e.g. `detector`: "
+        "HEATPOSE_DETECTOR=auto's weights could not be had, so person detection is off.",
+    )
 
 
 class Ready(BaseModel):
@@ -145,4 +158,13 @@ class ModelMetadata(BaseModel):
         description="Per optional acceleration (decode, crop, backend, amp) its setting, state "
         "(on; off = the start-up self-check turned it off and the plain path serves; unused) "
         "and what the self-check saw.",
+    )
+    detector_off: str | None = Field(
+        None, description="Without a person detector: why, and how to send boxes instead."
+    )
+    backend: str = Field("torch", description="Who runs the forward pass (HEATPOSE_BACKEND).")
+    onnx_sha256: str | None = Field(
+        None,
+        description="sha256 of the .onnx file the backend runs (HEATPOSE_ONNX or the cached "
+        "export); null: none (torch, compile).",
     )

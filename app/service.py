@@ -39,10 +39,11 @@ from app.selfcheck import Report, check_service
 from app.settings import Settings
 from app.startup import (
     StartupError,
-    person_detectors,
+    optional_person_detectors,
     pick_devices,
     pose_replicas,
     resolve_checkpoint,
+    served_onnx_sha256,
 )
 from app.warmup import warm_replicas
 from models.checkpoint import CheckpointError, load
@@ -96,6 +97,8 @@ class PoseService:
         self.given_detector = detector
         self.detector: Detector | None = None
         self.detector_label: str | None = None  # the weights (file) or the stand-in's type
+        self.detector_off: str | None = None  # without a detector: why, and how to send boxes
+        self.onnx_sha256: str | None = None  # the ONNX file the backend runs, if any
         self.detector_batcher: DetectorBatcher | None = None
         self.predictor: Predictor | None = None  # the first device's (crops, model info)
         self.predictors: list[Predictor] = []  # one per device (HEATPOSE_DEVICE)
@@ -149,6 +152,11 @@ class PoseService:
         await check_service(self)  # the built-in request, before /ready (app/selfcheck.py)
         # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
         self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.onnx_sha256 = await anyio.to_thread.run_sync(served_onnx_sha256, predictor)
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(
+            bundle.config.name, s.backend, self.onnx_sha256 or "", self.detector_label or ""
+        ).set(1)
         self.started_at = time.time()
         log.info(
             "serving %s (%s) on %s; person detector: %s",
@@ -166,9 +174,11 @@ class PoseService:
             StartupError: the weights cannot be found, fetched or read.
         """
         s = self.settings
-        detectors, self.detector_label = await person_detectors(
+        detectors, self.detector_label, self.detector_off = await optional_person_detectors(
             s, devices, given=self.given_detector
         )
+        if self.detector_off is not None and s.detector != "none":
+            log.warning("%s", self.detector_off)  # auto fell back: said once
         self.detector = detectors[0] if detectors else None
         if not detectors:
             self.detector_batcher = None
@@ -501,4 +511,7 @@ class PoseService:
             "decode_mode_default": self.predictor.decode_mode,
             "detector": self.detector_label,
             "features": self.selfcheck.features() if self.selfcheck else {},
+            "detector_off": self.detector_off,
+            "backend": self.settings.backend,
+            "onnx_sha256": self.onnx_sha256,
         }

@@ -17,7 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.devices import parse_buckets, parse_devices
-from models.codec import DecodeMode
+from models.choices import DecodeMode
 from models.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
 
 ENV_PREFIX = "HEATPOSE_"

@@ -22,8 +22,9 @@ import torch
 from app.devices import DeviceError, buckets_for, resolve_devices
 from models import zoo
 from models.backends import BackendError
-from models.checkpoint import CheckpointError, ModelBundle
+from models.checkpoint import CheckpointError, ModelBundle, file_sha256
 from models.detector import load_detector
+from models.detector_choice import AUTO, NO_DETECTOR_EFFECT, unavailable_reason
 from models.predictor import Predictor, default_device
 from models.zoo import ZooError
 
@@ -157,3 +158,52 @@ async def person_detectors(
     except (CheckpointError, ZooError) as e:
         raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
     return detectors, name if str(path) == name else f"{name} ({path})"
+
+
+SEND_BOXES_HINT = (
+    "to get one person per box, send the boxes with the image: /predict's `boxes` form field, "
+    "per file a list of [x1, y1, x2, y2] in image pixels, e.g. -F 'boxes=[[[10, 20, 110, 320]]]'"
+)
+
+
+async def optional_person_detectors(
+    settings: Settings, devices: Sequence[str | None], *, given: Detector | None
+) -> tuple[list[Detector], str | None, str | None]:
+    """:func:`person_detectors` with the rule of :mod:`models.detector_choice`: with
+    ``HEATPOSE_DETECTOR=auto`` a detector that cannot be had means none.
+
+    Returns:
+        The detectors and label of :func:`person_detectors`, and, without a detector, why
+        detection is off and how to send boxes instead (``None`` with a detector).
+
+    Raises:
+        StartupError: a detector named explicitly (a zoo name or a file) cannot be had.
+    """
+    try:
+        detectors, label = await person_detectors(settings, devices, given=given)
+    except StartupError as e:
+        if given is not None or settings.detector != AUTO:
+            raise
+        name = detector_name(settings.detector, devices[0]) or settings.detector
+        return [], None, f"{unavailable_reason(name, e.__cause__ or e)}; {SEND_BOXES_HINT}"
+    if detectors:
+        return detectors, label, None
+    return (
+        [],
+        None,
+        f"person detection is off (HEATPOSE_DETECTOR=none): {NO_DETECTOR_EFFECT}; "
+        + (SEND_BOXES_HINT),
+    )
+
+
+def served_onnx_sha256(predictor: Predictor) -> str | None:
+    """The sha256 of the ``.onnx`` file ``predictor``'s backend runs (``HEATPOSE_ONNX``, or the
+    export the onnxruntime/tensorrt backend cached), for ``/v1/model`` and ``/metrics``;
+    ``None`` when no ONNX file is served (torch, compile)."""
+    backend: object | None = predictor.forward
+    while backend is not None:  # a wrapper (e.g. batch buckets) holds the backend as `inner`
+        path = getattr(backend, "path", None)
+        if path is not None:
+            return file_sha256(Path(path))
+        backend = getattr(backend, "inner", None)
+    return None

@@ -152,14 +152,21 @@ def frame_message(
         "ts_ms": ts_ms,
         "width": size[0],
         "height": size[1],
-        "persons": [person_message(p, names=names, kpt_thr=kpt_thr) for p in persons],
+        "persons": [
+            person_message(p, names=names, kpt_thr=kpt_thr, image_size=size) for p in persons
+        ],
     }
 
 
-def person_message(p: FramePerson, *, names: Sequence[str], kpt_thr: float) -> dict[str, Any]:
-    """One tracked person of :func:`frame_message` (``visible``: score at least ``kpt_thr``)."""
+def person_message(
+    p: FramePerson, *, names: Sequence[str], kpt_thr: float, image_size: tuple[int, int]
+) -> dict[str, Any]:
+    """One tracked person of :func:`frame_message` (``visible``: score at least ``kpt_thr`` and
+    inside the ``image_size`` ``(w, h)`` frame)."""
     r = p.person
-    visible = keypoint_visible(r.scores, kpt_thr).tolist()
+    visible = keypoint_visible(
+        r.scores, kpt_thr, keypoints=r.keypoints, image_size=image_size
+    ).tolist()
     points = zip(names, r.keypoints.tolist(), r.scores.tolist(), visible, strict=True)
     keypoints = [
         {"name": n, "x": float(x), "y": float(y), "score": float(s), "visible": v}

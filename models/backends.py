@@ -137,6 +137,7 @@ class OrtBackend:
     ) -> None:
         ort = require("onnxruntime")
         self.name, self.device, self.out_shape, self.max_batch = name, device, out_shape, max_batch
+        self.path = Path(path)  # the file served (/v1/model and /metrics show its sha256)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = torch.get_num_threads()  # HEATPOSE_TORCH_THREADS applies

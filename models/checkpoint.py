@@ -26,6 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from models.atomic_file import publish
 from models.codec import HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS, KeypointSpec
 from models.model_config import FORMAT_VERSION, ModelConfig
@@ -104,7 +105,7 @@ def _write(path: str | Path, tensors: dict[str, torch.Tensor], key: str, value: 
     metadata = {"format": "pt", key: json.dumps(value)}
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        publish(tmp, path)  # the umask's mode, not the temporary file's 0600
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -8,8 +8,13 @@ torch. So the parsers read them here; ``tests/test_cli.py`` checks that each equ
 
 from __future__ import annotations
 
+from typing import Literal
+
 DEPTHS = (18, 34, 50, 101, 152)
 """ResNet depths of :class:`models.network.PoseResNet` (``models.network.DEPTHS``)."""
+
+DecodeMode = Literal["argmax", "shift", "dark"]
+"""The decode modes as a type (``models.codec.DecodeMode``), for torch-free settings."""
 
 DECODE_MODES = ("dark", "shift", "argmax")
 """Heatmap decoding modes (``models.codec.DECODE_MODES``), the most accurate first."""

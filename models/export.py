@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from models.atomic_file import publish
 from models.cli_parser import Parser, UsageError, parse_or_report
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def export_onnx(
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, out)
+        publish(tmp, out)  # the umask's mode, not mkstemp's 0600
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -23,6 +23,8 @@ class KeypointSpec:
         sigmas: K per-keypoint OKS constants (COCO's ``kpt_oks_sigmas``).
         upper_body: channel indices of the upper body (used by half-body augmentation).
         lower_body: channel indices of the lower body.
+        category: what the model finds, in the singular (the COCO category's name: ``person``,
+            ``animal``); answers and the demo page label persons with it.
     """
 
     names: tuple[str, ...]
@@ -31,6 +33,7 @@ class KeypointSpec:
     sigmas: tuple[float, ...]
     upper_body: tuple[int, ...]
     lower_body: tuple[int, ...]
+    category: str = "person"
 
     def __post_init__(self) -> None:
         k = len(self.names)
@@ -58,6 +61,7 @@ class KeypointSpec:
             "sigmas": list(self.sigmas),
             "upper_body": list(self.upper_body),
             "lower_body": list(self.lower_body),
+            "category": self.category,
         }
 
     @classmethod
@@ -70,6 +74,7 @@ class KeypointSpec:
             sigmas=tuple(float(s) for s in d["sigmas"]),
             upper_body=tuple(int(i) for i in d["upper_body"]),
             lower_body=tuple(int(i) for i in d["lower_body"]),
+            category=str(d.get("category", "person")),  # files before the field: persons
         )
 
 

@@ -104,7 +104,8 @@ class PoseResNet(nn.Module):
                     f"could not download torchvision's ImageNet ResNet-{self.depth} weights "
                     f"({type(e).__name__}: {e}). Offline, download {weights_enum.url} elsewhere "
                     "and pass the file: --pretrained-backbone "
-                    f"/path/to/{Path(weights_enum.url).name}"
+                    f"/path/to/{Path(weights_enum.url).name}, or train from scratch with "
+                    "--pretrained-backbone none"
                 ) from e
         else:
             path = Path(source)

@@ -91,9 +91,13 @@ class PipelineOptions:
 
 def detections_to_boxes(det: Detections, *, max_persons: int) -> PersonBoxes:
     """One image's detections as ``PersonBoxes(boxes, scores, "detector")``: best score first
-    (stable among equal scores), at most ``max_persons``; boxes float64 image px."""
+    (stable among equal scores), at most ``max_persons``; boxes float64 image px. Boxes of zero
+    or negative width or height (or not finite) are dropped."""
     scores = np.asarray(det.scores, dtype=np.float64).reshape(-1)
     boxes = np.asarray(det.boxes, dtype=np.float64).reshape(-1, 4)
+    # A box clipped to the image edge can have no area left: no person in it, never answered.
+    keep = np.isfinite(boxes).all(1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    scores, boxes = scores[keep], boxes[keep]
     order = np.argsort(-scores, kind="stable")[: max(max_persons, 0)]
     return PersonBoxes(boxes[order], scores[order], "detector")
 
@@ -123,9 +127,23 @@ def needs_detection(
     raise PipelineError(f"detect must be auto, true or false, got {detect!r}")
 
 
-def keypoint_visible(scores: np.ndarray, kpt_thr: float) -> np.ndarray:
-    """``(K,)`` bools: keypoint score ``>= kpt_thr`` (NaN scores are not visible)."""
-    return np.asarray(scores, dtype=np.float64) >= kpt_thr
+def keypoint_visible(
+    scores: np.ndarray,
+    kpt_thr: float,
+    *,
+    keypoints: np.ndarray | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> np.ndarray:
+    """``(K,)`` bools: keypoint score ``>= kpt_thr`` (NaN scores are not visible) and, with
+    ``keypoints (K, 2)`` image px and ``image_size`` ``(w, h)``, the point inside the image
+    (``0 <= x <= w``, ``0 <= y <= h``): a point the crop put outside the picture is never
+    visible."""
+    ok = np.asarray(scores, dtype=np.float64) >= kpt_thr
+    if keypoints is not None and image_size is not None:
+        pts = np.asarray(keypoints, dtype=np.float64).reshape(-1, 2)
+        w, h = image_size
+        ok &= (pts[:, 0] >= 0) & (pts[:, 0] <= w) & (pts[:, 1] >= 0) & (pts[:, 1] <= h)
+    return ok
 
 
 def sort_persons(persons: Sequence[PersonResult]) -> list[PersonResult]:

@@ -18,13 +18,13 @@ a COCO-format data set (``DATA/annotations/*_keypoints_<split>.json``, ``DATA/<s
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.atomic_file import publish
 from models.export import INPUT_NAME, METADATA_KEY, ExportError, require
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def quantize_onnx(
         onnx.checker.check_model(proto)
         part = Path(tmp) / "out.onnx"
         onnx.save(proto, str(part))
-        os.replace(part, out)
+        publish(part, out)
     return out
 
 

@@ -21,7 +21,7 @@ enlarged 1.25x (as rtmlib's and mmdeploy's pose trackers do): :func:`keypoints_t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,20 +176,33 @@ class Tracker:
         sim[np.ix_(ti, dj)] = np.where(np.isnan(oks), iou, (iou + oks) / 2.0)
         return sim
 
-    def update(self, detections: Sequence[Detection], timestamp: float) -> list[TrackedPerson]:
+    def update(
+        self,
+        detections: Sequence[Detection],
+        timestamp: float,
+        *,
+        assign: Mapping[int, int] | None = None,
+    ) -> list[TrackedPerson]:
         """Assign the frame's detections to tracks; returns one result per detection, in order.
 
         ``timestamp``: the frame's time in seconds (increasing within the stream).
+        ``assign``: detection index -> the id of a live track it continues whatever the
+        similarity (e.g. the whole-image person without a detector); the rest are matched.
         """
         sim = self.similarity(detections, timestamp)
+        track_of: dict[int, Track] = {}
+        used: set[int] = set()
+        ids = {t.track_id: i for i, t in enumerate(self.tracks)}
+        for j, track_id in (assign or {}).items():
+            if track_id in ids and ids[track_id] not in used:
+                used.add(ids[track_id])
+                track_of[j] = self.tracks[ids[track_id]]
         pairs = [
             (-sim[i, j], -float(detections[j].score), i, j)
             for i in range(sim.shape[0])
             for j in range(sim.shape[1])
             if sim[i, j] >= self.min_similarity
         ]
-        track_of: dict[int, Track] = {}
-        used: set[int] = set()
         for _, _, i, j in sorted(pairs):
             if i not in used and j not in track_of:
                 used.add(i)

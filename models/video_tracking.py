@@ -7,8 +7,11 @@ The one per-frame logic of a live stream (``WS /v1/stream``) and of a video file
    detector, or the whole image without one) every ``det_interval`` frames and whenever no
    track can be followed; otherwise each track's box from its previous keypoints, enlarged 1.25x
    (:meth:`models.tracking.Tracker.next_boxes`, as rtmlib's and mmdeploy's pose trackers do),
-   the best ``max_persons`` tracks. Without a detector the whole image is looked at only when
-   no track can be followed.
+   the best ``max_persons`` tracks; the person found in a followed box continues its track.
+   Without a detector the whole image is looked at only when
+   no track can be followed, and the person found there continues the track seen most recently
+   (it is in the whole image by definition): without a detector a video has one track id, kept
+   while the pose model loses and finds the person again, never a new id per frame.
 2. The caller infers the frame's persons with :attr:`FramePlan.detect` as the detect mode and
    :attr:`FramePlan.boxes` as the client boxes (the service's batchers, or a
    :class:`~models.pipeline.PosePipeline`).
@@ -102,6 +105,19 @@ class VideoTracker:
         following = following[: self.options.max_persons]
         return FramePlan(np.stack([b for _, b in following]), tuple(i for i, _ in following))
 
+    def _continued(self, plan: FramePlan, results: list[PersonResult]) -> dict[int, int]:
+        """Detection index -> the track it continues, whatever the similarity: a box followed
+        from a track's keypoints holds that track's person; without a detector, the
+        whole-image person of a frame where no track could be followed continues the track
+        seen most recently (module docstring)."""
+        if plan.boxes is not None:
+            return dict(enumerate(plan.track_ids[: len(results)]))
+        whole = not self.has_detector and len(results) == 1
+        if not whole or not self.tracker.tracks:
+            return {}
+        last = min(self.tracker.tracks, key=lambda t: (t.missing, -t.hits))
+        return {0: last.track_id}
+
     def update(
         self, plan: FramePlan, results: list[PersonResult], *, timestamp_s: float
     ) -> list[FramePerson]:
@@ -120,7 +136,7 @@ class VideoTracker:
             )
             for r in results
         ]
-        tracked = self.tracker.update(dets, timestamp_s)
+        tracked = self.tracker.update(dets, timestamp_s, assign=self._continued(plan, results))
         if plan.boxes is None:  # a detector frame: the box's own score (None: whole image)
             for t, r in zip(tracked, results, strict=True):
                 self.det_scores[t.track_id] = r.box_score

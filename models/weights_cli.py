@@ -73,14 +73,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_or_report(_parser(), argv)
     if args is None:
         return 2
+    if args.command == "list":  # the table and the cache: no torch, answers at once
+        _list()
+        return 0
     # after parsing: torch (through the checkpoint code) only for real work, not for --help
     from models.checkpoint import CheckpointError, import_published
     from models.zoo import ZooError, fetch
 
     try:
-        if args.command == "list":
-            _list()
-        elif args.command == "fetch":
+        if args.command == "fetch":
             for name in args.names:  # e.g. the pose model and the person detector
                 print(fetch(name, home=args.home, force=args.force))
         else:

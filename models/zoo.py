@@ -23,29 +23,29 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from models.checkpoint import (
-    CheckpointError,
-    file_sha256,
-    import_published,
-    read_state_dict,
-    save_state_dict,
-)
-
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
 TORCHVISION_URL = "https://download.pytorch.org/models"
 RTMPOSE_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmpose"
+SYNTH_RECIPE = (
+    "heatpose synth --out data/synth2k --train 2400 --val 300 --seed 0",
+    "heatpose train --data-path data/synth2k --train-split train --val-split val --depth 18 "
+    "--input-size 128x96 -b 16 -j 1 --epochs 10 --lr 1e-3 --lr-steps 8 --warmup-iters 200 "
+    "--rotate-factor 30 --scale-range 0.75 1.25 --pretrained-backbone none --eval-every 1 "
+    "--output-dir outputs/synth_r18",
+)
+"""The README's no-download recipe (about 17 minutes on 2 CPU cores), as the hints print it."""
 OFFLINE_HINT = (
-    "to run without downloading, provide a checkpoint: set HEATPOSE_CHECKPOINT to a local "
-    ".safetensors file, or convert a .pth you have with `heatpose weights import FILE --out "
-    "X.safetensors`, or train one on synthetic data (`heatpose synth --out data/synth2k`, then "
-    "`heatpose train --data-path data/synth2k --train-split train --val-split val`; see the "
-    "README); or point HEATPOSE_WEIGHTS_URL at a mirror holding the published files"
+    "to run without downloading, give a local .safetensors file instead, or convert a .pth "
+    "you have with `heatpose weights import FILE --out X.safetensors`, or train one on synthetic "
+    f"data (`{SYNTH_RECIPE[0]}`, then `{SYNTH_RECIPE[1]}`: "
+    "outputs/synth_r18/best.safetensors); or point HEATPOSE_WEIGHTS_URL at a mirror holding the "
+    "published files"
 )
 DETECTOR_OFFLINE_HINT = (
-    "to run without downloading, provide the detector's weights: a local torchvision or RTMDet "
-    "state dict (.pth or .safetensors, e.g. the published file copied from a machine that has it) "
-    "given as the detector (HEATPOSE_DETECTOR, `heatpose eval --detector FILE`), or put it "
-    "under HEATPOSE_HOME with `heatpose weights fetch NAME` on a mirror (HEATPOSE_WEIGHTS_URL)"
+    "to run without downloading, give the detector's weights as a local file instead: a "
+    "torchvision or RTMDet state dict (.pth or .safetensors, e.g. the published file copied "
+    "from a machine that has it), or put it under HEATPOSE_HOME with `heatpose weights fetch "
+    "NAME` on a mirror (HEATPOSE_WEIGHTS_URL)"
 )
 KINDS = ("pose", "detector")
 
@@ -266,6 +266,15 @@ def fetch(
     dst = root / f"{entry.name}.safetensors"
     if dst.is_file() and not force:
         return dst
+    # here, not at the top: `heatpose weights list` and app.settings stay torch-free
+    from models.checkpoint import (
+        CheckpointError,
+        file_sha256,
+        import_published,
+        read_state_dict,
+        save_state_dict,
+    )
+
     downloads = root / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
     base = base_url or os.environ.get("HEATPOSE_WEIGHTS_URL") or entry.base_url

@@ -27,3 +27,44 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert ci_cmd, "no install+test line in .ci/run"
     # CI may add quiet flags to pip; otherwise the same command.
     assert ci_cmd[0].replace("pip install -q ", "pip install ") == test
+
+
+def readme_no_download_route() -> list[list[str]]:
+    """The README's "train and serve your own model with no download" commands (synth, train,
+    serve), each as its words: continuation lines joined, ``.venv/bin/`` dropped."""
+    import shlex
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.+?)\n```", text, flags=re.S)
+    (block,) = [b for b in blocks if "heatpose synth --out" in b]
+    lines = block.replace("\\\n", " ").splitlines()
+    return [[w.removeprefix(".venv/bin/") for w in shlex.split(line)] for line in lines]
+
+
+def test_the_no_download_route_is_synth_train_serve() -> None:
+    synth, train, serve = readme_no_download_route()
+    assert synth[:2] == ["heatpose", "synth"] and train[:2] == ["heatpose", "train"]
+    assert (
+        "--pretrained-backbone" in train
+        and train[train.index("--pretrained-backbone") + 1] == "none"
+    )
+    assert serve[-2:] == ["heatpose", "serve"] and serve[0].startswith("HEATPOSE_CHECKPOINT=")
+
+
+def test_readme_shows_the_cpu_only_pytorch_install_next_to_the_two_commands() -> None:
+    cpu = readme_commands()[2]
+    assert "--index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert cpu.index("torch torchvision") < cpu.index("pip install -e .")
+    assert cpu.endswith("heatpose serve")
+    first = (ROOT / "README.md").read_text().split("\n## ", 2)[1]
+    assert re.search(r"about\s+[\d.]+ GB instead of\s+[\d.]+ GB", first)  # its size
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "https://download.pytorch.org/whl/cpu" in dockerfile  # the same index
+
+
+def test_readme_command_list_names_every_subcommand() -> None:
+    from heatpose_cli import COMMANDS
+
+    text = (ROOT / "README.md").read_text()
+    (listed,) = re.findall(r"front door: `heatpose ([^`]+)`", text)
+    assert [c.strip() for c in listed.split("|")] == list(COMMANDS)

@@ -25,6 +25,7 @@ import torch
 
 from models.checkpoint import CheckpointError, load
 from models.detector import PersonDetector, load_detector
+from models.detector_choice import AUTO, load_or_reason
 from models.pipeline import Detector, PipelineOptions, PosePipeline
 from models.predictor import Predictor
 from models.zoo import ZooError
@@ -54,7 +55,7 @@ from training.eval_pipeline import (
     pose_predictions,
     predict_split,
 )
-from training.evaluate_args import parse_args
+from training.evaluate_args import AUTO_DETECTOR, parse_args
 
 
 def ground_truth_boxes(coco: Any, image_dir: Path, category_id: int | None = None) -> Boxes:
@@ -193,11 +194,20 @@ def run(args: Any) -> int:
     device = torch.device(args.device) if args.device else None
     detector: PersonDetector | None = None
     if args.boxes == "detector":
+        name = AUTO_DETECTOR if args.detector == AUTO else args.detector
         try:
-            detector = load_detector(args.detector, device)
-        except (ZooError, CheckpointError) as e:
-            print(f"heatpose eval: error: --detector: {e}", file=sys.stderr)
+            detector, off = load_or_reason(
+                args.detector,
+                name,
+                lambda: load_detector(name, device),
+                effect="evaluating with the ground-truth boxes (--boxes gt) instead",
+            )
+        except (ZooError, CheckpointError, OSError) as e:
+            print(f"heatpose eval: error: --detector {name}: {e}; or --boxes gt", file=sys.stderr)
             return 2
+        if off is not None:  # auto's weights cannot be had: the ground-truth boxes instead
+            print(f"heatpose eval: {off}", file=sys.stderr)
+            args.boxes = "gt"
     try:
         split = resolve_split(args.data_path, args.split)
         predictor = Predictor(
@@ -228,7 +238,7 @@ def run(args: Any) -> int:
     print(format_table(stats))
     if detector is not None:
         box = {k.removeprefix("box_"): v for k, v in stats.items() if k.startswith("box_")}
-        print(f"person boxes ({args.detector}):\n{format_table(box, BOX_STAT_NAMES)}")
+        print(f"person boxes ({name}):\n{format_table(box, BOX_STAT_NAMES)}")
         print(f"detections: {detections}")
     print(f"split: {split}")
     print(f"results: {output}")

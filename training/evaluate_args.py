@@ -12,6 +12,9 @@ from pathlib import Path
 from models.choices import DECODE_MODES
 from training.cli_args import ArgumentParser, non_negative_int
 
+AUTO_DETECTOR = "person-rcnn-r50-fpn"
+"""The detector ``--detector auto`` names (the most accurate person boxes of the zoo)."""
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
@@ -36,9 +39,10 @@ def build_parser() -> ArgumentParser:
     )
     add(
         "--detector",
-        default="person-rcnn-r50-fpn",
+        default="auto",
         metavar="NAME_OR_FILE",
-        help="with --boxes detector: zoo name or state dict file",
+        help=f"with --boxes detector: zoo name or state dict file; auto (default): "
+        f"{AUTO_DETECTOR}, or the ground-truth boxes when its weights cannot be had",
     )
     add(
         "--det-score-thr",

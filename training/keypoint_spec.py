@@ -296,6 +296,12 @@ def spec_for_training(args: Any, *, say: Callable[[str], None] = print) -> Keypo
         args.half_body_prob = 0.0
     upper_body, lower_body = halves or ((), ())
     spec = KeypointSpec(
-        names, flip_indices(len(names), pairs), skeleton, sigmas, upper_body, lower_body
+        names,
+        flip_indices(len(names), pairs),
+        skeleton,
+        sigmas,
+        upper_body,
+        lower_body,
+        category=str(category["name"]),
     )
     return COCO_KEYPOINTS if spec == COCO_KEYPOINTS else spec

@@ -13,10 +13,19 @@ from app.schemas import Health, ModelMetadata, Ready
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/health", response_model=Health, summary="The process is alive")
-async def health() -> Health:
-    """Always ``{"status": "ok"}`` while the process answers."""
-    return Health()
+@router.get(
+    "/health",
+    response_model=Health,
+    response_model_exclude_none=True,
+    summary="The process is alive",
+)
+async def health(service: ServiceDep) -> Health:
+    """Always ``{"status": "ok"}`` while the process answers; ``details`` says what runs
+    degraded (``detector``: why ``HEATPOSE_DETECTOR=auto`` runs without a detector)."""
+    off = service.detector_off
+    if off is None or service.settings.detector == "none":
+        return Health()
+    return Health(details={"detector": off})
 
 
 @router.get(

@@ -45,24 +45,33 @@ class PredictQuery(InferenceQuery):
     heatmaps: bool = Field(False, description="Include raw heatmaps (base64).")
 
 
-def model_summary(predictor: Predictor, options: PredictOptions) -> ModelSummary:
-    """Which model answered and how (``options`` resolved: the flip test and decode used)."""
+def model_summary(
+    predictor: Predictor, options: PredictOptions, *, detection_off: str | None = None
+) -> ModelSummary:
+    """Which model answered and how (``options`` resolved: the flip test and decode used;
+    ``detection_off``: why there is no person detector)."""
     spec = predictor.spec
     w, h = predictor.input_size
     return ModelSummary(
         name=predictor.config.name,
+        category=spec.category,
         keypoints=list(spec.names),
         skeleton=[[int(a), int(b)] for a, b in spec.skeleton],
         input_size=Size(width=w, height=h),
         flip_test=bool(options.flip_test),
         decode=options.decode or predictor.decode_mode,  # type: ignore[arg-type]
+        detection_off=detection_off,
     )
 
 
-def person(names: tuple[str, ...], r: PersonResult, kpt_thr: float) -> Person:
+def person(
+    names: tuple[str, ...], r: PersonResult, kpt_thr: float, *, image_size: tuple[int, int]
+) -> Person:
     """One person's JSON: its box xyxy, where the box came from, keypoints in image pixels
-    (``visible``: score at least ``kpt_thr``)."""
-    visible = keypoint_visible(r.scores, kpt_thr).tolist()
+    (``visible``: score at least ``kpt_thr`` and inside the ``image_size`` ``(w, h)`` image)."""
+    visible = keypoint_visible(
+        r.scores, kpt_thr, keypoints=r.keypoints, image_size=image_size
+    ).tolist()
     kps = [
         Keypoint(name=n, x=float(x), y=float(y), score=float(s), visible=v)
         for n, (x, y), s, v in zip(
@@ -121,7 +130,9 @@ async def predict(
             filename=img.filename,
             width=img.width,
             height=img.height,
-            persons=[person(names, r, query.kpt_thr) for r in people],
+            persons=[
+                person(names, r, query.kpt_thr, image_size=(img.width, img.height)) for r in people
+            ],
         )
         for img, people in zip(images, results, strict=True)
     ]
@@ -135,7 +146,8 @@ async def predict(
         f"decode;dur={timing.decode_ms}, inference;dur={timing.inference_ms}, "
         f"total;dur={timing.total_ms}"
     )
-    body = PredictResponse(model=model_summary(predictor, options), images=answer, timing=timing)
+    summary = model_summary(predictor, options, detection_off=service.detector_off)
+    body = PredictResponse(model=summary, images=answer, timing=timing)
     # Serialised here by pydantic-core (schema unchanged: response_model above); FastAPI's own
     # path would validate the whole model again and encode it in Python (benchmarks/
     # bench_overhead.py: about 10x the CPU of model_dump_json for one person).

@@ -342,6 +342,7 @@ def test_photo_mode_draws_and_lists_what_predict_returns(
     page.click("#key-ok")
     page.wait_for_selector("#results[data-state=done]", timeout=30_000)
     assert page.evaluate("sessionStorage.getItem('heatpose.apiKey')") == KEY
+    assert not page.locator("#detection-off").is_visible()  # the service has a detector
 
     # What /predict answers for the same files and the same query, asked here directly.
     predict_url = [u for u in session.requests if urlsplit(u).path == "/predict"][-1]
@@ -462,6 +463,26 @@ def test_photo_mode_draws_and_lists_what_predict_returns(
     assert session.errors == [
         "Failed to load resource: the server responded with a status of 401 (Unauthorized)"
     ]
+
+
+def test_without_a_detector_the_page_says_detection_is_off_and_how_to_send_boxes(
+    session: Session, photos: list[Photo]
+) -> None:
+    """The service runs with HEATPOSE_DETECTOR=none: a photo of people comes back as one
+    whole-image person, and the page says why and how to send boxes (/predict's
+    ``model.detection_off``)."""
+    page = session.page
+    page.add_init_script(f"sessionStorage.setItem('heatpose.apiKey', '{KEY}')")
+    page.goto(session.base + "/")
+    page.wait_for_selector("body[data-ready=true]")
+    assert not page.locator("#detection-off").is_visible()  # nothing is known before an answer
+    page.set_input_files("#files", str(photos[0].path))
+    page.wait_for_selector("#results[data-state=done]", timeout=30_000)
+    note = page.locator("#detection-off")
+    assert note.is_visible()
+    text = note.inner_text()
+    assert "Person detection is off" in text and "HEATPOSE_DETECTOR=none" in text
+    assert "boxes" in text and "[x1, y1, x2, y2]" in text  # how to send them
 
 
 def test_errors_are_explained(session: Session, tmp_path: Path) -> None:
@@ -658,6 +679,11 @@ def test_webcam_mode_speaks_the_stream_protocol(browser: Any, stream_stand_in: A
         page.click("#key-ok")
         page.wait_for_function("Number(document.querySelector('#cam-fps').textContent) > 0")
         page.wait_for_function("Number(document.querySelector('#cam-dropped').textContent) >= 5")
+        # What really went: about 10 frames/s sent (one in flight, 100 ms each) of the 30
+        # asked, the other ticks skipped here; the service's drops counted apart.
+        page.wait_for_function("Number(document.querySelector('#cam-skipped').textContent) > 5")
+        assert 0 < float(page.inner_text("#cam-sent")) < 12
+        assert "to send (at most)" in page.inner_text("label[for=rate]")
         assert page.inner_text("#cam-tracks") == "3, 8"
         assert page.inner_text("#cam-latency") == "100 ms"
         colours = page.evaluate(

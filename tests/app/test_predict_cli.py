@@ -133,8 +133,10 @@ def test_image_folder_gives_one_json_per_image(
             np.testing.assert_allclose(xy, truth.keypoints, atol=0.1)  # batch composition
             np.testing.assert_allclose([k.score for k in person.keypoints], truth.scores, rtol=1e-3)
             assert person.heatmaps is None
+            # visible: confident and inside the image (issue 22 §3)
+            w, h = result.width, result.height
             assert [k.visible for k in person.keypoints] == [
-                k.score >= 0.3 for k in person.keypoints
+                k.score >= 0.3 and 0 <= k.x <= w and 0 <= k.y <= h for k in person.keypoints
             ]
 
 
@@ -267,7 +269,10 @@ def test_video_keeps_track_ids_through_the_crossing(
             assert p["bbox_score"] == pytest.approx(0.9)
             kps = p["keypoints"]
             assert [k["name"] for k in kps] == list(COCO_KEYPOINTS.names)
-            assert all(k["visible"] == (k["score"] >= 0.3) for k in kps)
+            inside = [0 <= k["x"] <= 320 and 0 <= k["y"] <= 240 for k in kps]
+            assert all(
+                k["visible"] == (k["score"] >= 0.3 and i) for k, i in zip(kps, inside, strict=True)
+            )
     assert ids == {1: {1}, 2: {2}} or ids == {1: {2}, 2: {1}}  # one id each, never swapped
 
     cap = cv2.VideoCapture(str(out / "crossing.overlay.mp4"))

@@ -74,19 +74,21 @@ def test_default_checkpoint_offline_without_cache_says_how_to_provide_one(tmp_pa
     assert "HEATPOSE_CHECKPOINT" in r.stderr and "heatpose weights import" in r.stderr
     # the no-download routes: train on synthetic data (as the README does), or a mirror
     assert "heatpose synth" in r.stderr and "heatpose train" in r.stderr
+    assert "--pretrained-backbone none" in r.stderr  # the recipe runs offline as printed
     assert "HEATPOSE_WEIGHTS_URL" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
-def test_default_detector_offline_without_cache_says_how_to_provide_one(
+def test_named_detector_offline_without_cache_says_how_to_provide_one(
     app_checkpoint: Path, tmp_path: Path
 ) -> None:
-    # A pose checkpoint at hand, the default detector (auto) neither cached nor downloadable.
+    # A pose checkpoint at hand, a detector named explicitly neither cached nor downloadable
+    # (auto would start without it: tests/app/test_detector_auto.py, tests/test_first_run.py).
     r = run(
         ["-m", "app"],
         HEATPOSE_CHECKPOINT=str(app_checkpoint),
-        HEATPOSE_DETECTOR="auto",
+        HEATPOSE_DETECTOR="person-frcnn-mbv3",
         HEATPOSE_DEVICE="cpu",
         HEATPOSE_HOME=str(tmp_path),
         HEATPOSE_WEIGHTS_URL="http://127.0.0.1:9",

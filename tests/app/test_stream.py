@@ -67,8 +67,8 @@ def test_answers_have_the_schema_and_take_seq_and_ts_from_the_client(client: Any
     check_message(second, 70, 90)
     assert (first["seq"], first["ts_ms"]) == (41, 1000.5)
     assert second["seq"] == 1 and second["ts_ms"] > 1e12  # arrival time, ms since the epoch
-    for k in first["persons"][0]["keypoints"]:
-        assert k["visible"] == (k["score"] >= 0.5)
+    for k in first["persons"][0]["keypoints"]:  # confident and inside the 160x120 frame
+        assert k["visible"] == (k["score"] >= 0.5 and 0 <= k["x"] <= 160 and 0 <= k["y"] <= 120)
     text = c.get("/metrics").text
     assert "heatpose_stream_frames_processed_total 2.0" in text
     assert "heatpose_stream_frame_latency_seconds_count 2.0" in text

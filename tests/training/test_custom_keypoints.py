@@ -89,6 +89,7 @@ def test_the_data_set_has_its_own_category(data: Path) -> None:
 
 def test_a_few_steps_write_the_animal_spec(run: Path) -> None:
     spec = read_config(run / "last.safetensors").spec
+    assert spec.category == "quadruped"  # the answers and the page label it so
     assert spec.names == NAMES
     assert spec.skeleton == synthetic_animal.SKELETON
     for i, name in enumerate(NAMES):  # left <-> right by name, centre joints to themselves

@@ -134,7 +134,7 @@ def test_cli_boxes_errors_are_one_line(data: Path, tmp_path: Path, capsys, monke
     args = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val"]
     for extra, message in (
         (["--boxes", "nope.json"], "--boxes file not found: nope.json"),
-        (["--boxes", "detector", "--detector", "nope"], "--detector: 'nope' is neither"),
+        (["--boxes", "detector", "--detector", "nope"], "--detector nope: 'nope' is neither"),
     ):
         try:  # a bad flag stops in the parser, a bad detector when it is loaded: both exit 2
             status = evaluate_module.main([*args, *extra])
@@ -223,3 +223,25 @@ def test_evaluation_gives_the_persons_of_the_pipeline_called_directly(
             confident = p.scores[p.scores > 0.2]
             mean = confident.mean() if len(confident) else 0.0
             assert r["score"] == pytest.approx(p.box_score * mean, abs=1e-6)
+
+
+def test_cli_auto_detector_offline_evaluates_with_ground_truth_boxes(
+    data: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``--boxes detector`` with ``--detector auto`` (the default) whose weights cannot be had:
+    one line saying so, then the ground-truth boxes; a named detector stays required."""
+    monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HEATPOSE_WEIGHTS_URL", "http://127.0.0.1:9")  # closed: offline
+    ckpt = tmp_path / "m.safetensors"
+    codec = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
+    save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18, codec_params=codec))
+    args = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val", "-j", "0"]
+    args += ["--boxes", "detector", "--output", str(tmp_path / "kps.json"), "--device", "cpu"]
+    assert evaluate_module.main(args) == 0
+    captured = capsys.readouterr()
+    (said,) = [line for line in captured.err.splitlines() if "person detection is off" in line]
+    assert "cannot download" in said and "--boxes gt" in said
+    assert "person boxes (" not in captured.out and "AP" in captured.out
+    assert evaluate_module.main([*args, "--detector", "person-rcnn-r50-fpn"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--boxes gt" in err and "cannot download" in err

@@ -83,7 +83,7 @@ function personTable(result) {
     ]);
   });
   const caption = el("caption", {
-    textContent: `${result.persons.length} person(s); keypoint scores (grey: below the threshold)`,
+    textContent: `${count(result.persons.length)}; keypoint scores (grey: below the threshold)`,
   });
   const table = el("table", { className: "persons" }, [caption, el("thead", {}, [head]),
     el("tbody", {}, rows)]);
@@ -98,20 +98,36 @@ function normalise(result) {
     p.bbox_source !== undefined ? p : { ...p, bbox_source: whole(p.bbox) ? "image" : null });
 }
 
+/** `n` and what the model finds, its own category (`model.category`, e.g. an animal model's
+ * "quadruped"), with "(s)"; services before the field answered persons. */
+function count(n) {
+  return `${n} ${state.model?.category ?? "person"}(s)`;
+}
+
+/** Without a person detector the service says why and how to send boxes (`detection_off`). */
+function showDetectionOff(reason) {
+  const note = document.getElementById("detection-off");
+  note.hidden = !reason;
+  note.textContent = reason
+    ? `Person detection is off, so each photo is one whole-image person. The service says: ${reason}.`
+    : "";
+}
+
 async function render(files, json) {
   const results = document.getElementById("results");
   results.replaceChildren();
   state.model = json.model;
   state.images = [];
+  showDetectionOff(json.model?.detection_off);
   for (const [i, answer] of json.images.entries()) {
     const result = { ...answer, persons: normalise(answer) };
     const bitmap = await bitmapOf(files[i]);
     const canvas = el("canvas", { width: result.width, height: result.height });
     canvas.setAttribute("role", "img");
-    canvas.setAttribute("aria-label", `${result.filename} with ${result.persons.length} person(s) drawn`);
+    canvas.setAttribute("aria-label", `${result.filename} with ${count(result.persons.length)} drawn`);
     const { wrap, rows } = personTable(result);
     const title = el("h3", {
-      textContent: `${result.filename} · ${result.width}×${result.height} · ${result.persons.length} person(s)`,
+      textContent: `${result.filename} · ${result.width}×${result.height} · ${count(result.persons.length)}`,
     });
     const card = el("article", { className: "result" }, [title, canvas, wrap]);
     results.append(card);

@@ -1,6 +1,8 @@
 // Webcam mode: camera -> JPEG frames at a chosen rate -> WS /v1/stream -> skeletons with
 // track IDs over the live video. One frame in flight at a time: a new frame is sent when the
 // previous answer arrived and the rate allows (the server keeps only the latest frame anyway).
+// The readout shows what really happened: frames/s sent and answered, the ticks of the chosen
+// rate skipped here because an answer was pending, and the frames the service dropped.
 
 import { apiKey, getJson, renewKey } from "./api.js";
 import { drawPersons } from "./draw.js";
@@ -12,8 +14,9 @@ const JPEG_QUALITY = 0.8;
 const $ = (id) => document.getElementById(id);
 
 const cam = {
-  stream: null, socket: null, timer: null, seq: 0, inFlight: null, answers: [],
-  dropped: 0, last: null, thresholds: { bbox: 0.3, kpt: 0.3 }, skeleton: null, stopping: false,
+  stream: null, socket: null, timer: null, seq: 0, inFlight: null, answers: [], sent: [],
+  skipped: 0, dropped: 0, last: null, thresholds: { bbox: 0.3, kpt: 0.3 }, skeleton: null,
+  stopping: false,
 };
 
 function streamUrl() {
@@ -69,12 +72,18 @@ function drawAnswer() {
   });
 }
 
+/** Events per second over the last 3 s of `times` (performance.now() stamps; pruned here). */
+function perSecond(times, now) {
+  while (times.length && now - times[0] >= 3000) times.shift();
+  const span = times.length > 1 ? (now - times[0]) / 1000 : 0;
+  return span > 0 ? (times.length - 1) / span : 0;
+}
+
 function readout() {
   const now = performance.now();
-  cam.answers = cam.answers.filter((t) => now - t < 3000);
-  const span = cam.answers.length > 1 ? (now - cam.answers[0]) / 1000 : 0;
-  const fps = span > 0 ? (cam.answers.length - 1) / span : 0;
-  $("cam-fps").textContent = fps.toFixed(1);
+  $("cam-sent").textContent = perSecond(cam.sent, now).toFixed(1);
+  $("cam-fps").textContent = perSecond(cam.answers, now).toFixed(1);
+  $("cam-skipped").textContent = String(cam.skipped);
   if (cam.last) {
     $("cam-latency").textContent = `${Math.round(cam.last.latency_ms)} ms`;
     $("cam-tracks").textContent = cam.last.persons.map((p) => p.track_id).join(", ") || "none";
@@ -105,7 +114,11 @@ function sendFrame() {
   const video = $("video");
   const socket = cam.socket;
   if (!socket || socket.readyState !== WebSocket.OPEN || !video.videoWidth) return;
-  if (cam.inFlight !== null && performance.now() - cam.inFlight < ANSWER_TIMEOUT_MS) return;
+  if (cam.inFlight !== null && performance.now() - cam.inFlight < ANSWER_TIMEOUT_MS) {
+    cam.skipped += 1; // this tick of the chosen rate: the previous answer is still pending
+    readout();
+    return;
+  }
   const grab = document.createElement("canvas");
   grab.width = video.videoWidth;
   grab.height = video.videoHeight;
@@ -113,8 +126,10 @@ function sendFrame() {
   cam.inFlight = performance.now();
   grab.toBlob(async (blob) => {
     if (!blob || socket.readyState !== WebSocket.OPEN) return;
+    const bytes = await blob.arrayBuffer();
     socket.send(JSON.stringify({ seq: cam.seq++, ts_ms: Date.now() }));
-    socket.send(await blob.arrayBuffer());
+    socket.send(bytes);
+    cam.sent.push(performance.now());
   }, "image/jpeg", JPEG_QUALITY);
 }
 
@@ -177,7 +192,9 @@ async function start() {
   cam.stopping = false;
   cam.seq = 0;
   cam.dropped = 0;
+  cam.skipped = 0;
   cam.answers = [];
+  cam.sent = [];
   cam.inFlight = null;
   $("cam-start").disabled = true;
   $("cam-stop").disabled = false;
