@@ -24,6 +24,7 @@ from models import zoo
 from models.backends import BackendError
 from models.checkpoint import CheckpointError, ModelBundle
 from models.detector import load_detector
+from models.detector_choice import auto_detector
 from models.predictor import Predictor, default_device
 from models.zoo import ZooError
 
@@ -54,15 +55,14 @@ DETECTOR_NONE_HINT = "or set HEATPOSE_DETECTOR=none to serve without a person de
 def detector_name(setting: str, device: str | None) -> str | None:
     """``HEATPOSE_DETECTOR`` -> a zoo name or file, or ``None`` (no detector).
 
-    ``auto``: ``person-rcnn-r50-fpn`` on CUDA, ``person-frcnn-mbv3`` on CPU (``device`` as
-    :func:`pick_device` returns it, ``None`` = auto).
+    ``auto``: :func:`models.detector_choice.auto_detector` (``person-rtmdet-m`` on CUDA,
+    ``person-rtmdet-nano`` on CPU; ``device`` as :func:`pick_device` returns it, ``None`` = auto).
     """
     if setting == "none":
         return None
     if setting != "auto":
         return setting
-    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
-    return "person-rcnn-r50-fpn" if cuda else "person-frcnn-mbv3"
+    return auto_detector(device)
 
 
 def resolve_detector(name: str) -> Path:

@@ -25,6 +25,7 @@ import torch
 
 from models.checkpoint import CheckpointError, load
 from models.detector import PersonDetector, load_detector
+from models.detector_choice import AUTO, auto_detector
 from models.pipeline import Detector, PipelineOptions, PosePipeline
 from models.predictor import Predictor
 from models.zoo import ZooError
@@ -194,7 +195,8 @@ def run(args: Any) -> int:
     detector: PersonDetector | None = None
     if args.boxes == "detector":
         try:
-            detector = load_detector(args.detector, device)
+            name = auto_detector(device) if args.detector == AUTO else args.detector
+            detector = load_detector(name, device)
         except (ZooError, CheckpointError) as e:
             print(f"heatpose eval: error: --detector: {e}", file=sys.stderr)
             return 2

@@ -38,7 +38,8 @@ def build_parser() -> ArgumentParser:
         "--detector",
         default="person-rcnn-r50-fpn",
         metavar="NAME_OR_FILE",
-        help="with --boxes detector: zoo name or state dict file",
+        help="with --boxes detector: a zoo name (person-rtmdet-m, person-rcnn-r50-fpn, ...), "
+        "a weights file, or auto (person-rtmdet-m on CUDA, person-rtmdet-nano on the CPU)",
     )
     add(
         "--det-score-thr",
