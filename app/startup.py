@@ -24,6 +24,7 @@ from models import zoo
 from models.backends import BackendError
 from models.checkpoint import CheckpointError, ModelBundle
 from models.detector import load_detector
+from models.detector_backends import served_detector
 from models.detector_choice import auto_detector
 from models.predictor import Predictor, default_device
 from models.zoo import ZooError
@@ -153,7 +154,17 @@ async def person_detectors(
     try:
         for device in devices:
             load_one = functools.partial(load_detector, path, device, progress=False)
-            detectors.append(await anyio.to_thread.run_sync(load_one))
+            loaded = await anyio.to_thread.run_sync(load_one)
+            serve = functools.partial(
+                served_detector,
+                loaded,
+                backend=settings.backend,
+                bucket_setting=settings.batch_buckets,
+                max_batch_size=settings.detector_batch_size,
+            )
+            detectors.append(await anyio.to_thread.run_sync(serve))
     except (CheckpointError, ZooError) as e:
         raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
+    except BackendError as e:  # an RTMDet detector runs on the pose model's backend
+        raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}") from e
     return detectors, name if str(path) == name else f"{name} ({path})"

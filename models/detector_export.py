@@ -1,0 +1,116 @@
+"""A person detector as ONNX: RTMDet's network, static input, NMS outside the graph.
+
+    heatpose export person-rtmdet-nano --format onnx --out detector.onnx
+    heatpose export rtmdet_m.pth --detector --format onnx --out detector.onnx
+
+The graph is :attr:`models.rtmdet.RTMDetector.network` only (BatchNorm folded): input
+``input`` ``(B, 3, S, S)`` float32, letterboxed and normalised as
+:meth:`~models.rtmdet.RTMDetector.preprocess` makes it (input px; ``S`` static, the batch axis
+dynamic); outputs ``scores`` ``(B, N)`` (sigmoid person score of each of the ``N`` point
+priors) and ``boxes`` ``(B, N, 4)`` ``[x1, y1, x2, y2]`` input px. The score threshold,
+``nms_pre``, NMS and the mapping back to image pixels stay outside the graph, in
+:meth:`~models.rtmdet.RTMDetector.postprocess` (torchvision's NMS), shared by every backend: no
+NMS operator, so every runtime (ONNX Runtime, TensorRT) runs the same static-shape graph and the
+thresholds are the caller's per request. ``{"arch", "input_size", "nms"}`` is stored in the ONNX
+``metadata_props`` under :data:`DETECTOR_KEY`. The two-stage torchvision detectors are not
+exported (their shapes depend on the proposals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from models.export import INPUT_NAME, ExportError, graph_bytes, require, write_atomically
+
+if TYPE_CHECKING:
+    import torch
+
+DETECTOR_KEY = "heatpose-detector"
+SCORES, BOXES = "scores", "boxes"
+OUTPUTS = (SCORES, BOXES)
+NMS_PLACE = "outside the graph (RTMDetector.postprocess)"
+
+
+def export_detector_onnx(
+    network: torch.nn.Module, out: str | Path, *, arch: str, input_size: int, opset: int = 17
+) -> Path:
+    """Write ``network``'s ONNX graph (see the module doc) to ``out`` atomically.
+
+    Raises:
+        ExportError: ``onnx`` is missing or the checker rejects the graph.
+    """
+    meta = {DETECTOR_KEY: json.dumps({"arch": arch, "input_size": input_size, "nms": NMS_PLACE})}
+    data = graph_bytes(
+        network, (input_size, input_size), outputs=OUTPUTS, metadata=meta, opset=opset
+    )
+    return write_atomically(out, data)
+
+
+def read_detector_meta(path: str | Path) -> dict[str, Any]:
+    """``{"arch", "input_size", "nms"}`` of an exported detector.
+
+    Raises:
+        ExportError: no such file, not ONNX, or not a detector exported by heatpose.
+    """
+    onnx = require("onnx")
+    p = Path(path)
+    if not p.is_file():
+        raise ExportError(f"{p}: no such file")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ExportError(f"{p}: not an ONNX model ({e})") from e
+    meta = {m.key: m.value for m in proto.metadata_props}
+    if DETECTOR_KEY not in meta:
+        raise ExportError(f"{p}: no '{DETECTOR_KEY}' metadata: export it with `heatpose export`")
+    return dict(json.loads(meta[DETECTOR_KEY]))
+
+
+def detector_max_abs_diff(
+    network: torch.nn.Module, path: str | Path, *, batch_sizes: tuple[int, ...] = (1, 3)
+) -> tuple[float, float]:
+    """Largest ``|torch - onnxruntime|`` of the scores and of the boxes (input px) on random
+    standard-normal inputs (CPU, float32)."""
+    import numpy as np
+    import torch
+
+    ort = require("onnxruntime")
+    size = int(read_detector_meta(path)["input_size"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    net = network.cpu().float().eval()
+    gen = torch.Generator().manual_seed(0)
+    worst = [0.0, 0.0]
+    for b in batch_sizes:
+        x = torch.randn(b, 3, size, size, generator=gen)
+        with torch.inference_mode():
+            ref = [t.numpy() for t in net(x)]
+        got = session.run(list(OUTPUTS), {INPUT_NAME: x.numpy()})
+        for i in range(2):
+            worst[i] = max(worst[i], float(np.abs(got[i] - ref[i]).max()))
+    return worst[0], worst[1]
+
+
+def export_detector(args: argparse.Namespace) -> int:
+    """``heatpose export DETECTOR``: a zoo detector name or weights file -> ``--out`` ONNX;
+    prints what was written and (unless ``--no-verify``) the parity with torch."""
+    from models.detector import load_detector
+
+    if args.int8:
+        raise ExportError("--int8 is for pose checkpoints; a detector exports in float32")
+    detector: Any = load_detector(args.checkpoint, "cpu")  # RTMDet or torchvision
+    network = getattr(detector, "network", None)
+    if network is None:
+        raise ExportError(
+            f"{args.checkpoint} is a two-stage torchvision detector, whose shapes depend on its "
+            "proposals: only RTMDet detectors (person-rtmdet-nano, person-rtmdet-m) export"
+        )
+    arch, size = str(detector.arch), int(detector.input_size)
+    out = export_detector_onnx(network, args.out, arch=arch, input_size=size, opset=args.opset)
+    print(f"wrote {out}: {arch} detector, input {size}x{size}, dynamic batch, NMS {NMS_PLACE}")
+    if not args.no_verify:
+        scores, boxes = detector_max_abs_diff(network, out)
+        print(f"onnxruntime vs torch: max |diff| scores {scores:.2e}, boxes {boxes:.2e} px")
+    return 0
