@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from torchvision.ops import FrozenBatchNorm2d, nms
 from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 from models.crops import Pixels, device_pixels
 from models.zoo import ENTRIES, ZooEntry, resolve
+
+if TYPE_CHECKING:  # models.rtmdet imports this module (Detections)
+    from models.rtmdet import RTMDetector
 
 __all__ = [
     "ARCHS",
@@ -107,7 +110,7 @@ def guess_arch(keys: Sequence[str]) -> str:
         return "person-frcnn-mbv3"  # MobileNetV3's inverted residual blocks
     raise CheckpointError(
         f"cannot tell the detector architecture from the keys; expected a torchvision state "
-        f"dict of one of {', '.join(ARCHS)}"
+        f"dict of one of {', '.join(ARCHS)}, or an RTMDet one (person-rtmdet-nano, -m)"
     )
 
 
@@ -275,18 +278,27 @@ def load_detector(
     progress: bool = True,
     entries: Mapping[str, ZooEntry] | None = None,
     **options: Any,
-) -> PersonDetector:
-    """A detector from a zoo name (``person-rcnn-r50-fpn``, fetched and cached once) or a local
-    torchvision state dict (arch told from its keys); ``options`` go to
-    :meth:`PersonDetector.from_file`.
+) -> PersonDetector | RTMDetector:
+    """A detector from a zoo name (``person-rcnn-r50-fpn``, ``person-rtmdet-m``, fetched and
+    cached once) or a local file: an RTMDet state dict (mmdet's names, nano or m told from the
+    tensors) gives a :class:`models.rtmdet.RTMDetector`, a torchvision one a
+    :class:`PersonDetector` (arch told from its keys); ``options`` go to ``from_file``.
 
     Raises:
         ZooError: an unknown name or weights that cannot be downloaded (the message says how
             to provide a file instead).
         CheckpointError: a file that is not a detector's state dict.
     """
+    from models.rtmdet import RTMDET_ARCHS, RTMDetector, rtmdet_arch
+
     table = ENTRIES if entries is None else entries
     path = resolve(name_or_path, home, progress=progress, entries=table, kind="detector")
     entry = table.get(str(name_or_path))
     arch = entry.arch if entry is not None and path != Path(name_or_path) else None
+    if arch in RTMDET_ARCHS:
+        return RTMDetector.from_file(path, arch, device, **options)
+    if arch is None:
+        state = read_state_dict(path)
+        if rtmdet_arch(state) is not None:
+            return RTMDetector.from_state_dict(state, None, device, source=str(path), **options)
     return PersonDetector.from_file(path, arch, device, **options)

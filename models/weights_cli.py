@@ -47,15 +47,25 @@ def _list() -> None:
     from models.zoo import heatpose_home, list_entries
 
     home = heatpose_home()
-    print(f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  {'kind':<8}  source")
-    for e in list_entries():
+    entries = list_entries()
+    width = max(len(e.filename) for e in entries)
+    print(
+        f"{'name':<26} {'COCO AP':>7}  {'decode':<6}  {'cached':<6}  {'kind':<8}  "
+        f"{'source':<{width}}  {'input':<7}  GFLOPs"
+    )
+    for e in entries:
         cached = "yes" if (home / f"{e.name}.safetensors").is_file() else "no"
         decode = e.decode_mode or "-"
+        size = f"{e.input_size}x{e.input_size}" if e.input_size else "-"
+        gflops = f"{e.gflops:g}" if e.gflops is not None else "-"
         print(
             f"{e.name:<26} {e.coco_val_ap:>7.3f}  {decode:<6}  {cached:<6}  {e.kind:<8}  "
-            f"{e.filename}"
+            f"{e.filename:<{width}}  {size:<7}  {gflops}"
         )
-    print(f"COCO AP: keypoint AP of pose models, box AP of detectors. cache: {home}")
+    print(
+        f"COCO AP: keypoint AP of pose models, box AP of detectors (person AP for RTMDet); "
+        f"input: a fixed-size detector's input, px. cache: {home}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,8 +3,9 @@
 ``fetch`` downloads a published ``.pth`` to ``<home>/downloads/<file>.part`` (resuming with HTTP
 Range requests), checks that its sha256 starts with the published prefix *before* anything
 reads it, and converts it to ``<home>/<name>.safetensors``: a pose model with
-:func:`models.checkpoint.import_published`, a person detector's torchvision state dict with
-:func:`models.checkpoint.save_state_dict` (tensors as published, arch and source in the header).
+:func:`models.checkpoint.import_published`, a person detector's state dict (torchvision's, or
+the ``state_dict`` of mmdet's RTMDet checkpoint) with :func:`models.checkpoint.save_state_dict`
+(tensors as published, arch and source in the header).
 ``<home>`` is ``HEATPOSE_HOME`` (default ``~/.cache/heatpose``);
 ``HEATPOSE_WEIGHTS_URL`` replaces the download base URL (mirrors, tests).
 """
@@ -32,6 +33,7 @@ from models.checkpoint import (
 
 MMPOSE_COCO_URL = "https://download.openmmlab.com/mmpose/v1/body_2d_keypoint/topdown_heatmap/coco"
 TORCHVISION_URL = "https://download.pytorch.org/models"
+RTMPOSE_URL = "https://download.openmmlab.com/mmpose/v1/projects/rtmpose"
 OFFLINE_HINT = (
     "to run without downloading, provide a checkpoint: set HEATPOSE_CHECKPOINT to a local "
     ".safetensors file, or convert a .pth you have with `heatpose weights import FILE --out "
@@ -40,8 +42,8 @@ OFFLINE_HINT = (
     "README); or point HEATPOSE_WEIGHTS_URL at a mirror holding the published files"
 )
 DETECTOR_OFFLINE_HINT = (
-    "to run without downloading, provide the detector's weights: a local torchvision state "
-    "dict (.pth or .safetensors, e.g. the published file copied from a machine that has it) "
+    "to run without downloading, provide the detector's weights: a local torchvision or RTMDet "
+    "state dict (.pth or .safetensors, e.g. the published file copied from a machine that has it) "
     "given as the detector (HEATPOSE_DETECTOR, `heatpose eval --detector FILE`), or put it "
     "under HEATPOSE_HOME with `heatpose weights fetch NAME` on a mirror (HEATPOSE_WEIGHTS_URL)"
 )
@@ -66,11 +68,13 @@ class ZooEntry:
         decode_mode: the decode a pose model was published with (``shift`` or ``dark``);
             ``""`` for a detector.
         layout: ``mmpose`` or ``simplebaselines`` (sets the colour order: RGB or BGR);
-            ``torchvision`` for a detector.
+            ``torchvision`` or ``mmdet`` (RTMDet) for a detector.
         base_url: where the file lives; ``HEATPOSE_WEIGHTS_URL`` or ``fetch(base_url=)`` win.
         kind: ``pose`` or ``detector``.
         arch: a detector's architecture (:data:`models.detector.ARCHS`); ``None`` for pose.
-        gflops: published compute of one forward pass (torchvision's ``_ops``), if known.
+        gflops: published compute of one forward pass (torchvision's ``_ops``, mmpose's
+            FLOPS column), if known.
+        input_size: a fixed-input detector's square input side (RTMDet), px; else ``None``.
     """
 
     name: str
@@ -83,6 +87,7 @@ class ZooEntry:
     kind: str = "pose"
     arch: str | None = None
     gflops: float | None = None
+    input_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS or (self.kind == "detector") != (self.arch is not None):
@@ -128,6 +133,31 @@ ENTRIES: dict[str, ZooEntry] = {
             kind="detector",
             arch="person-frcnn-mbv3",
             gflops=4.494,
+        ),
+        # mmpose's person-only RTMDet (projects/rtmpose/README.md: person AP, params, FLOPS)
+        ZooEntry(
+            name="person-rtmdet-nano",
+            filename="rtmdet_nano_8xb32-100e_coco-obj365-person-05d8511e.pth",
+            sha256_prefix="05d8511e",
+            coco_val_ap=0.403,  # COCO person box AP
+            layout="mmdet",
+            base_url=RTMPOSE_URL,
+            kind="detector",
+            arch="person-rtmdet-nano",
+            gflops=0.31,
+            input_size=320,
+        ),
+        ZooEntry(
+            name="person-rtmdet-m",
+            filename="rtmdet_m_8xb32-100e_coco-obj365-person-235e8209.pth",
+            sha256_prefix="235e8209",
+            coco_val_ap=0.625,
+            layout="mmdet",
+            base_url=RTMPOSE_URL,
+            kind="detector",
+            arch="person-rtmdet-m",
+            gflops=38.95,
+            input_size=640,
         ),
     )
 }

@@ -362,7 +362,8 @@ def test_detector_entries_match_torchvision_weight_enums() -> None:
         "person-rcnn-r50-fpn": KeypointRCNN_ResNet50_FPN_Weights.COCO_V1,
         "person-frcnn-mbv3": FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
     }
-    detectors = {e.name: e for e in zoo.list_entries() if e.kind == "detector"}
+    entries = zoo.list_entries()
+    detectors = {e.name: e for e in entries if e.kind == "detector" and e.layout == "torchvision"}
     assert set(detectors) == set(enums) == set(ARCHS)
     for name, weights in enums.items():
         e = detectors[name]
