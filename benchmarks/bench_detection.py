@@ -187,7 +187,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=20.0, help="seconds of measured load, each")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--batch", type=int, default=4, help="images a detector pass, (a) and (b)")
+    p.add_argument("--batch", type=int, default=4, help="images a detector pass in (b)")
+    p.add_argument("--raw-batch", type=int, default=1, help="images a call in (a) and (c)")
     p.add_argument("--raw-seconds", type=float, default=3.0, help="per detector in (a), (c)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = p.parse_args()
@@ -199,18 +200,20 @@ def main() -> None:
     )
     jpegs = [three_people_jpeg(i) for i in range(args.clients)]
     images = decode(jpegs)
-    batch = [images[i % len(images)] for i in range(args.batch)]
+    batch = [images[i % len(images)] for i in range(args.raw_batch)]
     with tempfile.TemporaryDirectory() as tmp:
         files, raw = {}, {}
-        print(f"(a) raw detector detect(), batch {args.batch}, images/s:")
+        print(f"(a) raw detector detect(), batch {args.raw_batch}, images/s:")
         for arch in (a for pair in PAIRS for a in pair):
             files[arch] = Path(tmp) / f"{arch}.pth"
             det = random_detector(arch, files[arch])
-            raw[arch] = timed_rate(lambda det=det: det.detect(batch), args.batch, args.raw_seconds)
+            raw[arch] = timed_rate(
+                lambda det=det: det.detect(batch), args.raw_batch, args.raw_seconds
+            )
             print(f"  {arch:22s} {raw[arch]:7.2f}", flush=True)
         for new, old in PAIRS:
             print(f"  {new} / {old}: {raw[new] / raw[old]:.1f}x")
-        kp = keypoint_rcnn_rate(images, args.batch, args.raw_seconds)
+        kp = keypoint_rcnn_rate(images, args.raw_batch, args.raw_seconds)
         print(
             f"(c) torchvision keypointrcnn_resnet50_fpn (whole model): {kp:.3f} images/s",
             flush=True,
