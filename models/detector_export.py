@@ -23,7 +23,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.export import INPUT_NAME, ExportError, graph_bytes, require, write_atomically
+from models.export import (
+    INPUT_NAME,
+    ExportError,
+    graph_bytes,
+    read_metadata,
+    require,
+    write_atomically,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -55,18 +62,7 @@ def read_detector_meta(path: str | Path) -> dict[str, Any]:
     Raises:
         ExportError: no such file, not ONNX, or not a detector exported by heatpose.
     """
-    onnx = require("onnx")
-    p = Path(path)
-    if not p.is_file():
-        raise ExportError(f"{p}: no such file")
-    try:
-        proto = onnx.load(str(p), load_external_data=False)
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise ExportError(f"{p}: not an ONNX model ({e})") from e
-    meta = {m.key: m.value for m in proto.metadata_props}
-    if DETECTOR_KEY not in meta:
-        raise ExportError(f"{p}: no '{DETECTOR_KEY}' metadata: export it with `heatpose export`")
-    return dict(json.loads(meta[DETECTOR_KEY]))
+    return dict(json.loads(read_metadata(path, DETECTOR_KEY)))
 
 
 def detector_max_abs_diff(detector: Any, path: str | Path, *, seed: int = 0) -> tuple[float, float]:

@@ -156,6 +156,19 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     """
     from models.model_config import ModelConfig
 
+    text = read_metadata(path, METADATA_KEY)
+    try:
+        return ModelConfig.from_dict(json.loads(text))
+    except ValueError as e:
+        raise ExportError(f"{path}: {e}") from e
+
+
+def read_metadata(path: str | Path, key: str) -> str:
+    """The ``metadata_props`` entry ``key`` of an ONNX file (the graph's weights not read).
+
+    Raises:
+        ExportError: no such file, not ONNX, or no such entry.
+    """
     onnx = require("onnx")
     p = Path(path)
     if not p.is_file():
@@ -165,12 +178,9 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     except Exception as e:  # protobuf's DecodeError and friends
         raise ExportError(f"{p}: not an ONNX model ({e})") from e
     meta = {m.key: m.value for m in proto.metadata_props}
-    if METADATA_KEY not in meta:
-        raise ExportError(f"{p}: no '{METADATA_KEY}' metadata: export it with `heatpose export`")
-    try:
-        return ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
-    except ValueError as e:
-        raise ExportError(f"{p}: {e}") from e
+    if key not in meta:
+        raise ExportError(f"{p}: no '{key}' metadata: export it with `heatpose export`")
+    return str(meta[key])
 
 
 def max_abs_diff(
