@@ -343,6 +343,11 @@ def import_published(
     if not src.is_file():
         raise CheckpointError(f"file not found: {src}; give the path of a downloaded .pth file")
     state, meta = _state_dict(_read_pth(src), src)
+    if "bbox_head.rtm_cls.0.weight" in state:
+        raise CheckpointError(
+            f"{src} is an RTMDet person detector's checkpoint, not a pose model: give it as the "
+            "detector (HEATPOSE_DETECTOR=FILE, --detector FILE) as it is, nothing to import"
+        )
     detected = _detect_layout(list(state))
     if layout is not None and layout not in LAYOUTS:
         raise CheckpointError(f"unknown layout {layout!r}; use one of {LAYOUTS}")

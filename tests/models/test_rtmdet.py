@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, read_state_dict
+from models.checkpoint import CheckpointError, import_published, read_state_dict
 from models.detector import load_detector
 from models.rtmdet import ARCH_SPECS, RTMDET_ARCHS, RTMDetector, rtmdet_arch
 from models.rtmdet_net import RTMDetNet, fold_batchnorm
@@ -267,3 +267,10 @@ def test_spp_pools_are_the_9_and_13_max_pools() -> None:
     x = torch.randn(2, 8, 11, 7)
     pools = [torch.nn.functional.max_pool2d(x, k, 1, k // 2) for k in (5, 9, 13)]
     assert torch.equal(spp(x), torch.cat([x, *pools], dim=1))
+
+
+def test_importing_an_rtmdet_as_a_pose_model_says_what_it_is(tmp_path: Path) -> None:
+    path = save_published(tmp_path / "nano.pth", published_state("person-rtmdet-nano"))
+    with pytest.raises(CheckpointError, match="RTMDet person detector's checkpoint, not a pose"):
+        import_published(path, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()

@@ -198,6 +198,17 @@ def test_boxes_come_back_in_each_images_pixels() -> None:
         np.testing.assert_allclose(d.scores, [0.9])
 
 
+def test_no_images_and_wrong_images() -> None:
+    detector = _detector(size=64)
+    assert detector.detect([]) == []
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB"):
+        detector.detect([np.zeros((8, 8), np.uint8)])
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8 RGB"):
+        detector.detect([np.zeros((8, 8, 3), np.float32)])
+    empty = detector.detect([_noise(20, 30, 0)], score_thr=1.01)  # nothing reaches it
+    assert empty[0].boxes.shape == (0, 4) and empty[0].scores.shape == (0,)
+
+
 @pytest.mark.parametrize(("arch", "gflops"), [(RTMDET_ARCHS[0], 0.31), (RTMDET_ARCHS[1], 38.95)])
 def test_network_costs_the_published_gflops(arch: str, gflops: float) -> None:
     """Multiply-adds of one forward pass (on the meta device: nothing computed) match the
@@ -276,6 +287,8 @@ def test_zoo_fetches_converts_and_loads_an_rtmdet(tmp_path: Path, monkeypatch, c
     assert set(cached) == set(state) and all(torch.equal(cached[k], v) for k, v in state.items())
     by_file = RTMDetector.from_file(tmp_path / "src.pth", device="cpu")
     assert isinstance(by_name, RTMDetector) and by_name.arch == NANO
+    by_path = load_detector(path, "cpu")  # the cached file given as a file (the service's way)
+    assert isinstance(by_path, RTMDetector) and by_path.arch == NANO
     ours, theirs = by_name.network.state_dict(), by_file.network.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
     monkeypatch.setenv("HEATPOSE_HOME", str(home))
