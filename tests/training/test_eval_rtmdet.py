@@ -19,10 +19,10 @@ from training import synthetic
 
 @pytest.fixture(scope="module")
 def data(module_tmp: Callable[[str], Path]) -> Path:
-    """A synthetic COCO-format split of 4 images."""
+    """A synthetic COCO-format split of 4 small images."""
     out = module_tmp("evrtm") / "data"
-    args = ["--out", str(out), "--train", "0", "--val", "4", "--seed", "4"]
-    synthetic.main([*args, "--width", "160", "--height", "128"])
+    sizes = ["--width", "160", "--height", "128"]
+    synthetic.main(["--out", str(out), "--train", "0", "--val", "4", *sizes])
     return out
 
 
