@@ -76,7 +76,7 @@ USER 10001:10001
 WORKDIR /home/heatpose
 
 # Published weights (pose model and person detector: HEATPOSE_DETECTOR=auto picks
-# person-rcnn-r50-fpn on CUDA, person-frcnn-mbv3 on CPU) are downloaded and converted here on
+# person-rtmdet-m on CUDA, person-rtmdet-nano on CPU) are downloaded and converted here on
 # first start (HEATPOSE_HOME), and
 # torchvision's ImageNet backbone for training (TORCH_HOME): keep it across containers.
 VOLUME ["/var/cache/heatpose"]

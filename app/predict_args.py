@@ -138,9 +138,9 @@ def parser() -> argparse.ArgumentParser:
     add(
         "--detector",
         default="auto",
-        help="person detector: a zoo name, a torchvision state "
-        "dict file, 'none' (each image is one person) or 'auto' (person-rcnn-r50-fpn on CUDA, "
-        "person-frcnn-mbv3 on the CPU; default)",
+        help="person detector: a zoo name, a weights file (RTMDet or torchvision), "
+        "'none' (each image is one person) or 'auto' (person-rtmdet-m on CUDA, "
+        "person-rtmdet-nano on the CPU; default)",
     )
     add("--device", default="auto", help="auto (cuda if available), cpu, cuda or cuda:N")
     add(

@@ -45,7 +45,7 @@ from app.startup import (
     resolve_checkpoint,
     served_onnx_sha256,
 )
-from app.warmup import warm_replicas
+from app.warmup import warm_detector, warm_replicas
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
 from models.model_config import ModelConfig
@@ -184,9 +184,8 @@ class PoseService:
             self.detector_batcher = None
             return
         if s.warmup:
-            blank = np.zeros((64, 64, 3), np.uint8)
             for d in dict.fromkeys(detectors):  # a given detector once
-                await anyio.to_thread.run_sync(d.detect, [blank])
+                await anyio.to_thread.run_sync(warm_detector, d, s.detector_batch_size)
         self.detector_batcher = DetectorBatcher(
             detectors[0],
             nms_thr=s.detector_nms_thr,

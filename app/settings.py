@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     detector: str = Field(
         "auto",
         description="Person detector for images without boxes: a zoo name (`heatpose weights "
-        "list`), a local torchvision state dict (.pth/.safetensors), `none` (the whole image is "
-        "one person), or `auto` = person-rcnn-r50-fpn on CUDA, person-frcnn-mbv3 on CPU.",
+        "list`), a local RTMDet or torchvision weights file (.pth/.safetensors), `none` (the "
+        "whole image is one person), or `auto` = person-rtmdet-m on CUDA, person-rtmdet-nano "
+        "on CPU.",
     )
     detector_batch_size: int = Field(
         8, ge=1, le=256, description="Images in one person-detector forward pass."

@@ -24,7 +24,8 @@ from models import zoo
 from models.backends import BackendError
 from models.checkpoint import CheckpointError, ModelBundle, file_sha256
 from models.detector import load_detector
-from models.detector_choice import AUTO, NO_DETECTOR_EFFECT, unavailable_reason
+from models.detector_backends import served_detector
+from models.detector_choice import AUTO, NO_DETECTOR_EFFECT, auto_detector, unavailable_reason
 from models.predictor import Predictor, default_device
 from models.zoo import ZooError
 
@@ -55,15 +56,14 @@ DETECTOR_NONE_HINT = "or set HEATPOSE_DETECTOR=none to serve without a person de
 def detector_name(setting: str, device: str | None) -> str | None:
     """``HEATPOSE_DETECTOR`` -> a zoo name or file, or ``None`` (no detector).
 
-    ``auto``: ``person-rcnn-r50-fpn`` on CUDA, ``person-frcnn-mbv3`` on CPU (``device`` as
-    :func:`pick_device` returns it, ``None`` = auto).
+    ``auto``: :func:`models.detector_choice.auto_detector` (``person-rtmdet-m`` on CUDA,
+    ``person-rtmdet-nano`` on CPU; ``device`` as :func:`pick_device` returns it, ``None`` = auto).
     """
     if setting == "none":
         return None
     if setting != "auto":
         return setting
-    cuda = device.startswith("cuda") if device else torch.cuda.is_available()
-    return "person-rcnn-r50-fpn" if cuda else "person-frcnn-mbv3"
+    return auto_detector(device)
 
 
 def resolve_detector(name: str) -> Path:
@@ -154,9 +154,19 @@ async def person_detectors(
     try:
         for device in devices:
             load_one = functools.partial(load_detector, path, device, progress=False)
-            detectors.append(await anyio.to_thread.run_sync(load_one))
+            loaded = await anyio.to_thread.run_sync(load_one)
+            serve = functools.partial(
+                served_detector,
+                loaded,
+                backend=settings.backend,
+                bucket_setting=settings.batch_buckets,
+                max_batch_size=settings.detector_batch_size,
+            )
+            detectors.append(await anyio.to_thread.run_sync(serve))
     except (CheckpointError, ZooError) as e:
         raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}; {DETECTOR_NONE_HINT}") from e
+    except BackendError as e:  # an RTMDet detector runs on the pose model's backend
+        raise StartupError(f"HEATPOSE_DETECTOR={name!r}: {e}") from e
     return detectors, name if str(path) == name else f"{name} ({path})"
 
 

@@ -5,6 +5,7 @@
 test doubles a batch), logs each size's time and sets the gauge
 ``heatpose_warmup_seconds{device, batch}``. With ``HEATPOSE_WARMUP=false`` one batch of one crop
 still runs (a NaN checkpoint must not start serving) and nothing is recorded.
+:func:`warm_detector` does the same for the person detector.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import logging
 import weakref
 from collections.abc import Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
 from app.devices import worker_labels
 from app.metrics import Metrics
 from app.settings import Settings
+from models.detector_backends import ServedDetector
+from models.pipeline import Detector
 from models.predictor import Predictor
 from models.warmup import warm_up
 
@@ -63,3 +67,25 @@ def warm_replicas(predictors: Sequence[Predictor], settings: Settings, metrics: 
             ", ".join(f"batch {size} {seconds:.2f} s" for size, seconds in times),
             sum(seconds for _, seconds in times),
         )
+
+
+def warm_detector(detector: Detector, max_batch: int) -> None:
+    """Warm a person detector before ``/ready``; blocking, run it in a worker thread.
+
+    An RTMDet detector (:class:`models.detector_backends.ServedDetector`, fixed input size) runs
+    a blank batch at every batch size a detector pass of ``1 .. max_batch`` images runs at, as
+    the pose model's warm-up does; any other detector (torchvision's, whose shapes follow each
+    image, or a stand-in) detects one small blank image.
+    """
+    if isinstance(detector, ServedDetector):
+        times = detector.warm_up(max_batch)
+        log.info(
+            "detector warm-up on %s (%s, %s backend, input %d): %s",
+            detector.device,
+            detector.arch,
+            detector.backend,
+            detector.input_size,
+            ", ".join(f"batch {size} {seconds:.2f} s" for size, seconds in times),
+        )
+        return
+    detector.detect([np.zeros((64, 64, 3), np.uint8)])

@@ -1,22 +1,26 @@
-"""Person detection in the service (issue 9, section 6): raw detector vs the service end to end.
+"""Person detection in the service (issues 9 and 21): detectors raw, the service end to end.
 
-Side by side in one run, on 640x480 JPEGs with 3 synthetic people each:
+Side by side in one run, on 640x480 JPEGs with 3 synthetic people each, random weights
+(nothing can be downloaded here; weights do not change the compute):
 
-(a) the raw detector: Faster R-CNN MobileNetV3-Large-FPN (``person-frcnn-mbv3``, the CPU
-    default), torchvision's model called on a list of ready float tensors, images/s at each
-    batch size (the best is the ceiling of the detector stage);
-(b) the running service (``python -m app``, real HTTP on loopback) with that detector
-    (``HEATPOSE_DETECTOR=FILE``, detector batch size = the best of (a)) and a ResNet-50 256x192
-    pose model, N concurrent clients posting one image each to ``/predict`` without boxes:
-    images/s, p50/p99 latency, and where the time went per image: detector stage, pose stage
-    (worker busy seconds from ``/metrics``) and the rest (1 / throughput minus both).
+(a) each detector's ``detect`` on decoded RGB images (pre-processing, forward, NMS), images/s
+    at one batch size: ``person-rtmdet-nano`` vs ``person-frcnn-mbv3`` (the CPU choices) and
+    ``person-rtmdet-m`` vs ``person-rcnn-r50-fpn`` (the CUDA ones);
+(b) the running service (``python -m app``, real HTTP on loopback), ResNet-50 256x192 pose, N
+    concurrent clients posting one image each to ``/predict?max_persons=3`` without boxes, with
+    the new CPU default (``person-rtmdet-nano``) and the old one (``person-frcnn-mbv3``):
+    images/s, p50/p99 latency;
+(c) torchvision's ``keypointrcnn_resnet50_fpn``, the whole model (keypoints included, 3
+    detections an image), on the same images: images/s, against (b) with the new default;
+(d) per service run, the share of wall time the detector and pose stages' workers were busy
+    (``/metrics``; the stages overlap, so the shares may add up to more than 100%).
 
-Both models have random weights (nothing can be downloaded here): the detector's person logit
-gets a +10 bias so every proposal is a confident person, and requests ask ``max_persons=3``,
-so each image sends 3 crops to the pose stage as a real 3-person photo would. The compute per
-image is that of the real models (weights do not change FLOPs). Flip test off.
+Random detectors are made to find persons: the person logit gets +10 (every prior / proposal a
+confident person) and RTMDet's side distances a positive bias (boxes that are not empty), so
+each image sends ``max_persons=3`` crops to the pose stage as a real 3-person photo would.
+Flip test off.
 
-    .venv/bin/python benchmarks/bench_detection.py [--duration 20] [--clients 16]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_detection.py [--duration 20] [--clients 16]
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -40,10 +46,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_service import free_port, run_load, start_server, stop_server  # noqa: E402
+from torchvision.models.detection import keypointrcnn_resnet50_fpn  # noqa: E402
 
 from models.checkpoint import build_model, save  # noqa: E402
-from models.detector import build_torchvision_model  # noqa: E402
+from models.detector import PersonDetector, build_torchvision_model  # noqa: E402
 from models.model_config import ModelConfig  # noqa: E402
+from models.rtmdet import ARCH_SPECS, RTMDET_ARCHS, RTMDetector  # noqa: E402
+from models.rtmdet_net import RTMDetNet  # noqa: E402
 from training.synthetic import background  # noqa: E402
 from training.synthetic_people import draw_person, sample_person  # noqa: E402
 
@@ -63,22 +72,56 @@ def three_people_jpeg(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
     return buf.tobytes()
 
 
-def raw_detector(model: torch.nn.Module, jpegs: list[bytes], batch: int, seconds: float) -> float:
-    """(a) images/s of ``model(list of (3, H, W) float tensors)`` (torchvision's resize to
-    800 px, backbone, RPN, box head and its post-processing), after one warm-up call."""
-    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] for j in jpegs]
-    x = [
-        torch.from_numpy(decoded[i % len(decoded)].copy()).permute(2, 0, 1).float() / 255
-        for i in range(batch)
+def decode(jpegs: list[bytes]) -> list[np.ndarray]:
+    """``(H, W, 3)`` uint8 RGB images."""
+    return [
+        cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR)[..., ::-1].copy() for j in jpegs
     ]
+
+
+def timed_rate(step: Callable[[], object], per_call: int, seconds: float) -> float:
+    """Images/s of ``step`` (``per_call`` images a call) after one warm-up call, measured for at
+    least ``seconds`` and two calls."""
     with torch.inference_mode():
-        start = time.perf_counter()
-        model(x)  # warm-up
+        step()  # warm-up
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds or n < 2:
-            model(x)
+            step()
             n += 1
-        return n * batch / (time.perf_counter() - start)
+        return n * per_call / (time.perf_counter() - start)
+
+
+def random_detector(arch: str, path: Path) -> Any:
+    """A random-weight detector of ``arch`` that finds persons (see the module doc), and its
+    weights written to ``path`` in the published layout (what the service loads)."""
+    torch.manual_seed(0)
+    if arch in RTMDET_ARCHS:
+        state = RTMDetNet(ARCH_SPECS[arch]).state_dict()
+        for i in range(3):
+            state[f"bbox_head.rtm_cls.{i}.bias"] += 10.0
+            state[f"bbox_head.rtm_reg.{i}.bias"] += 4.0
+        torch.save({"state_dict": state}, path)
+        return RTMDetector.from_state_dict(state, arch, "cpu")
+    model = build_torchvision_model(arch)
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] += 10.0
+    torch.save(model.state_dict(), path)
+    return PersonDetector(model, "cpu")
+
+
+def keypoint_rcnn_rate(images: list[np.ndarray], batch: int, seconds: float) -> float:
+    """(c) images/s of torchvision's whole Keypoint R-CNN R50-FPN (3 detections an image)."""
+    torch.manual_seed(0)
+    model = keypointrcnn_resnet50_fpn(
+        weights=None, weights_backbone=None, box_detections_per_img=3, box_score_thresh=0.0
+    ).eval()
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.bias[1] += 10.0
+    x = [
+        torch.from_numpy(images[i % len(images)]).permute(2, 0, 1).float() / 255
+        for i in range(batch)
+    ]
+    return timed_rate(lambda: model(x), batch, seconds)
 
 
 METRICS = (
@@ -103,84 +146,104 @@ def server_metrics(port: int) -> dict[str, float]:
     return out
 
 
+PAIRS = (("person-rtmdet-nano", "person-frcnn-mbv3"), ("person-rtmdet-m", "person-rcnn-r50-fpn"))
+NEW_CPU, OLD_CPU = PAIRS[0]
+
+
+def serve(pose: Path, detector: Path, args: argparse.Namespace, jpegs: list[bytes]) -> dict:
+    """(b) and (d) for one detector: the service under load, its stages' busy shares."""
+    port = free_port()
+    proc = start_server(
+        pose,
+        port,
+        32,
+        5.0,
+        args.threads,
+        detector=str(detector),
+        detector_batch_size=str(args.batch),
+    )
+    try:
+        path = "/predict?max_persons=3"
+        run_load(port, args.clients, args.warmup, 0.0, jpegs, path)  # warm
+        before = server_metrics(port)
+        t0 = time.perf_counter()
+        load = run_load(port, args.clients, args.duration, 0.0, jpegs, path)
+        span = time.perf_counter() - t0
+        d = {k: v - before[k] for k, v in server_metrics(port).items()}
+    finally:
+        stop_server(proc)
+    images = d["heatpose_detector_batch_size_sum"]
+    return {
+        "load": load,
+        "det": d["heatpose_detector_inference_seconds_sum"] / span,
+        "pose": d["heatpose_inference_seconds_sum"] / span,
+        "persons": d["heatpose_batch_size_sum"] / max(images, 1),
+        "det_batch": images / max(d["heatpose_detector_batch_size_count"], 1),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of measured load")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of measured load, each")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds of load before measuring")
     p.add_argument("--clients", type=int, default=16)
-    p.add_argument("--batch-sizes", default="1,2,4,8", help="raw detector sweep for (a)")
-    p.add_argument("--raw-seconds", type=float, default=3.0, help="per batch size in (a)")
+    p.add_argument("--batch", type=int, default=4, help="images a detector pass in (b)")
+    p.add_argument("--raw-batch", type=int, default=1, help="images a call in (a) and (c)")
+    p.add_argument("--raw-seconds", type=float, default=3.0, help="per detector in (a), (c)")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--rounds", type=int, default=1, help="(b): new, old, new, old, ... runs")
+    p.add_argument("--no-raw", action="store_true", help="skip (a) and (c)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    load_avg = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"torch {torch.__version__}, {platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}, load average before "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+        f"{torch.get_num_threads()}, load average before {load_avg}"
     )
     jpegs = [three_people_jpeg(i) for i in range(args.clients)]
-    torch.manual_seed(0)
-    detector = build_torchvision_model("person-frcnn-mbv3")
-    with torch.no_grad():
-        detector.roi_heads.box_predictor.cls_score.bias[1] += 10.0  # every proposal a person
-    print("(a) raw detector (person-frcnn-mbv3, random weights, 640x480 -> 800 px), images/s:")
-    sweep = {}
-    for b in (int(s) for s in args.batch_sizes.split(",")):
-        sweep[b] = raw_detector(detector, jpegs, b, args.raw_seconds)
-        print(f"  batch {b}: {sweep[b]:6.2f}", flush=True)
-    best = max(sweep, key=lambda k: sweep[k])
-
+    images = decode(jpegs)
+    batch = [images[i % len(images)] for i in range(args.raw_batch)]
     with tempfile.TemporaryDirectory() as tmp:
-        det_path = Path(tmp) / "mbv3.pth"
-        torch.save(detector.state_dict(), det_path)
+        files, raw = {}, {}
+        print(f"(a) raw detector detect(), batch {args.raw_batch}, images/s:")
+        for arch in (a for pair in PAIRS for a in pair):
+            files[arch] = Path(tmp) / f"{arch}.pth"
+            det = random_detector(arch, files[arch])
+            if args.no_raw:
+                continue
+            raw[arch] = timed_rate(
+                lambda det=det: det.detect(batch), args.raw_batch, args.raw_seconds
+            )
+            print(f"  {arch:22s} {raw[arch]:7.2f}", flush=True)
+        for new, old in PAIRS if raw else ():
+            print(f"  {new} / {old}: {raw[new] / raw[old]:.1f}x")
+        kp = 0.0 if args.no_raw else keypoint_rcnn_rate(images, args.raw_batch, args.raw_seconds)
+        if kp:
+            print(f"(c) torchvision keypointrcnn_resnet50_fpn (whole model): {kp:.3f} images/s")
         config = ModelConfig(name="res50-random-256x192", depth=50)
-        pose_path = Path(tmp) / "res50.safetensors"
-        save(pose_path, build_model(config).eval(), config)
-        port = free_port()
-        proc = start_server(
-            pose_path,
-            port,
-            32,
-            5.0,
-            args.threads,
-            detector=str(det_path),
-            detector_batch_size=str(best),
+        pose = Path(tmp) / "res50.safetensors"
+        save(pose, build_model(config).eval(), config)
+        runs = [
+            (arch, serve(pose, files[arch], args, jpegs))
+            for _ in range(args.rounds)
+            for arch in (NEW_CPU, OLD_CPU)
+        ]
+    print(
+        f"(b) service, {args.clients} clients, ResNet-50 pose, max_persons=3, detector batch "
+        f"<= {args.batch}, runs in this order:"
+    )
+    for arch, r in runs:
+        load = r["load"]
+        print(
+            f"  {arch:22s} {load.rate:6.2f} images/s, p50 {load.pct(50):.0f} ms, p99 "
+            f"{load.pct(99):.0f} ms ({load.images} ok, {load.errors} errors); (d) busy: "
+            f"detector {r['det']:.0%}, pose {r['pose']:.0%}; {r['persons']:.1f} persons an "
+            f"image, {r['det_batch']:.1f} images a detector pass"
         )
-        try:
-            path = "/predict?max_persons=3"
-            if args.warmup > 0:
-                run_load(port, args.clients, 1.0, 0.0, jpegs, path)  # warm
-            before = server_metrics(port)
-            t0 = time.perf_counter()
-            load = run_load(port, args.clients, args.duration, args.warmup, jpegs, path)
-            span = time.perf_counter() - t0
-            d = {k: v - before[k] for k, v in server_metrics(port).items()}
-        finally:
-            stop_server(proc)
-    # per image, over the whole span (warm-up included: the metrics cover it)
-    images = d["heatpose_detector_batch_size_sum"]
-    det_ms = d["heatpose_detector_inference_seconds_sum"] / images * 1e3
-    pose_ms = d["heatpose_inference_seconds_sum"] / images * 1e3
-    per_image_ms = span / images * 1e3
-    rest_ms = per_image_ms - det_ms - pose_ms
-    det_batch = images / d["heatpose_detector_batch_size_count"]
-    crops = d["heatpose_batch_size_sum"] / images
-    pose_batch = d["heatpose_batch_size_sum"] / d["heatpose_batch_size_count"]
-    print(f"\n(a) raw detector, best batch {best}: {sweep[best]:.2f} images/s")
-    print(
-        f"(b) service, {args.clients} clients, detector batch <= {best}: {load.rate:.2f} "
-        f"images/s, p50 {load.pct(50):.0f} ms, p99 {load.pct(99):.0f} ms "
-        f"({load.images} ok, {load.errors} errors); (b)/(a) = {load.rate / sweep[best]:.2f}"
-    )
-    print(
-        f"    {det_batch:.1f} images per detector pass, {crops:.1f} persons per image, "
-        f"{pose_batch:.1f} crops per pose pass"
-    )
-    print(
-        f"    per image ({per_image_ms:.0f} ms of wall time): detection {det_ms:.0f} ms "
-        f"({det_ms / per_image_ms:.0%}), pose {pose_ms:.0f} ms ({pose_ms / per_image_ms:.0%}), "
-        f"rest {rest_ms:.0f} ms ({rest_ms / per_image_ms:.0%})"
-    )
+    new, old = (np.mean([r["load"].rate for a, r in runs if a == arch]) for arch in PAIRS[0])
+    print(f"  new / old default (mean of the runs): {new / old:.1f}x images/s (goal >= 4x)")
+    if kp:
+        print(f"(c) heatpose end to end ({NEW_CPU}) / keypointrcnn: {new / kp:.1f}x (goal >= 10x)")
     print(f"load average after {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
 

@@ -62,7 +62,12 @@ def weights_sha256(model: torch.nn.Module, config: ModelConfig) -> str:
     Equal for the same checkpoint wherever its file lies (copies, renames), different as soon
     as one weight or one config entry changes; what the backend caches are keyed by.
     """
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    return state_sha256(model, json.dumps(config.to_dict(), sort_keys=True))
+
+
+def state_sha256(model: torch.nn.Module, header: str) -> str:
+    """sha256 of ``header`` and every tensor of ``model``'s state dict, by name."""
+    digest = hashlib.sha256(header.encode())
     for key, value in sorted(model.state_dict().items()):
         t = value.detach().cpu().contiguous()
         digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
@@ -115,13 +120,13 @@ class CompileBackend:
 
 
 class OrtBackend:
-    """An ONNX Runtime session over the exported model.
+    """An ONNX Runtime session over an exported model (the pose network's, or a detector's).
 
     Args:
         path: the ``.onnx`` file (:func:`models.export.export_onnx`).
         device: CPU, or a CUDA device (data stays on it through ORT's I/O binding).
         providers: ORT execution providers with options, in order of preference.
-        out_shape: ``(K, H, W)`` of one crop's heatmaps.
+        outputs: ``(name, shape of one row)`` of each output, e.g. ``[("heatmaps", (K, H, W))]``.
         max_batch: larger inputs are run in chunks of this size (``None`` = no limit).
     """
 
@@ -131,12 +136,12 @@ class OrtBackend:
         *,
         device: torch.device,
         providers: Sequence[Any],
-        out_shape: tuple[int, int, int],
+        outputs: Sequence[tuple[str, tuple[int, ...]]],
         name: str = "onnxruntime",
         max_batch: int | None = None,
     ) -> None:
         ort = require("onnxruntime")
-        self.name, self.device, self.out_shape, self.max_batch = name, device, out_shape, max_batch
+        self.name, self.device, self.outputs, self.max_batch = name, device, outputs, max_batch
         self.path = Path(path)  # the file served (/v1/model and /metrics show its sha256)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -145,24 +150,31 @@ class OrtBackend:
         self.providers = self.session.get_providers()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The first output (the pose network's heatmaps)."""
+        return self.run_all(x)[0]
+
+    def run_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every output, in the order of ``outputs``, on ``x``'s device."""
         step = self.max_batch or x.shape[0]
         parts = [self._run(x[i : i + step]) for i in range(0, x.shape[0], step)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return parts[0] if len(parts) == 1 else [torch.cat(p) for p in zip(*parts, strict=True)]
 
-    def _run(self, x: torch.Tensor) -> torch.Tensor:
+    def _run(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = x.float().contiguous()  # NCHW, as exported
+        names = [name for name, _ in self.outputs]
         if self.device.type == "cpu":
-            out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
-            return torch.from_numpy(out)
-        out_t = torch.empty((x.shape[0], *self.out_shape), device=x.device, dtype=torch.float32)
+            return [torch.from_numpy(o) for o in self.session.run(names, {INPUT_NAME: x.numpy()})]
         binding = self.session.io_binding()
         index = x.device.index or 0
         binding.bind_input(INPUT_NAME, "cuda", index, np.float32, tuple(x.shape), x.data_ptr())
-        shape = tuple(out_t.shape)
-        binding.bind_output(OUTPUT_NAME, "cuda", index, np.float32, shape, out_t.data_ptr())
+        outs = []
+        for name, row in self.outputs:
+            out = torch.empty((x.shape[0], *row), device=x.device, dtype=torch.float32)
+            binding.bind_output(name, "cuda", index, np.float32, tuple(out.shape), out.data_ptr())
+            outs.append(out)
         torch.cuda.current_stream(x.device).synchronize()  # x is written before ORT reads it
         self.session.run_with_iobinding(binding)
-        return out_t
+        return outs
 
 
 class Bucketed:
@@ -193,7 +205,14 @@ class Bucketed:
         return self.inner(padded)[:n]
 
 
-def _onnxruntime(path: Path, device: torch.device, out_shape: tuple[int, int, int]) -> OrtBackend:
+def onnxruntime_backend(
+    path: Path, device: torch.device, outputs: Sequence[tuple[str, tuple[int, ...]]]
+) -> OrtBackend:
+    """ONNX Runtime on ``device``: the CPU execution provider, or the CUDA one.
+
+    Raises:
+        BackendError: onnxruntime-gpu missing on a CUDA device, or a device it cannot use.
+    """
     ort = require("onnxruntime")
     if device.type == "cpu":
         providers: list[Any] = ["CPUExecutionProvider"]
@@ -206,12 +225,21 @@ def _onnxruntime(path: Path, device: torch.device, out_shape: tuple[int, int, in
         providers = [("CUDAExecutionProvider", {"device_id": device.index or 0})]
     else:
         raise BackendError(f"{_setting('onnxruntime')} runs on cpu or cuda, not {device}")
-    return OrtBackend(path, device=device, providers=providers, out_shape=out_shape)
+    return OrtBackend(path, device=device, providers=providers, outputs=outputs)
 
 
-def _tensorrt(
-    path: Path, device: torch.device, out_shape: tuple[int, int, int], engines: Path
+def tensorrt_backend(
+    path: Path,
+    device: torch.device,
+    outputs: Sequence[tuple[str, tuple[int, ...]]],
+    engines: Path,
 ) -> OrtBackend:
+    """ONNX Runtime's TensorRT execution provider on ``device``: fp16 engines of
+    :data:`TRT_PROFILES`, built (or loaded from ``engines``) now, not mid-request.
+
+    Raises:
+        BackendError: no CUDA device, no TensorRT provider, or TensorRT failed to load.
+    """
     setting = _setting("tensorrt")
     if device.type != "cuda" or not torch.cuda.is_available():
         raise BackendError(
@@ -250,7 +278,7 @@ def _tensorrt(
         path,
         device=device,
         providers=providers,
-        out_shape=out_shape,
+        outputs=outputs,
         name="tensorrt",
         max_batch=TRT_PROFILES[-1][1],
     )
@@ -262,16 +290,17 @@ def _tensorrt(
 
 
 def _input_hw(path: Path) -> tuple[int, int]:
-    from models.export import read_onnx_config
+    """``(h, w)`` of the graph's input (static in every model :mod:`models.export` writes)."""
+    onnx = require("onnx")
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
+    h, w = (d.dim_value for d in dims.dim[2:])
+    return int(h), int(w)
 
-    w, h = read_onnx_config(path).input_size
-    return h, w
 
-
-def _out_shape(config: ModelConfig) -> tuple[int, int, int]:
-    """``(K, H, W)`` of one crop's heatmaps."""
+def _outputs(config: ModelConfig) -> list[tuple[str, tuple[int, ...]]]:
+    """The pose graph's one output: ``(K, H, W)`` heatmaps a crop."""
     hw, hh = config.codec.heatmap_size
-    return config.spec.num_keypoints, int(hh), int(hw)
+    return [(OUTPUT_NAME, (config.spec.num_keypoints, int(hh), int(hw)))]
 
 
 def create(
@@ -306,7 +335,7 @@ def create(
             path = served_onnx(onnx_path, name, model, config)
         except ExportError as e:
             raise BackendError(f"HEATPOSE_ONNX={onnx_path}: {e}") from e
-        return _onnxruntime(path, device, _out_shape(config))
+        return onnxruntime_backend(path, device, _outputs(config))
     if name == "torch":
         return TorchBackend(model)
     if name == "compile":
@@ -314,13 +343,13 @@ def create(
     from models.zoo import heatpose_home
 
     root = Path(cache_dir) if cache_dir is not None else heatpose_home() / "backends"
-    out_shape = _out_shape(config)
+    outputs = _outputs(config)
     try:
         if name == "tensorrt" and device.type != "cuda":
-            return _tensorrt(Path(), device, out_shape, root)  # raises the CUDA-only error
+            return tensorrt_backend(Path(), device, outputs, root)  # raises the CUDA-only error
         path = cached_onnx(model, config, root)
         if name == "onnxruntime":
-            return _onnxruntime(path, device, out_shape)
-        return _tensorrt(path, device, out_shape, root / f"{path.stem}.trt")
+            return onnxruntime_backend(path, device, outputs)
+        return tensorrt_backend(path, device, outputs, root / f"{path.stem}.trt")
     except ExportError as e:
         raise BackendError(f"{_setting(name)}: {e}") from e

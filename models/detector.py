@@ -114,6 +114,19 @@ def guess_arch(keys: Sequence[str]) -> str:
     )
 
 
+def _without_frozen_counters(
+    state: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor]:
+    """``state`` less the ``num_batches_tracked`` buffers of ``model``'s frozen BatchNorms:
+    ordinary BatchNorm saves them, ``FrozenBatchNorm2d`` ignores them when it loads (as
+    torchvision's own loading does); any other unexpected key is still refused."""
+    frozen = {n for n, m in model.named_modules() if isinstance(m, FrozenBatchNorm2d)}
+    suffix = ".num_batches_tracked"
+    return {
+        k: v for k, v in state.items() if not (k.endswith(suffix) and k[: -len(suffix)] in frozen)
+    }
+
+
 class _PersonVsRest(nn.Module):
     """Box predictor narrowed to two classes: ``[log-sum-exp of all non-person logits, person
     logit]``, so softmax gives torchvision's person probability; person box deltas only.
@@ -204,6 +217,7 @@ class PersonDetector:
         if arch not in ARCHS:
             raise CheckpointError(f"unknown detector arch {arch!r}; use one of {ARCHS}")
         model = build_torchvision_model(arch, min_size=min_size, max_size=max_size, **options)
+        state = _without_frozen_counters(state, model)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_state_dict(state, expected, f"{path} is not a {arch} state dict")
         model.load_state_dict(state, strict=True)

@@ -1,11 +1,16 @@
-"""The rule for a person detector that cannot be had: ``auto`` falls back, a named one is required.
+"""Which person detector ``auto`` names, and the rule for one that cannot be had.
+
+``HEATPOSE_DETECTOR``, ``heatpose predict --detector`` and ``heatpose eval --detector`` all ask
+:func:`auto_detector`, so they cannot disagree: one-stage RTMDet, ``person-rtmdet-m`` (640x640,
+COCO person AP 62.5, 39 GFLOPs) on CUDA, ``person-rtmdet-nano`` (320x320, AP 40.3, 0.31
+GFLOPs) on the CPU. The torchvision detectors (``person-rcnn-r50-fpn``, ``person-frcnn-mbv3``)
+stay available by name.
 
 Every front door (``heatpose serve``, ``heatpose predict``, ``heatpose eval --boxes detector``)
-applies it the same way: a detector setting of ``auto`` resolves to some zoo name (which one is
-the caller's choice, e.g. :func:`app.startup.detector_name`); when that name's weights are
-neither cached nor downloadable (or unreadable), the program goes on *without* a detector and
-says why, once, in the words of :func:`unavailable_reason`. A detector named explicitly (a zoo
-name or a file) stays required: its error propagates and the program stops with one line.
+applies the same rule: when ``auto``'s weights are neither cached nor downloadable (or
+unreadable), the program goes on *without* a detector and says why, once, in the words of
+:func:`unavailable_reason`. A detector named explicitly (a zoo name or a file) stays required:
+its error propagates and the program stops with one line.
 """
 
 from __future__ import annotations
@@ -13,15 +18,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+import torch
+
 from models.checkpoint import CheckpointError
 from models.zoo import ZooError
 
+__all__ = [
+    "AUTO",
+    "AUTO_CPU",
+    "AUTO_CUDA",
+    "NO_DETECTOR_EFFECT",
+    "auto_detector",
+    "load_or_reason",
+    "unavailable_reason",
+]
+
 AUTO = "auto"
-"""The detector setting that may fall back to no detector."""
+"""The detector setting that picks by device and may fall back to no detector."""
+AUTO_CUDA = "person-rtmdet-m"
+AUTO_CPU = "person-rtmdet-nano"
 
 NO_DETECTOR_EFFECT = "images without boxes are answered as one whole-image person"
 
 T = TypeVar("T")
+
+
+def auto_detector(device: str | torch.device | None) -> str:
+    """The zoo name ``auto`` stands for on ``device`` (``None`` = cuda if available, else cpu)."""
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    return AUTO_CUDA if cuda else AUTO_CPU
 
 
 def unavailable_reason(name: str, error: BaseException, effect: str = NO_DETECTOR_EFFECT) -> str:

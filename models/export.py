@@ -70,14 +70,33 @@ def onnx_bytes(model: torch.nn.Module, config: ModelConfig, *, opset: int = DEFA
     Raises:
         ExportError: ``onnx`` is missing or the checker rejects the graph.
     """
+    w, h = config.input_size
+    meta = {METADATA_KEY: json.dumps(config.to_dict())}
+    return graph_bytes(model, (h, w), outputs=[OUTPUT_NAME], metadata=meta, opset=opset)
+
+
+def graph_bytes(
+    model: torch.nn.Module,
+    input_hw: tuple[int, int],
+    *,
+    outputs: Sequence[str],
+    metadata: dict[str, str],
+    opset: int = DEFAULT_OPSET,
+) -> bytes:
+    """``model`` (one ``(B, 3, h, w)`` float32 input :data:`INPUT_NAME`; ``outputs`` named in
+    order, each with the batch first) as a checked ONNX graph with a dynamic batch axis and
+    ``metadata`` in its ``metadata_props``; traced on a CPU float32 copy.
+
+    Raises:
+        ExportError: ``onnx`` is missing or the checker rejects the graph.
+    """
     import copy
 
     import torch
 
     onnx = require("onnx")
-    w, h = config.input_size
     net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
-    dummy = torch.zeros(2, 3, h, w)  # batch 2: nothing may specialise on a batch of one
+    dummy = torch.zeros(2, 3, *input_hw)  # batch 2: nothing may specialise on a batch of one
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
@@ -87,13 +106,19 @@ def onnx_bytes(model: torch.nn.Module, config: ModelConfig, *, opset: int = DEFA
             buf,  # type: ignore[arg-type]  # a file object: the TorchScript exporter takes one
             dynamo=False,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
             opset_version=opset,
         )
+        produced = net(dummy)
     proto = onnx.load_from_string(buf.getvalue())
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(config.to_dict())
+    tensors = [produced] if isinstance(produced, torch.Tensor) else list(produced)
+    for out, tensor in zip(proto.graph.output, tensors, strict=True):
+        for dim, size in zip(out.type.tensor_type.shape.dim[1:], tensor.shape[1:], strict=True):
+            dim.dim_value = int(size)  # static past the batch axis, where tracing lost it
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     proto.producer_name = "heatpose"
     try:
         onnx.checker.check_model(proto, full_check=True)
@@ -106,8 +131,12 @@ def export_onnx(
     model: torch.nn.Module, config: ModelConfig, out: str | Path, *, opset: int = DEFAULT_OPSET
 ) -> Path:
     """Write :func:`onnx_bytes` to ``out`` atomically (a temporary file, then a rename)."""
+    return write_atomically(out, onnx_bytes(model, config, opset=opset))
+
+
+def write_atomically(out: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``out`` through a temporary file and a rename (never half a file)."""
     out = Path(out)
-    data = onnx_bytes(model, config, opset=opset)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
     try:
@@ -128,6 +157,19 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     """
     from models.model_config import ModelConfig
 
+    text = read_metadata(path, METADATA_KEY)
+    try:
+        return ModelConfig.from_dict(json.loads(text))
+    except ValueError as e:
+        raise ExportError(f"{path}: {e}") from e
+
+
+def read_metadata(path: str | Path, key: str) -> str:
+    """The ``metadata_props`` entry ``key`` of an ONNX file (the graph's weights not read).
+
+    Raises:
+        ExportError: no such file, not ONNX, or no such entry.
+    """
     onnx = require("onnx")
     p = Path(path)
     if not p.is_file():
@@ -137,12 +179,9 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     except Exception as e:  # protobuf's DecodeError and friends
         raise ExportError(f"{p}: not an ONNX model ({e})") from e
     meta = {m.key: m.value for m in proto.metadata_props}
-    if METADATA_KEY not in meta:
-        raise ExportError(f"{p}: no '{METADATA_KEY}' metadata: export it with `heatpose export`")
-    try:
-        return ModelConfig.from_dict(json.loads(meta[METADATA_KEY]))
-    except ValueError as e:
-        raise ExportError(f"{p}: {e}") from e
+    if key not in meta:
+        raise ExportError(f"{p}: no '{key}' metadata: export it with `heatpose export`")
+    return str(meta[key])
 
 
 def max_abs_diff(
@@ -176,7 +215,17 @@ def max_abs_diff(
 
 def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="heatpose export", description="Export a checkpoint for another runtime.")
-    p.add_argument("checkpoint", help="a .safetensors checkpoint (models.checkpoint.save)")
+    p.add_argument(
+        "checkpoint",
+        help="a .safetensors pose checkpoint (models.checkpoint.save), or a person detector: "
+        "an RTMDet zoo name (person-rtmdet-nano, person-rtmdet-m) or, with --detector, a file",
+    )
+    p.add_argument(
+        "--detector",
+        action="store_true",
+        help="CHECKPOINT is a person detector's weights file (static input, NMS outside the "
+        "graph; models/detector_export.py)",
+    )
     p.add_argument("--format", choices=FORMATS, required=True, help="the output format")
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
     p.add_argument(
@@ -247,6 +296,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from models.quantize import CalibrationError
 
     try:
+        if args.detector or _is_zoo_detector(args.checkpoint):
+            from models.detector_export import export_detector
+            from models.zoo import ZooError
+
+            try:
+                return export_detector(args)
+            except ZooError as e:
+                raise ExportError(str(e)) from e
         bundle = load(args.checkpoint)
         if args.int8:
             return _export_int8(bundle, args)
@@ -259,6 +316,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"heatpose export: error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def _is_zoo_detector(name: str) -> bool:
+    from models.zoo import ENTRIES
+
+    entry = ENTRIES.get(name)
+    return entry is not None and entry.kind == "detector"
 
 
 def _export_int8(bundle: Any, args: argparse.Namespace) -> int:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from models.checkpoint import CheckpointError, load
-from models.detector import PersonDetector, load_detector
-from models.detector_choice import AUTO, load_or_reason
+from models.detector import load_detector
+from models.detector_choice import AUTO, auto_detector, load_or_reason
 from models.pipeline import Detector, PipelineOptions, PosePipeline
 from models.predictor import Predictor
 from models.zoo import ZooError
@@ -55,7 +55,7 @@ from training.eval_pipeline import (
     pose_predictions,
     predict_split,
 )
-from training.evaluate_args import AUTO_DETECTOR, parse_args
+from training.evaluate_args import parse_args
 
 
 def ground_truth_boxes(coco: Any, image_dir: Path, category_id: int | None = None) -> Boxes:
@@ -192,9 +192,9 @@ def run(args: Any) -> int:
         print(f"heatpose eval: error: --checkpoint: {e}", file=sys.stderr)
         return 2
     device = torch.device(args.device) if args.device else None
-    detector: PersonDetector | None = None
+    detector: Detector | None = None
     if args.boxes == "detector":
-        name = AUTO_DETECTOR if args.detector == AUTO else args.detector
+        name = auto_detector(device) if args.detector == AUTO else args.detector
         try:
             detector, off = load_or_reason(
                 args.detector,

@@ -12,9 +12,6 @@ from pathlib import Path
 from models.choices import DECODE_MODES
 from training.cli_args import ArgumentParser, non_negative_int
 
-AUTO_DETECTOR = "person-rcnn-r50-fpn"
-"""The detector ``--detector auto`` names (the most accurate person boxes of the zoo)."""
-
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
@@ -41,8 +38,9 @@ def build_parser() -> ArgumentParser:
         "--detector",
         default="auto",
         metavar="NAME_OR_FILE",
-        help=f"with --boxes detector: zoo name or state dict file; auto (default): "
-        f"{AUTO_DETECTOR}, or the ground-truth boxes when its weights cannot be had",
+        help="with --boxes detector: a zoo name (person-rtmdet-m, person-rcnn-r50-fpn, ...), "
+        "a weights file, or auto (default: person-rtmdet-m on CUDA, person-rtmdet-nano on the "
+        "CPU, or the ground-truth boxes when its weights cannot be had)",
     )
     add(
         "--det-score-thr",

@@ -95,7 +95,7 @@ def test_named_detector_offline_without_cache_says_how_to_provide_one(
     )
     assert r.returncode == 2, r.stderr
     (line,) = r.stderr.strip().splitlines()
-    assert "HEATPOSE_DETECTOR='person-frcnn-mbv3'" in line and "cannot download" in line
+    assert "HEATPOSE_DETECTOR='person-rtmdet-nano'" in line and "cannot download" in line
     assert "HEATPOSE_DETECTOR=none" in line and "state dict" in line  # the ways out
     assert not list(tmp_path.rglob("*.pth"))
 
