@@ -88,7 +88,7 @@ def test_named_detector_offline_without_cache_says_how_to_provide_one(
     r = run(
         ["-m", "app"],
         HEATPOSE_CHECKPOINT=str(app_checkpoint),
-        HEATPOSE_DETECTOR="person-frcnn-mbv3",
+        HEATPOSE_DETECTOR="person-rtmdet-nano",
         HEATPOSE_DEVICE="cpu",
         HEATPOSE_HOME=str(tmp_path),
         HEATPOSE_WEIGHTS_URL="http://127.0.0.1:9",
