@@ -28,9 +28,10 @@ Failures are the domain exceptions below (``app.errors`` alone turns them into H
   and its crops that are still queued are dropped before they reach the model; a job cancelled
   while waiting (the client disconnected) has its crops removed from the queue at once. Both
   are counted in ``heatpose_dropped_crops_total{reason="deadline"|"cancelled"}``.
-- An exception in a batch fails the jobs in that batch only (:class:`BatchFailed`) and the loop
-  goes on, with every device (a failing one is picked last while a healthy one is free); CUDA
-  out-of-memory splits the batch in halves and retries them.
+- An exception in a batch is isolated: the batch is retried in halves until the failing inputs
+  are found (:mod:`app.isolation`); only their jobs fail (:class:`BatchFailed`), the others get
+  their results, and the loop goes on with every device (one whose whole last batch failed is
+  picked last while a healthy one is free); CUDA out-of-memory splits the batch in halves too.
 - :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
   with :class:`NotServing`.
 - :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
@@ -54,6 +55,7 @@ import numpy as np
 from app import batch_worker
 from app.batch_worker import Decode, RunBatch
 from app.devices import worker_labels
+from app.isolation import run_isolated
 from app.metrics import Metrics, StageMetrics
 from models.crops import Crops, stack_crops
 from models.persons import PersonResult
@@ -382,10 +384,12 @@ class BatchQueue(Generic[Out]):
         """On the worker thread of ``replica``'s device: one output per entry of ``batch``."""
         raise NotImplementedError
 
-    def _process(self, batch: list[Entry], worker: _Worker) -> list[Out]:
-        """Runs on the worker thread: the stage's :meth:`_run`, timed and counted."""
+    def _process(self, batch: list[Entry], worker: _Worker) -> list[Out | Exception]:
+        """Runs on the worker thread: the stage's :meth:`_run`, timed and counted; a batch that
+        raises is retried in halves (:func:`app.isolation.run_isolated`), so an entry's result
+        is its output or the exception its own input raised."""
         t0 = time.perf_counter()
-        results = self._run(batch, worker.replica)
+        results = run_isolated(lambda part: self._run(part, worker.replica), batch)
         dt = time.perf_counter() - t0
         self.stage.batch_size.observe(len(batch))
         self.stage.device_batch_size.labels(worker.label).observe(len(batch))
@@ -395,37 +399,42 @@ class BatchQueue(Generic[Out]):
         self._batch_s = 0.8 * self._batch_s + 0.2 * dt
         return results
 
-    def _finish(self, batch: list[Entry], worker: _Worker, fut: asyncio.Future[list[Out]]) -> None:
-        """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
+    def _finish(
+        self, batch: list[Entry], worker: _Worker, fut: asyncio.Future[list[Out | Exception]]
+    ) -> None:
+        """On the event loop: hand each entry's result to its job; an entry whose input failed
+        (:meth:`_process`) fails its own job only."""
         worker.inflight -= 1
         worker.free_since = self._free_since = time.monotonic()
         self._wakeup.set()
         if fut.cancelled():
             return
         exc = fut.exception()
-        worker.failed = exc is not None
-        if exc is not None:
+        results: list[Any] = [exc] * len(batch) if exc is not None else fut.result()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        worker.failed = len(failed) == len(batch)  # the device, not one input, is suspect
+        if failed:
             self.metrics.batch_failures.inc()
             log.error(
-                "a batch of %d %s on %s failed: %r",
+                "%d of a batch of %d %s on %s failed: %r",
+                len(failed),
                 len(batch),
                 self.unit,
                 worker.label,
-                exc,
-                exc_info=exc,
+                failed[0],
+                exc_info=failed[0],
             )
-            for job, _ in batch:
-                if not job.future.done():
-                    err = BatchFailed(
-                        f"the inference batch this request was part of failed "
-                        f"({type(exc).__name__}: {exc}); other requests are unaffected, "
-                        "retrying may succeed"
-                    )
-                    err.__cause__ = exc
-                    job.future.set_exception(err)
-            return
-        for (job, i), result in zip(batch, fut.result(), strict=True):
+        for (job, i), result in zip(batch, results, strict=True):
             if job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                err = BatchFailed(
+                    f"the inference of this request's input failed "
+                    f"({type(result).__name__}: {result}); the other requests of its batch "
+                    "were answered"
+                )
+                err.__cause__ = result
+                job.future.set_exception(err)
                 continue
             job.results[i] = result
             job.remaining -= 1

@@ -46,6 +46,7 @@ from app.startup import (
 from app.warmup import warm_replicas
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
+from models.detector_input import check_detectable
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
@@ -348,6 +349,7 @@ class PoseService:
             NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.batcher`.
             BoxError: a box that is malformed or lies outside its image.
             PipelineError: ``detect=true`` without a detector.
+            UndetectableImage: an image for the detector past its aspect-ratio limit.
         """
         predictor, _ = self.check_ready()
         opts = self._resolve(predictor, options)
@@ -454,7 +456,8 @@ class PoseService:
 
         Raises:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
-            without a detector. The detector batcher's exceptions (:mod:`app.batcher`).
+            without a detector. UndetectableImage: an image the detector cannot take
+            (:mod:`models.detector_input`). The detector batcher's exceptions (:mod:`app.batcher`).
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
@@ -465,6 +468,8 @@ class PoseService:
         ]
         if todo:
             assert self.detector_batcher is not None
+            for i in todo:  # before the batch: an image it cannot resize fails no one else
+                check_detectable(*maps[i].size, name=f"image {i}")
             found = await self.detector_batcher.submit(
                 [images[i] for i in todo],
                 bbox_thr=options.bbox_thr,
