@@ -477,7 +477,8 @@ class PoseService:
                 deadline=deadline,
             )
             for i, p in zip(todo, found, strict=True):
-                out[i] = p
+                h, w = images[i].shape[:2]
+                out[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
         return whole_or_given(out, maps)
 
     def _crop(
