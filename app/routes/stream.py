@@ -269,7 +269,9 @@ def parse_control(text: str) -> dict[str, Any]:
     """
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as e:
+    except RecursionError:  # nested too deep for the parser (a RuntimeError: not a ValueError)
+        raise ValueError("text messages must be JSON {'seq', 'ts_ms'}: nested too deep") from None
+    except ValueError as e:  # JSONDecodeError, or an integer of too many digits
         raise ValueError(f"text messages must be JSON {{'seq', 'ts_ms'}}: {e}") from None
     if not isinstance(obj, dict) or set(obj) - {"seq", "ts_ms"}:
         raise ValueError('a text message is {"seq": int, "ts_ms": number} for the next frame')
