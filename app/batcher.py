@@ -24,9 +24,13 @@ its batches and their sizes.
 Failures are the domain exceptions below (``app.errors`` alone turns them into HTTP answers):
 
 - Queue full -> :class:`QueueFull` (with a retry delay); more crops than the queue can ever
-  hold -> :class:`OverCapacity`. Past its deadline a job fails with :class:`DeadlineExceeded`
-  and its crops that are still queued are dropped before they reach the model; a job cancelled
-  while waiting (the client disconnected) has its crops removed from the queue at once. Both
+  hold -> :class:`OverCapacity`. Deadline-aware admission: a job whose items would be answered
+  only after its deadline, at the batch time this stage measured recently
+  (:meth:`BatchQueue.expected_wait_s`), is refused at once with :class:`QueueFull` too
+  (``heatpose_stage_expected_wait_seconds{stage=...}`` in ``/metrics``). Past its deadline a
+  job fails with :class:`DeadlineExceeded` and its crops that are still queued are dropped
+  before they reach the model; a job cancelled while waiting (the client disconnected) has its
+  crops removed from the queue at once. Both
   are counted in ``heatpose_dropped_crops_total{reason="deadline"|"cancelled"}``.
 - An exception in a batch is isolated: the batch is retried in halves until the failing inputs
   are found (:mod:`app.isolation`); only their jobs fail (:class:`BatchFailed`), the others get
@@ -166,6 +170,8 @@ class BatchQueue(Generic[Out]):
         self.max_queued = max_queued
         self.metrics = metrics or Metrics()
         self.stage = stage or self.metrics.pose
+        self.stage_name = "detector" if self.stage is self.metrics.detector else "pose"
+        self.admission = self.metrics.expected_wait_seconds  # labelled by stage_name
         self.unit = unit
         self.limit_setting = limit_setting
         if not replicas:
@@ -249,7 +255,7 @@ class BatchQueue(Generic[Out]):
             return []
         if not self._accepting or not self.alive:
             raise NotServing("the model is not serving (starting, stopping or failed)")
-        self.check_room(n)
+        self.check_room(n, deadline=deadline)
         loop = asyncio.get_running_loop()
         job: _Job[Out] = _Job(
             items=items,
@@ -276,10 +282,13 @@ class BatchQueue(Generic[Out]):
             if job.future.cancelled():  # deadline, or the request was cancelled (app.gate does
                 self._remove(job)  # on a disconnect): its queued crops never reach the model
 
-    def check_room(self, n: int) -> None:
+    def check_room(self, n: int, *, deadline: float | None = None) -> None:
         """Refuse ``n`` more items now (:class:`QueueFull`) or ever (:class:`OverCapacity`).
 
         Routes call it (through the service) before decoding anything, so shedding is cheap.
+        With a ``deadline`` (``time.monotonic()``), items that cannot be answered before it at
+        the recently measured pace (:meth:`expected_wait_s`) are refused too (QueueFull: a
+        quick 503 with ``Retry-After`` instead of a 504 when the deadline has passed).
         """
         if n > self.max_queued:
             self.metrics.rejected.labels("over_capacity").inc()
@@ -296,6 +305,29 @@ class BatchQueue(Generic[Out]):
                 f"this request adds {n}. Retry after {retry} s",
                 retry_after=retry,
             )
+        wait = self.expected_wait_s(n)
+        self.admission.labels(self.stage_name).set(self.expected_wait_s(0))
+        if deadline is not None and wait > deadline - time.monotonic():
+            left = max(0.0, deadline - time.monotonic())
+            retry = max(1, math.ceil(self.expected_wait_s(0)))
+            self.metrics.rejected.labels("deadline_unreachable").inc()
+            raise QueueFull(
+                f"{len(self._queue)} {self.unit} are queued: about {wait:.1f} s until this "
+                f"request's {n} would be answered at the recently measured pace "
+                f"({self._batch_s:.2f} s a batch of up to {self.max_batch_size}), but its "
+                f"deadline is {left:.1f} s away (HEATPOSE_REQUEST_TIMEOUT_S). "
+                f"Retry after {retry} s",
+                retry_after=retry,
+            )
+
+    def expected_wait_s(self, n: int) -> float:
+        """Seconds until ``n`` more items would be answered: the batches of the queue ahead of
+        them and their own (of up to ``max_batch_size`` items), each taking the recently
+        measured batch time, shared by the workers. 0 until a batch has been measured; exact
+        under load (full batches), low when recent batches were small (it errs on admitting).
+        """
+        batches = math.ceil((len(self._queue) + n) / self.max_batch_size)
+        return batches * self._batch_s / len(self._workers)
 
     def _remove(self, job: _Job) -> None:
         """Take a cancelled job's crops out of the queue (counted as dropped)."""
@@ -396,7 +428,8 @@ class BatchQueue(Generic[Out]):
         self.stage.inference_seconds.observe(dt)
         self.stage.items.inc(len(batch))
         self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
-        self._batch_s = 0.8 * self._batch_s + 0.2 * dt
+        self._batch_s = dt if self._batch_s == 0.0 else 0.8 * self._batch_s + 0.2 * dt
+        self.metrics.batch_seconds.labels(self.stage_name).set(self._batch_s)
         return results
 
     def _finish(

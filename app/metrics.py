@@ -142,6 +142,22 @@ class Metrics:
                 registry=r,
             ),
         )
+        # Admission (app.batcher.BatchQueue.check_room): the pace each stage measured recently
+        self.batch_seconds = Gauge(
+            "heatpose_stage_batch_seconds",
+            "Recent time of one batch (running average), by stage (pose, detector)",
+            ["stage"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.expected_wait_seconds = Gauge(
+            "heatpose_stage_expected_wait_seconds",
+            "Estimated seconds until the queued items of a stage are answered, by stage; "
+            "requests that cannot finish before their deadline are refused (503)",
+            ["stage"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.dropped_crops = Counter(
             "heatpose_dropped_crops",
             "Queued items (person crops, detector images) dropped before their model: deadline "

@@ -134,7 +134,7 @@ async def test_detector_batch_failure_fails_only_the_request_with_the_marked_ima
 async def test_through_the_service_only_the_marked_upload_fails(serve_app) -> None:
     det = MarkedFails()
     async with serve_app(stand_in=det, max_queue_delay_ms=300) as (client, _):
-        ims = [np.full((60, 80, 3), v, np.uint8) for v in (1, MARK, 3, 4)]
+        ims = [np.full((480, 640, 3), v, np.uint8) for v in (1, MARK, 3, 4)]
         files = [[("files", ("a.png", png(a), "image/png"))] for a in ims]
         rs = await asyncio.gather(*(client.post("/predict", files=f) for f in files))
     assert max(det.failed) > 1, det.batches  # the marked image shared a batch with others
@@ -161,7 +161,7 @@ async def test_thin_images_are_refused_before_the_detector_on_each_route(
 ) -> None:
     det = StandIn()
     data = png(np.full((h, w, 3), 100, np.uint8))
-    ok = png(np.full((60, 80, 3), 100, np.uint8))
+    ok = png(np.full((480, 640, 3), 100, np.uint8))
     async with serve_app(stand_in=det) as (client, _):
         det.calls.clear()
         for route, field in (("/predict", "files"), ("/visualize", "file")):
@@ -188,6 +188,6 @@ def test_thin_frame_on_the_stream_gets_an_error_and_the_stream_goes_on(client: A
         ws.send_bytes(png(np.full((1, 10000, 3), 100, np.uint8)))
         err = ws.receive_json()["error"]
         assert err["code"] == "undetectable_image" and "10000x1" in err["message"]
-        ws.send_bytes(png(np.full((60, 80, 3), 100, np.uint8)))
+        ws.send_bytes(png(np.full((480, 640, 3), 100, np.uint8)))
         m = ws.receive_json()
-        assert (m["width"], m["height"]) == (80, 60) and len(m["persons"]) == 3
+        assert (m["width"], m["height"]) == (640, 480) and len(m["persons"]) == 3
