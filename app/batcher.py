@@ -25,7 +25,7 @@ Failures are the domain exceptions below (``app.errors`` alone turns them into H
 
 - Queue full -> :class:`QueueFull` (with a retry delay); more crops than the queue can ever
   hold -> :class:`OverCapacity`. Deadline-aware admission: a job whose items would be answered
-  only after its deadline, at the batch time this stage measured recently
+  only after its deadline, at the time per item this stage measured recently
   (:meth:`BatchQueue.expected_wait_s`), is refused at once with :class:`QueueFull` too
   (``heatpose_stage_expected_wait_seconds{stage=...}`` in ``/metrics``). Past its deadline a
   job fails with :class:`DeadlineExceeded` and its crops that are still queued are dropped
@@ -187,8 +187,9 @@ class BatchQueue(Generic[Out]):
         self._accepting = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._per_crop_s = 0.05  # running estimate, for Retry-After
         self._batch_s = 0.0  # running estimate of one batch's time on the worker
+        self._pace_s: float | None = None  # running estimate of the time per item (admission)
+        self._inflight_items = 0  # items in the batches on the workers now
         self.died: BaseException | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -297,7 +298,7 @@ class BatchQueue(Generic[Out]):
                 f"({self.limit_setting}): send fewer images or boxes per request"
             )
         if len(self._queue) + n > self.max_queued:
-            per_crop = self._per_crop_s / len(self._workers)  # the workers run side by side
+            per_crop = (self._pace_s or 0.05) / len(self._workers)  # workers run side by side
             retry = max(1, math.ceil(len(self._queue) * per_crop))
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
@@ -314,20 +315,29 @@ class BatchQueue(Generic[Out]):
             raise QueueFull(
                 f"{len(self._queue)} {self.unit} are queued: about {wait:.1f} s until this "
                 f"request's {n} would be answered at the recently measured pace "
-                f"({self._batch_s:.2f} s a batch of up to {self.max_batch_size}), but its "
+                f"({self._pace_s or 0.0:.3f} s per item), but its "
                 f"deadline is {left:.1f} s away (HEATPOSE_REQUEST_TIMEOUT_S). "
                 f"Retry after {retry} s",
                 retry_after=retry,
             )
 
     def expected_wait_s(self, n: int) -> float:
-        """Seconds until ``n`` more items would be answered: the batches of the queue ahead of
-        them and their own (of up to ``max_batch_size`` items), each taking the recently
-        measured batch time, shared by the workers. 0 until a batch has been measured; exact
-        under load (full batches), low when recent batches were small (it errs on admitting).
+        """Seconds until ``n`` more items would be answered: the items ahead of them (queued
+        and in flight) and their own, at the recently measured time per item (a running
+        average over batches; seeded by :meth:`seed_pace`), shared by the workers. 0 until a
+        pace is known. Exact where a batch costs in proportion to its items (CPU); high after
+        small batches where it does not (GPU), until full batches are measured.
         """
-        batches = math.ceil((len(self._queue) + n) / self.max_batch_size)
-        return batches * self._batch_s / len(self._workers)
+        if self._pace_s is None:
+            return 0.0
+        items = len(self._queue) + self._inflight_items + n
+        return items * self._pace_s / len(self._workers)
+
+    def seed_pace(self, seconds_per_item: float) -> None:
+        """Start :meth:`expected_wait_s` from a time per item measured before serving (the
+        warm-up), so the first burst is admitted at a known pace."""
+        if self._pace_s is None and seconds_per_item > 0:
+            self._pace_s = seconds_per_item
 
     def _remove(self, job: _Job) -> None:
         """Take a cancelled job's crops out of the queue (counted as dropped)."""
@@ -351,6 +361,7 @@ class BatchQueue(Generic[Out]):
                 worker = self._free_worker()
                 assert worker is not None  # _gather returns when one is free
                 worker.inflight += 1
+                self._inflight_items += len(batch)
                 fut = loop.run_in_executor(worker.executor, self._process, batch, worker)
                 fut.add_done_callback(
                     lambda f, b=batch, w=worker: self._finish(b, w, f)  # type: ignore[misc]
@@ -427,9 +438,10 @@ class BatchQueue(Generic[Out]):
         self.stage.device_batch_size.labels(worker.label).observe(len(batch))
         self.stage.inference_seconds.observe(dt)
         self.stage.items.inc(len(batch))
-        self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
-        self._batch_s = dt if self._batch_s == 0.0 else 0.8 * self._batch_s + 0.2 * dt
-        self.metrics.batch_seconds.labels(self.stage_name).set(self._batch_s)
+        self._batch_s = 0.8 * self._batch_s + 0.2 * dt
+        per_item = dt / len(batch)
+        self._pace_s = per_item if self._pace_s is None else 0.8 * self._pace_s + 0.2 * per_item
+        self.metrics.item_seconds.labels(self.stage_name).set(self._pace_s)
         return results
 
     def _finish(
@@ -438,6 +450,7 @@ class BatchQueue(Generic[Out]):
         """On the event loop: hand each entry's result to its job; an entry whose input failed
         (:meth:`_process`) fails its own job only."""
         worker.inflight -= 1
+        self._inflight_items -= len(batch)
         worker.free_since = self._free_since = time.monotonic()
         self._wakeup.set()
         if fut.cancelled():

@@ -143,9 +143,9 @@ class Metrics:
             ),
         )
         # Admission (app.batcher.BatchQueue.check_room): the pace each stage measured recently
-        self.batch_seconds = Gauge(
-            "heatpose_stage_batch_seconds",
-            "Recent time of one batch (running average), by stage (pose, detector)",
+        self.item_seconds = Gauge(
+            "heatpose_stage_item_seconds",
+            "Recent time per item of a batch (running average), by stage (pose, detector)",
             ["stage"],
             registry=r,
             multiprocess_mode="livemax",

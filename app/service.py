@@ -46,7 +46,7 @@ from app.startup import (
 from app.warmup import warm_replicas
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
-from models.detector_input import check_detectable
+from models.detector_input import check_detectable, shrink_for_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
@@ -169,10 +169,13 @@ class PoseService:
         if not detectors:
             self.detector_batcher = None
             return
+        pace = 0.0  # seconds one image took in the warm-up: admission's first estimate
         if s.warmup:
             blank = np.zeros((64, 64, 3), np.uint8)
             for d in dict.fromkeys(detectors):  # a given detector once
+                t0 = time.perf_counter()
                 await anyio.to_thread.run_sync(d.detect, [blank])
+                pace = pace or time.perf_counter() - t0
         self.detector_batcher = DetectorBatcher(
             detectors[0],
             nms_thr=s.detector_nms_thr,
@@ -183,6 +186,7 @@ class PoseService:
             device_name=names[0],
             replicas=list(zip(names[1:], detectors[1:], strict=True)),
         )
+        self.detector_batcher.seed_pace(pace)
         self.detector_batcher.start()
 
     def begin_drain(self) -> None:
@@ -470,14 +474,19 @@ class PoseService:
             assert self.detector_batcher is not None
             for i in todo:  # before the batch: an image it cannot resize fails no one else
                 check_detectable(*maps[i].size, name=f"image {i}")
+            small = await anyio.to_thread.run_sync(
+                lambda: [shrink_for_detector(images[i]) for i in todo],
+                limiter=self.decode_limiter,
+            )  # the detector's input size at most: its float copies stay small
             found = await self.detector_batcher.submit(
-                [images[i] for i in todo],
+                [im for im, _, _ in small],
                 bbox_thr=options.bbox_thr,
                 max_persons=options.max_persons,
                 deadline=deadline,
             )
-            for i, p in zip(todo, found, strict=True):
+            for i, p, (_, fx, fy) in zip(todo, found, small, strict=True):
                 h, w = images[i].shape[:2]
+                p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
                 out[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
         return whole_or_given(out, maps)
 

@@ -39,8 +39,8 @@ async def test_pose_stage_refuses_what_cannot_finish_before_its_deadline() -> No
     queued = asyncio.ensure_future(submit(b, [5, 6, 7, 8, 9, 10]))
     await asyncio.sleep(0.05)
     assert b.queued == 6
-    ahead = b.expected_wait_s(2)  # 4 batches of 2 at the measured pace
-    assert ahead == pytest.approx(4 * BATCH_S, rel=0.5)
+    ahead = b.expected_wait_s(2)  # 2 in flight, 6 queued, 2 more: at BATCH_S / 2 an item
+    assert ahead == pytest.approx(10 * BATCH_S / 2, rel=0.5)
     start = time.monotonic()
     with pytest.raises(QueueFull) as e:
         await submit(b, [11, 12], timeout=ahead / 2)
@@ -89,10 +89,10 @@ async def test_detector_stage_refuses_what_cannot_finish_before_its_deadline() -
     await asyncio.sleep(0.05)
     start = time.monotonic()
     with pytest.raises(QueueFull, match="deadline"):
-        await one(2, 0.5)  # 5 batches of ~0.2 s ahead: cannot make 0.5 s
+        await one(2, 0.5)  # 12 images at ~0.1 s ahead: cannot make 0.5 s
     assert time.monotonic() - start < 0.1
     gauge = b.metrics.expected_wait_seconds.labels("detector")._value.get()
-    assert gauge == pytest.approx(4 * BATCH_S, rel=0.5)
+    assert gauge == pytest.approx(10 * BATCH_S / 2, rel=0.5)  # 2 in flight, 8 queued
     det.gate.set()
     assert [len(r) for r in await asyncio.gather(held, queued)] == [2, 8]
     await b.drain(1.0)
@@ -101,10 +101,10 @@ async def test_detector_stage_refuses_what_cannot_finish_before_its_deadline() -
 async def test_the_gate_sheds_with_503_and_retry_after_at_the_measured_pace(serve_app) -> None:
     async with serve_app(request_timeout_s=2.0) as (client, app):
         batcher = app.state.service.batcher
-        batcher._batch_s = 5.0  # as measured: one batch takes longer than the deadline
+        batcher.seed_pace(5.0)  # as measured: one crop takes longer than the deadline
         files = [("files", ("a.png", b"x", "image/png"))]
         r = await client.post("/predict", files=files)
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
         assert int(r.headers["retry-after"]) >= 1 and "deadline" in r.json()["error"]["message"]
         metrics = (await client.get("/metrics")).text
-    assert 'heatpose_stage_expected_wait_seconds{stage="pose"} 0.0' in metrics
+    assert 'heatpose_stage_expected_wait_seconds{stage="pose"} 0.0' in metrics  # none queued
