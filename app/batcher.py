@@ -288,8 +288,10 @@ class BatchQueue(Generic[Out]):
 
         Routes call it (through the service) before decoding anything, so shedding is cheap.
         With a ``deadline`` (``time.monotonic()``), items that cannot be answered before it at
-        the recently measured pace (:meth:`expected_wait_s`) are refused too (QueueFull: a
-        quick 503 with ``Retry-After`` instead of a 504 when the deadline has passed).
+        the recently measured pace (:meth:`expected_wait_s`) behind the work ahead are refused
+        too (QueueFull: a quick 503 with ``Retry-After`` instead of a 504 when the deadline has
+        passed). An idle stage takes the request whatever the estimate, so a stale estimate is
+        measured again.
         """
         if n > self.max_queued:
             self.metrics.rejected.labels("over_capacity").inc()
@@ -308,7 +310,8 @@ class BatchQueue(Generic[Out]):
             )
         wait = self.expected_wait_s(n)
         self.admission.labels(self.stage_name).set(self.expected_wait_s(0))
-        if deadline is not None and wait > deadline - time.monotonic():
+        ahead = len(self._queue) + self._inflight_items  # an idle stage always takes the
+        if deadline is not None and ahead and wait > deadline - time.monotonic():  # (re)measure
             left = max(0.0, deadline - time.monotonic())
             retry = max(1, math.ceil(self.expected_wait_s(0)))
             self.metrics.rejected.labels("deadline_unreachable").inc()
@@ -324,9 +327,9 @@ class BatchQueue(Generic[Out]):
     def expected_wait_s(self, n: int) -> float:
         """Seconds until ``n`` more items would be answered: the items ahead of them (queued
         and in flight) and their own, at the recently measured time per item (a running
-        average over batches; seeded by :meth:`seed_pace`), shared by the workers. 0 until a
-        pace is known. Exact where a batch costs in proportion to its items (CPU); high after
-        small batches where it does not (GPU), until full batches are measured.
+        average over batches, :meth:`seed_pace` before the first), shared by the workers; 0
+        until a pace is known. Exact where a batch costs in proportion to its items (CPU);
+        high after small batches where it does not (GPU), until full batches are measured.
         """
         if self._pace_s is None:
             return 0.0
@@ -334,8 +337,8 @@ class BatchQueue(Generic[Out]):
         return items * self._pace_s / len(self._workers)
 
     def seed_pace(self, seconds_per_item: float) -> None:
-        """Start :meth:`expected_wait_s` from a time per item measured before serving (the
-        warm-up), so the first burst is admitted at a known pace."""
+        """Start :meth:`expected_wait_s` from a known time per item (before any batch is
+        measured the stage admits whatever the deadline)."""
         if self._pace_s is None and seconds_per_item > 0:
             self._pace_s = seconds_per_item
 

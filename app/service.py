@@ -169,13 +169,10 @@ class PoseService:
         if not detectors:
             self.detector_batcher = None
             return
-        pace = 0.0  # seconds one image took in the warm-up: admission's first estimate
         if s.warmup:
             blank = np.zeros((64, 64, 3), np.uint8)
             for d in dict.fromkeys(detectors):  # a given detector once
-                t0 = time.perf_counter()
                 await anyio.to_thread.run_sync(d.detect, [blank])
-                pace = pace or time.perf_counter() - t0
         self.detector_batcher = DetectorBatcher(
             detectors[0],
             nms_thr=s.detector_nms_thr,
@@ -186,7 +183,6 @@ class PoseService:
             device_name=names[0],
             replicas=list(zip(names[1:], detectors[1:], strict=True)),
         )
-        self.detector_batcher.seed_pace(pace)
         self.detector_batcher.start()
 
     def begin_drain(self) -> None:

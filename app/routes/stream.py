@@ -47,6 +47,7 @@ from app.stream_session import (
     parse_stream_params,
 )
 from app.streams import StreamRegistry
+from models.detector_input import detector_pixels
 from models.video_tracking import VideoTracker
 
 router = APIRouter(tags=["inference"])
@@ -239,7 +240,9 @@ class Connection:
         deadline = frame.arrival + s.request_timeout_s
         lease = PixelLease(self.budget, deadline)
         try:
-            await lease.acquire(pixels_to_decode(frame.data))
+            pixels = pixels_to_decode(frame.data)
+            detector = self.service.detector_batcher is not None  # what its path may hold too
+            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
             image = await anyio.to_thread.run_sync(
                 decode_image,
                 frame.data,

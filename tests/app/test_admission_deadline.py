@@ -102,9 +102,11 @@ async def test_the_gate_sheds_with_503_and_retry_after_at_the_measured_pace(serv
     async with serve_app(request_timeout_s=2.0) as (client, app):
         batcher = app.state.service.batcher
         batcher.seed_pace(5.0)  # as measured: one crop takes longer than the deadline
+        batcher._inflight_items = 1  # and one is on the worker (an idle stage takes any)
         files = [("files", ("a.png", b"x", "image/png"))]
         r = await client.post("/predict", files=files)
         assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
         assert int(r.headers["retry-after"]) >= 1 and "deadline" in r.json()["error"]["message"]
         metrics = (await client.get("/metrics")).text
-    assert 'heatpose_stage_expected_wait_seconds{stage="pose"} 0.0' in metrics  # none queued
+        batcher._inflight_items = 0
+    assert 'heatpose_stage_expected_wait_seconds{stage="pose"} 5.0' in metrics  # 1 ahead
