@@ -129,6 +129,8 @@ class _Worker:
     inflight: int = 0  # batches running (0 or 1)
     failed: bool = False  # its last batch raised
     free_since: float = 0.0  # time.monotonic() when its last batch ended
+    busy_since: float = 0.0  # time.monotonic() when its batch in flight began
+    busy_items: int = 0  # the items of that batch
 
     def load(self) -> tuple[int, bool, float]:
         """Sort key: the least-loaded worker first (see the module docstring)."""
@@ -318,7 +320,7 @@ class BatchQueue(Generic[Out]):
             raise QueueFull(
                 f"{len(self._queue)} {self.unit} are queued: about {wait:.1f} s until this "
                 f"request's {n} would be answered at the recently measured pace "
-                f"({self._pace_s or 0.0:.3f} s per item), but its "
+                f"({self.pace_s():.3f} s per item), but its "
                 f"deadline is {left:.1f} s away (HEATPOSE_REQUEST_TIMEOUT_S). "
                 f"Retry after {retry} s",
                 retry_after=retry,
@@ -327,14 +329,19 @@ class BatchQueue(Generic[Out]):
     def expected_wait_s(self, n: int) -> float:
         """Seconds until ``n`` more items would be answered: the items ahead of them (queued
         and in flight) and their own, at the recently measured time per item (a running
-        average over batches, :meth:`seed_pace` before the first), shared by the workers; 0
-        until a pace is known. Exact where a batch costs in proportion to its items (CPU);
+        average over batches, :meth:`seed_pace` before the first; at least the time per item
+        a batch still running has taken so far), shared by the workers; 0 until a pace is
+        known. Exact where a batch costs in proportion to its items (CPU);
         high after small batches where it does not (GPU), until full batches are measured.
         """
-        if self._pace_s is None:
-            return 0.0
         items = len(self._queue) + self._inflight_items + n
-        return items * self._pace_s / len(self._workers)
+        return items * self.pace_s() / len(self._workers)
+
+    def pace_s(self) -> float:
+        """Seconds per item for :meth:`expected_wait_s` (0 until known)."""
+        now = time.monotonic()
+        running = [(now - w.busy_since) / w.busy_items for w in self._workers if w.inflight]
+        return max([self._pace_s or 0.0, *running])  # a batch running long is evidence too
 
     def seed_pace(self, seconds_per_item: float) -> None:
         """Start :meth:`expected_wait_s` from a known time per item (before any batch is
@@ -365,6 +372,7 @@ class BatchQueue(Generic[Out]):
                 assert worker is not None  # _gather returns when one is free
                 worker.inflight += 1
                 self._inflight_items += len(batch)
+                worker.busy_since, worker.busy_items = time.monotonic(), len(batch)
                 fut = loop.run_in_executor(worker.executor, self._process, batch, worker)
                 fut.add_done_callback(
                     lambda f, b=batch, w=worker: self._finish(b, w, f)  # type: ignore[misc]
