@@ -40,7 +40,7 @@ async def test_early_answers_are_counted_under_their_route(serve_app: Any) -> No
         r = await client.post("/predict", content=b"x" * 5000, headers=key)
         assert r.status_code == 413  # the body limit, before the gate
 
-        def full(n: int) -> None:
+        def full(n: int, **_: object) -> None:
             raise QueueFull("the queue is full", retry_after=1)
 
         app.state.service.batcher.check_room = full  # no room: the gate sheds
