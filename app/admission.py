@@ -102,6 +102,16 @@ class PixelLease:
         await self.budget.acquire(pixels, self.deadline)
         self.pixels += pixels
 
+    async def acquire_with(self, pixels: int, extra: int) -> None:
+        """Take ``pixels`` (decoded images: 413 when they can never fit) and ``extra`` more
+        (what the person detector holds for them, :func:`models.detector_input.
+        detector_pixels`) as far as the limits allow: a request that fits without its extra is
+        never refused for it; it waits for the whole budget instead and runs alone."""
+        budget = self.budget
+        self.budget.check(self.pixels + pixels)
+        room = min(budget.per_request, budget.total) - self.pixels
+        await self.acquire(max(pixels, min(pixels + extra, room)))
+
     async def release(self) -> None:
         """Give everything back."""
         pixels, self.pixels = self.pixels, 0

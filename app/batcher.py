@@ -24,13 +24,18 @@ its batches and their sizes.
 Failures are the domain exceptions below (``app.errors`` alone turns them into HTTP answers):
 
 - Queue full -> :class:`QueueFull` (with a retry delay); more crops than the queue can ever
-  hold -> :class:`OverCapacity`. Past its deadline a job fails with :class:`DeadlineExceeded`
-  and its crops that are still queued are dropped before they reach the model; a job cancelled
-  while waiting (the client disconnected) has its crops removed from the queue at once. Both
+  hold -> :class:`OverCapacity`. Deadline-aware admission: a job whose items would be answered
+  only after its deadline, at the time per item this stage measured recently
+  (:meth:`BatchQueue.expected_wait_s`), is refused at once with :class:`QueueFull` too
+  (``heatpose_stage_expected_wait_seconds{stage=...}`` in ``/metrics``). Past its deadline a
+  job fails with :class:`DeadlineExceeded` and its crops that are still queued are dropped
+  before they reach the model; a job cancelled while waiting (the client disconnected) has its
+  crops removed from the queue at once. Both
   are counted in ``heatpose_dropped_crops_total{reason="deadline"|"cancelled"}``.
-- An exception in a batch fails the jobs in that batch only (:class:`BatchFailed`) and the loop
-  goes on, with every device (a failing one is picked last while a healthy one is free); CUDA
-  out-of-memory splits the batch in halves and retries them.
+- An exception in a batch is isolated: the batch is retried in halves until the failing inputs
+  are found (:mod:`app.isolation`); only their jobs fail (:class:`BatchFailed`), the others get
+  their results, and the loop goes on with every device (one whose whole last batch failed is
+  picked last while a healthy one is free); CUDA out-of-memory splits the batch in halves too.
 - :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
   with :class:`NotServing`.
 - :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
@@ -54,6 +59,7 @@ import numpy as np
 from app import batch_worker
 from app.batch_worker import Decode, RunBatch
 from app.devices import worker_labels
+from app.isolation import run_isolated
 from app.metrics import Metrics, StageMetrics
 from models.crops import Crops, stack_crops
 from models.persons import PersonResult
@@ -123,6 +129,8 @@ class _Worker:
     inflight: int = 0  # batches running (0 or 1)
     failed: bool = False  # its last batch raised
     free_since: float = 0.0  # time.monotonic() when its last batch ended
+    busy_since: float = 0.0  # time.monotonic() when its batch in flight began
+    busy_items: int = 0  # the items of that batch
 
     def load(self) -> tuple[int, bool, float]:
         """Sort key: the least-loaded worker first (see the module docstring)."""
@@ -164,6 +172,8 @@ class BatchQueue(Generic[Out]):
         self.max_queued = max_queued
         self.metrics = metrics or Metrics()
         self.stage = stage or self.metrics.pose
+        self.stage_name = "detector" if self.stage is self.metrics.detector else "pose"
+        self.admission = self.metrics.expected_wait_seconds  # labelled by stage_name
         self.unit = unit
         self.limit_setting = limit_setting
         if not replicas:
@@ -179,8 +189,9 @@ class BatchQueue(Generic[Out]):
         self._accepting = False
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
-        self._per_crop_s = 0.05  # running estimate, for Retry-After
         self._batch_s = 0.0  # running estimate of one batch's time on the worker
+        self._pace_s: float | None = None  # running estimate of the time per item (admission)
+        self._inflight_items = 0  # items in the batches on the workers now
         self.died: BaseException | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -247,7 +258,7 @@ class BatchQueue(Generic[Out]):
             return []
         if not self._accepting or not self.alive:
             raise NotServing("the model is not serving (starting, stopping or failed)")
-        self.check_room(n)
+        self.check_room(n, deadline=deadline)
         loop = asyncio.get_running_loop()
         job: _Job[Out] = _Job(
             items=items,
@@ -274,10 +285,15 @@ class BatchQueue(Generic[Out]):
             if job.future.cancelled():  # deadline, or the request was cancelled (app.gate does
                 self._remove(job)  # on a disconnect): its queued crops never reach the model
 
-    def check_room(self, n: int) -> None:
+    def check_room(self, n: int, *, deadline: float | None = None) -> None:
         """Refuse ``n`` more items now (:class:`QueueFull`) or ever (:class:`OverCapacity`).
 
         Routes call it (through the service) before decoding anything, so shedding is cheap.
+        With a ``deadline`` (``time.monotonic()``), items that cannot be answered before it at
+        the recently measured pace (:meth:`expected_wait_s`) behind the work ahead are refused
+        too (QueueFull: a quick 503 with ``Retry-After`` instead of a 504 when the deadline has
+        passed). An idle stage takes the request whatever the estimate, so a stale estimate is
+        measured again.
         """
         if n > self.max_queued:
             self.metrics.rejected.labels("over_capacity").inc()
@@ -286,7 +302,7 @@ class BatchQueue(Generic[Out]):
                 f"({self.limit_setting}): send fewer images or boxes per request"
             )
         if len(self._queue) + n > self.max_queued:
-            per_crop = self._per_crop_s / len(self._workers)  # the workers run side by side
+            per_crop = (self._pace_s or 0.05) / len(self._workers)  # workers run side by side
             retry = max(1, math.ceil(len(self._queue) * per_crop))
             self.metrics.rejected.labels("queue_full").inc()
             raise QueueFull(
@@ -294,6 +310,44 @@ class BatchQueue(Generic[Out]):
                 f"this request adds {n}. Retry after {retry} s",
                 retry_after=retry,
             )
+        wait = self.expected_wait_s(n)
+        self.admission.labels(self.stage_name).set(self.expected_wait_s(0))
+        ahead = len(self._queue) + self._inflight_items  # an idle stage always takes the
+        if deadline is not None and ahead and wait > deadline - time.monotonic():  # (re)measure
+            left = max(0.0, deadline - time.monotonic())
+            retry = max(1, math.ceil(self.expected_wait_s(0)))
+            self.metrics.rejected.labels("deadline_unreachable").inc()
+            raise QueueFull(
+                f"{len(self._queue)} {self.unit} are queued: about {wait:.1f} s until this "
+                f"request's {n} would be answered at the recently measured pace "
+                f"({self.pace_s():.3f} s per item), but its "
+                f"deadline is {left:.1f} s away (HEATPOSE_REQUEST_TIMEOUT_S). "
+                f"Retry after {retry} s",
+                retry_after=retry,
+            )
+
+    def expected_wait_s(self, n: int) -> float:
+        """Seconds until ``n`` more items would be answered: the items ahead of them (queued
+        and in flight) and their own, at the recently measured time per item (a running
+        average over batches, :meth:`seed_pace` before the first; at least the time per item
+        a batch still running has taken so far), shared by the workers; 0 until a pace is
+        known. Exact where a batch costs in proportion to its items (CPU);
+        high after small batches where it does not (GPU), until full batches are measured.
+        """
+        items = len(self._queue) + self._inflight_items + n
+        return items * self.pace_s() / len(self._workers)
+
+    def pace_s(self) -> float:
+        """Seconds per item for :meth:`expected_wait_s` (0 until known)."""
+        now = time.monotonic()
+        running = [(now - w.busy_since) / w.busy_items for w in self._workers if w.inflight]
+        return max([self._pace_s or 0.0, *running])  # a batch running long is evidence too
+
+    def seed_pace(self, seconds_per_item: float) -> None:
+        """Start :meth:`expected_wait_s` from a known time per item (before any batch is
+        measured the stage admits whatever the deadline)."""
+        if self._pace_s is None and seconds_per_item > 0:
+            self._pace_s = seconds_per_item
 
     def _remove(self, job: _Job) -> None:
         """Take a cancelled job's crops out of the queue (counted as dropped)."""
@@ -317,6 +371,8 @@ class BatchQueue(Generic[Out]):
                 worker = self._free_worker()
                 assert worker is not None  # _gather returns when one is free
                 worker.inflight += 1
+                self._inflight_items += len(batch)
+                worker.busy_since, worker.busy_items = time.monotonic(), len(batch)
                 fut = loop.run_in_executor(worker.executor, self._process, batch, worker)
                 fut.add_done_callback(
                     lambda f, b=batch, w=worker: self._finish(b, w, f)  # type: ignore[misc]
@@ -382,50 +438,60 @@ class BatchQueue(Generic[Out]):
         """On the worker thread of ``replica``'s device: one output per entry of ``batch``."""
         raise NotImplementedError
 
-    def _process(self, batch: list[Entry], worker: _Worker) -> list[Out]:
-        """Runs on the worker thread: the stage's :meth:`_run`, timed and counted."""
+    def _process(self, batch: list[Entry], worker: _Worker) -> list[Out | Exception]:
+        """Runs on the worker thread: the stage's :meth:`_run`, timed and counted; a batch that
+        raises is retried in halves (:func:`app.isolation.run_isolated`), so an entry's result
+        is its output or the exception its own input raised."""
         t0 = time.perf_counter()
-        results = self._run(batch, worker.replica)
+        results = run_isolated(lambda part: self._run(part, worker.replica), batch)
         dt = time.perf_counter() - t0
         self.stage.batch_size.observe(len(batch))
         self.stage.device_batch_size.labels(worker.label).observe(len(batch))
         self.stage.inference_seconds.observe(dt)
         self.stage.items.inc(len(batch))
-        self._per_crop_s = 0.8 * self._per_crop_s + 0.2 * dt / len(batch)
         self._batch_s = 0.8 * self._batch_s + 0.2 * dt
+        per_item = dt / len(batch)
+        self._pace_s = per_item if self._pace_s is None else 0.8 * self._pace_s + 0.2 * per_item
+        self.metrics.item_seconds.labels(self.stage_name).set(self._pace_s)
         return results
 
-    def _finish(self, batch: list[Entry], worker: _Worker, fut: asyncio.Future[list[Out]]) -> None:
-        """On the event loop: hand each crop's result to its job, or fail the batch's jobs."""
+    def _finish(
+        self, batch: list[Entry], worker: _Worker, fut: asyncio.Future[list[Out | Exception]]
+    ) -> None:
+        """On the event loop: hand each entry's result to its job; an entry whose input failed
+        (:meth:`_process`) fails its own job only."""
         worker.inflight -= 1
+        self._inflight_items -= len(batch)
         worker.free_since = self._free_since = time.monotonic()
         self._wakeup.set()
         if fut.cancelled():
             return
         exc = fut.exception()
-        worker.failed = exc is not None
-        if exc is not None:
+        results: list[Any] = [exc] * len(batch) if exc is not None else fut.result()
+        failed = [r for r in results if isinstance(r, BaseException)]
+        worker.failed = len(failed) == len(batch)  # the device, not one input, is suspect
+        if failed:
             self.metrics.batch_failures.inc()
             log.error(
-                "a batch of %d %s on %s failed: %r",
+                "%d of a batch of %d %s on %s failed: %r",
+                len(failed),
                 len(batch),
                 self.unit,
                 worker.label,
-                exc,
-                exc_info=exc,
+                failed[0],
+                exc_info=failed[0],
             )
-            for job, _ in batch:
-                if not job.future.done():
-                    err = BatchFailed(
-                        f"the inference batch this request was part of failed "
-                        f"({type(exc).__name__}: {exc}); other requests are unaffected, "
-                        "retrying may succeed"
-                    )
-                    err.__cause__ = exc
-                    job.future.set_exception(err)
-            return
-        for (job, i), result in zip(batch, fut.result(), strict=True):
+        for (job, i), result in zip(batch, results, strict=True):
             if job.future.done():
+                continue
+            if isinstance(result, BaseException):
+                err = BatchFailed(
+                    f"the inference of this request's input failed "
+                    f"({type(result).__name__}: {result}); the other requests of its batch "
+                    "were answered"
+                )
+                err.__cause__ = result
+                job.future.set_exception(err)
                 continue
             job.results[i] = result
             job.remaining -= 1

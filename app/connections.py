@@ -7,7 +7,8 @@
   running; uvicorn would answer those with a plain-text ``500 Internal Server Error``. The guard
   answers them with the JSON 503 ``shutting_down`` instead (when no response has started).
 - :class:`BudgetedHttpProtocol`: uvicorn's httptools HTTP/1.1 protocol plus a header timeout
-  and a header size limit answered with a JSON 431 (see its docstring).
+  and a header size limit answered with a JSON 431 (see its docstring), and a lingering close
+  after an answer sent before the body was read (:mod:`app.lingering`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from app.lingering import LingeringClose
 
 
 def json_error_messages(
@@ -83,7 +86,7 @@ class ShutdownGuard:
             )
 
 
-class BudgetedHttpProtocol(HttpToolsProtocol):
+class BudgetedHttpProtocol(LingeringClose, HttpToolsProtocol):
     """uvicorn's httptools (llhttp, C) protocol with the connection budgets uvicorn has no
     option for. (uvicorn's other protocol, pure-Python h11, has a header size limit but costs
     more CPU per request: benchmarks/bench_overhead.py.)

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.batcher import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
+from models.detector_input import UndetectableImage
 from models.persons import BoxError
 from models.pipeline import PipelineError
 
@@ -68,6 +69,7 @@ DOMAIN_ERRORS = (
     BatchFailed,
     BoxError,
     PipelineError,
+    UndetectableImage,
 )
 """The core's exceptions that :func:`http_error` maps."""
 
@@ -86,6 +88,7 @@ def http_error(exc: Exception) -> ApiError:
     BatchFailed          500     ``inference_failed``
     BoxError             422     ``invalid_boxes``
     PipelineError        422     ``no_detector`` (detect=true without a detector)
+    UndetectableImage    422     ``undetectable_image`` (aspect ratio over the limit)
     ===================  ======  =====================================================
     """
     message = str(exc)
@@ -107,6 +110,8 @@ def http_error(exc: Exception) -> ApiError:
         return ApiError(422, "invalid_boxes", message)
     if isinstance(exc, PipelineError):
         return ApiError(422, "no_detector", message)
+    if isinstance(exc, UndetectableImage):
+        return ApiError(422, "undetectable_image", message)
     raise TypeError(f"no HTTP mapping for {type(exc).__name__}")
 
 

@@ -7,9 +7,10 @@ upload happen here, on the headers alone:
 1. the API key (``HEATPOSE_API_KEY``) for ``/predict``, ``/visualize``, ``/v1/model`` (and
    ``/metrics`` with ``HEATPOSE_METRICS_PUBLIC=false``): 401 before a byte of the body is read;
 2. for ``POST /predict`` and ``/visualize``: a ``multipart/form-data`` body (415), readiness
-   and room in the queue for at least one crop (503 ``not_ready`` / ``shutting_down`` /
+   and room in the queue for at least one crop that can be answered before the request's
+   deadline at the pace the pose stage measured (503 ``not_ready`` / ``shutting_down`` /
    ``overloaded``), so load is shed in milliseconds instead of after decoding (the routes
-   check again, exactly, before decoding);
+   check again, exactly, before decoding; each stage again when the request joins its queue);
 3. the body must arrive within ``HEATPOSE_BODY_TIMEOUT_S`` of the request's start (408);
 4. once the body is read, a client that disconnects cancels its request: the batcher then
    removes its queued crops (``heatpose_dropped_crops_total{reason="cancelled"}``).
@@ -87,7 +88,8 @@ class RequestGate:
                 if wrong_type is not None:
                     raise wrong_type
                 _, batcher = self.service.check_ready()
-                batcher.check_room(1)
+                arrival = scope.get(ARRIVAL_KEY, time.monotonic())
+                batcher.check_room(1, deadline=arrival + self.service.settings.request_timeout_s)
         except (NotServing, QueueFull) as e:
             err = http_error(e)
             await send_error(send, err.status, err.code, err.message, err.headers)

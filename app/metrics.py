@@ -12,6 +12,7 @@ import time
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import multiprocess_metrics
@@ -141,6 +142,22 @@ class Metrics:
                 registry=r,
             ),
         )
+        # Admission (app.batcher.BatchQueue.check_room): the pace each stage measured recently
+        self.item_seconds = Gauge(
+            "heatpose_stage_item_seconds",
+            "Recent time per item of a batch (running average), by stage (pose, detector)",
+            ["stage"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.expected_wait_seconds = Gauge(
+            "heatpose_stage_expected_wait_seconds",
+            "Estimated seconds until the queued items of a stage are answered, by stage; "
+            "requests that cannot finish before their deadline are refused (503)",
+            ["stage"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.dropped_crops = Counter(
             "heatpose_dropped_crops",
             "Queued items (person crops, detector images) dropped before their model: deadline "
@@ -194,6 +211,18 @@ class MetricsMiddleware:
 
 
 def _route_template(scope: Scope) -> str:
+    """The template of the route that answered, or of the route the request was sent to when
+    an early answer (401, 413, 415, 503 from the gate or the body limit) came before routing;
+    ``unmatched`` for a path no route has (404).
+
+    FastAPI's included routers match without naming their route's template; the request's path
+    is then the label (no route of the service has path parameters, so the labels stay few).
+    """
     route = scope.get("route")
     path = getattr(route, "path", None)
+    if not path:
+        for candidate in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+            if candidate.matches(scope)[0] != Match.NONE:  # FULL, or PARTIAL: another method
+                path = getattr(candidate, "path", None) or scope.get("path")
+                break
     return str(path) if path else "unmatched"

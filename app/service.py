@@ -48,6 +48,7 @@ from app.startup import (
 from app.warmup import warm_detector, warm_replicas
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
+from models.detector_input import check_detectable, shrink_for_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
@@ -364,6 +365,7 @@ class PoseService:
             NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.batcher`.
             BoxError: a box that is malformed or lies outside its image.
             PipelineError: ``detect=true`` without a detector.
+            UndetectableImage: an image for the detector past its aspect-ratio limit.
         """
         predictor, _ = self.check_ready()
         opts = self._resolve(predictor, options)
@@ -470,7 +472,8 @@ class PoseService:
 
         Raises:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
-            without a detector. The detector batcher's exceptions (:mod:`app.batcher`).
+            without a detector. UndetectableImage: an image the detector cannot take
+            (:mod:`models.detector_input`). The detector batcher's exceptions (:mod:`app.batcher`).
         """
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
@@ -481,14 +484,22 @@ class PoseService:
         ]
         if todo:
             assert self.detector_batcher is not None
+            for i in todo:  # before the batch: an image it cannot resize fails no one else
+                check_detectable(*maps[i].size, name=f"image {i}")
+            small = await anyio.to_thread.run_sync(
+                lambda: [shrink_for_detector(images[i]) for i in todo],
+                limiter=self.decode_limiter,
+            )  # the detector's input size at most: its float copies stay small
             found = await self.detector_batcher.submit(
-                [images[i] for i in todo],
+                [im for im, _, _ in small],
                 bbox_thr=options.bbox_thr,
                 max_persons=options.max_persons,
                 deadline=deadline,
             )
-            for i, p in zip(todo, found, strict=True):
-                out[i] = p
+            for i, p, (_, fx, fy) in zip(todo, found, small, strict=True):
+                h, w = images[i].shape[:2]
+                p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
+                out[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
         return whole_or_given(out, maps)
 
     def _crop(

@@ -41,12 +41,48 @@ def resize_points(points: np.ndarray, fx: float, fy: float) -> np.ndarray:
     return (np.asarray(points, dtype=np.float64) + 0.5) * f - 0.5
 
 
+MIN_BOX_SIZE = 1.0
+"""The smallest width and height of a person box, image px (a smaller box has no pixel to
+crop; a subnormal one would make the crop's warp singular)."""
+
+BOX_MARGIN = 1.0
+"""How far a box may reach past the image, in image sizes: every ``x`` within
+``[-BOX_MARGIN * width, (1 + BOX_MARGIN) * width]``, every ``y`` likewise with the height
+(beyond, the crop would be nearly all padding, and drawing would overflow int32 pixels)."""
+
+
+def box_problem(box: Sequence[float], width: int, height: int) -> str | None:
+    """Why ``[x1, y1, x2, y2]`` (image px, finite floats) cannot be a person box of a
+    ``width`` x ``height`` image, or ``None`` when it can (the rules of :func:`validate_boxes`
+    past the type checks)."""
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        return "has zero or negative area (need x2 > x1 and y2 > y1)"
+    if x2 - x1 < MIN_BOX_SIZE or y2 - y1 < MIN_BOX_SIZE:
+        return (
+            f"is {x2 - x1:.3g}x{y2 - y1:.3g} px; a box is at least {MIN_BOX_SIZE:g} px wide "
+            "and high"
+        )
+    if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+        return f"lies wholly outside the {width}x{height} image"
+    mx, my = BOX_MARGIN * width, BOX_MARGIN * height
+    if x1 < -mx or y1 < -my or x2 > width + mx or y2 > height + my:
+        return (
+            f"reaches too far past the {width}x{height} image (x within "
+            f"[{-mx:g}, {width + mx:g}], y within [{-my:g}, {height + my:g}])"
+        )
+    return None
+
+
 def validate_boxes(
     boxes: np.ndarray | Sequence[Any], width: int, height: int, *, label: str = "boxes"
 ) -> np.ndarray:
     """Check one image's person boxes against its size.
 
-    A box may stick out of the image, but not lie wholly outside it.
+    A box may stick out of the image, but not lie wholly outside it, nor reach more than
+    :data:`BOX_MARGIN` image sizes past it; it is at least :data:`MIN_BOX_SIZE` px wide and
+    high. Boxes that pass give finite crops and keypoints (:mod:`models.geometry` never raises
+    on them).
 
     Args:
         boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` image px (an array or nested lists).
@@ -58,7 +94,8 @@ def validate_boxes(
 
     Raises:
         BoxError: a box that is not 4 numbers, NaN/inf, too large a number, zero or negative
-            area, or wholly outside the ``width`` x ``height`` image.
+            area, smaller than the minimum, wholly outside the ``width`` x ``height`` image or
+            too far past it.
     """
     if isinstance(boxes, np.ndarray):
         if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -79,10 +116,9 @@ def validate_boxes(
             raise BoxError(f"{where} contains a number too large for a pixel coordinate") from None
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
             raise BoxError(f"{where} contains NaN or infinity")
-        if x2 <= x1 or y2 <= y1:
-            raise BoxError(f"{where} has zero or negative area (need x2 > x1 and y2 > y1)")
-        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-            raise BoxError(f"{where} lies wholly outside the {width}x{height} image")
+        problem = box_problem((x1, y1, x2, y2), width, height)
+        if problem is not None:
+            raise BoxError(f"{where} {problem}")
         out[j] = (x1, y1, x2, y2)
     return out
 
@@ -118,6 +154,21 @@ class PersonBoxes:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def usable(self, width: int, height: int) -> PersonBoxes:
+        """These boxes without the ones :func:`box_problem` refuses in a ``width`` x ``height``
+        image (non-finite, too small, outside or too far past it): what a detector found is
+        held to the rules a client's boxes are."""
+        b = np.asarray(self.boxes, dtype=np.float64).reshape(-1, 4)
+        keep = [
+            k
+            for k, box in enumerate(b.tolist())
+            if all(math.isfinite(v) for v in box) and box_problem(box, width, height) is None
+        ]
+        if len(keep) == len(b):
+            return self
+        scores = None if self.scores is None else np.asarray(self.scores)[keep]
+        return replace(self, boxes=b[keep], scores=scores)
 
     def resized(self, fx: float, fy: float | None = None) -> PersonBoxes:
         """These boxes in the image resized by ``(fx, fy)`` (``fy`` = ``fx`` when omitted):

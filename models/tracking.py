@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from models.keypoints import COCO_KEYPOINTS
+from models.persons import MIN_BOX_SIZE
 from models.similarity import box_iou, oks_matrix
 from models.smoothing import OneEuroFilter, OneEuroParams
 
@@ -49,7 +50,7 @@ def keypoints_to_box(
 
     Returns:
         ``(4,)`` xyxy image px, or None when fewer than two keypoints are confident or the
-        box is empty (e.g. outside the image).
+        box is empty (e.g. outside the image) or under :data:`models.persons.MIN_BOX_SIZE`.
     """
     pts = np.asarray(keypoints, dtype=np.float64)[np.asarray(scores) > kpt_thr]
     if len(pts) < 2:
@@ -59,7 +60,7 @@ def keypoints_to_box(
     box = np.concatenate([center - half, center + half])
     if image_size is not None:
         box = np.clip(box, 0.0, np.tile(np.asarray(image_size, dtype=np.float64), 2))
-    if box[2] <= box[0] or box[3] <= box[1]:
+    if box[2] - box[0] < MIN_BOX_SIZE or box[3] - box[1] < MIN_BOX_SIZE:  # empty, or too small
         return None
     return box
 

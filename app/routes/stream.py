@@ -49,6 +49,7 @@ from app.stream_session import (
     parse_stream_params,
 )
 from app.streams import StreamRegistry
+from models.detector_input import detector_pixels
 from models.video_tracking import VideoTracker
 
 router = APIRouter(tags=["inference"])
@@ -251,7 +252,9 @@ class Connection:
         deadline = frame.arrival + s.request_timeout_s
         lease = PixelLease(self.budget, deadline)
         try:
-            await lease.acquire(pixels_to_decode(frame.data))
+            pixels = pixels_to_decode(frame.data)
+            detector = self.service.detector_batcher is not None  # what its path may hold too
+            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
             image = await anyio.to_thread.run_sync(
                 decode_image,
                 frame.data,
@@ -281,7 +284,9 @@ def parse_control(text: str) -> dict[str, Any]:
     """
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as e:
+    except RecursionError:  # nested too deep for the parser (a RuntimeError: not a ValueError)
+        raise ValueError("text messages must be JSON {'seq', 'ts_ms'}: nested too deep") from None
+    except ValueError as e:  # JSONDecodeError, or an integer of too many digits
         raise ValueError(f"text messages must be JSON {{'seq', 'ts_ms'}}: {e}") from None
     if not isinstance(obj, dict) or set(obj) - {"seq", "ts_ms"}:
         raise ValueError('a text message is {"seq": int, "ts_ms": number} for the next frame')

@@ -19,6 +19,7 @@ from app.errors import ApiError
 from app.intake import DecodedImage, check_content_type, pixels_to_decode
 from app.reduction import PoseNeed
 from app.settings import Settings
+from models.detector_input import detector_pixels
 
 
 async def read_images(
@@ -27,10 +28,11 @@ async def read_images(
     limiter: anyio.CapacityLimiter | None = None,
     lease: PixelLease | None = None,
     needs: Sequence[PoseNeed | None] | None = None,
+    detected: Sequence[bool] | None = None,
 ) -> list[DecodedImage]:
     """Validate, read and decode the uploads of one request (:func:`read_uploads`, then its
     decoding in a worker thread, bounded by ``limiter``)."""
-    decode_all = await read_uploads(files, settings, lease=lease, needs=needs)
+    decode_all = await read_uploads(files, settings, lease=lease, needs=needs, detected=detected)
     return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
 
 
@@ -41,6 +43,7 @@ async def read_uploads(
     lease: PixelLease | None = None,
     needs: Sequence[PoseNeed | None] | None = None,
     full_size: bool = False,
+    detected: Sequence[bool] | None = None,
 ) -> Callable[[], list[DecodedImage]]:
     """Validate and read the uploads of one request; returns their decoding, for the caller
     to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
@@ -52,8 +55,11 @@ async def read_uploads(
     before any is decoded (:mod:`app.admission`: 413 over a limit, waiting for room until the
     deadline). ``needs``: per image what its pose crops need when no detector will see it
     (:meth:`app.service.PoseService.pose_needs`): such a JPEG is decoded as small as its crops
-    allow. ``full_size``: the service decodes the JPEGs on its device at full size
-    (:attr:`app.service.PoseService.decodes_on_device`), so they are charged at full size.
+    allow. An image the detector will see (``detected``; by default where ``needs`` is
+    ``None``) is charged the detector path's share too
+    (:func:`models.detector_input.detector_pixels`). ``full_size``: the service decodes the
+    JPEGs on its device at full size (:attr:`app.service.PoseService.decodes_on_device`), so
+    they are charged at full size.
 
     Raises:
         ApiError: 400/413/415/422 for bad input (see :mod:`app.intake`).
@@ -79,6 +85,10 @@ async def read_uploads(
             pixels_to_decode(d, 0, None) if full_size else pixels_to_decode(d, max_side, n)
             for d, n in zip(datas, wants, strict=True)
         ]
-        await lease.acquire(sum(pixels))
+        by_needs = [needs is not None and n is None for n in wants]
+        seen = detected if detected is not None else by_needs
+        # what the detector path holds for the images it will see
+        extra = sum(detector_pixels(p) for p, d in zip(pixels, seen, strict=True) if d)
+        await lease.acquire_with(sum(pixels), extra)
 
     return Uploads(datas, names, wants, max_pixels, max_side)

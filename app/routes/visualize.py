@@ -75,7 +75,8 @@ async def visualize(
     service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
     async with pixel_lease(request, deadline) as pixels:
         limiter = service.decode_limiter
-        (image,) = await read_images([file], service.settings, limiter, lease=pixels)
+        seen = [n is None for n in service.pose_needs(raw_boxes, 1, options)]  # detector's
+        (image,) = await read_images([file], service.settings, limiter, lease=pixels, detected=seen)
         (people,) = await service.predict(
             [image.pixels], raw_boxes, options, deadline=deadline, reductions=[image.scale]
         )

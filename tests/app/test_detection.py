@@ -200,7 +200,8 @@ async def test_detector_stage_queue_full_and_deadline(serve_app) -> None:
         assert "person detector" in r.json()["error"]["message"] and "Retry-After" in r.headers
         timed_out = await busy  # the gate holds past the 1.5 s deadline
         assert timed_out.status_code == 504
-        assert (await queued).status_code == 504
+        # the stuck batch is evidence it cannot finish in time: refused at once, or timed out
+        assert (await queued).status_code in (503, 504)
         det.gate.set()
         assert (await client.post("/predict", files=upload(a))).status_code == 200
         await app.state.service.detector_batcher.drain(1.0)  # the detector stage is gone
