@@ -46,9 +46,9 @@ async def ready(service: ServiceDep) -> Ready:
 
 
 @router.head("/health", include_in_schema=False)
-async def health_head() -> Health:
+async def health_head(service: ServiceDep) -> Health:
     """``HEAD /health``: as ``GET`` without the body (load balancers probe with HEAD)."""
-    return await health()
+    return await health(service)
 
 
 @router.head("/ready", include_in_schema=False)
