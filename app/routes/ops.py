@@ -45,7 +45,7 @@ async def ready(service: ServiceDep) -> Ready:
     return Ready(model=service.predictor.config.name, device=str(service.predictor.device))
 
 
-@router.head("/health", include_in_schema=False)
+@router.head("/health", response_model_exclude_none=True, include_in_schema=False)
 async def health_head(service: ServiceDep) -> Health:
     """``HEAD /health``: as ``GET`` without the body (load balancers probe with HEAD)."""
     return await health(service)
