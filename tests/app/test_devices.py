@@ -212,14 +212,15 @@ async def test_cuda_workers_serve(serve_app, device: str) -> None:
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None:
-    from tests.app.test_detection import StandIn
+    from tests.app.test_detection import SCORES, StandIn
 
     class Slow(StandIn):
         def detect(self, images, *args, **kw):  # type: ignore[no-untyped-def]
             time.sleep(0.02)  # long enough for the requests to pile up behind one worker
             return super().detect(images, *args, **kw)
 
-    det = Slow()
+    # three people inside png()'s 90x120 images (boxes beyond the image are dropped)
+    det = Slow(np.array([[5, 5, 40, 60], [30, 10, 80, 110], [10, 50, 85, 115]], np.float32), SCORES)
     settings = {"device": "cpu,cpu", "detector_batch_size": 1, "torch_threads": 1}
     async with serve_app(stand_in=det, **settings) as (client, _):
         answers = await predict_all(client, 8)
