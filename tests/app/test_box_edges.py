@@ -42,13 +42,13 @@ IMAGE = png(np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
 
 def non_finite(value: Any, path: str = "") -> list[str]:
     """Paths of the numbers in ``value`` that are not finite, and of ``null`` where a number
-    belongs (``bbox_score`` and ``heatmaps`` may be null)."""
+    belongs (``bbox_score``, ``heatmaps`` and ``detection_off`` may be null)."""
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in non_finite(v, f"{path}.{k}")]
     if isinstance(value, list):
         return [p for v in value for p in non_finite(v, path)]
     if value is None:
-        return [] if path.endswith(("bbox_score", "heatmaps")) else [path]
+        return [] if path.endswith(("bbox_score", "heatmaps", "detection_off")) else [path]
     if isinstance(value, float) and not math.isfinite(value):
         return [path]
     return []
