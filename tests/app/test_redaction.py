@@ -83,11 +83,25 @@ def test_the_stream_takes_its_key_as_a_subprotocol_and_selects_heatpose(client: 
 
 def test_create_app_redacts_uvicorn_lines(client: Any, caplog: pytest.LogCaptureFixture) -> None:
     client()  # create_app installs the filter on uvicorn's loggers and ours
-    with caplog.at_level(logging.INFO):
-        logging.getLogger("uvicorn.error").info(
-            '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/v1/stream?api_key={SECRET}"
-        )
-        logging.getLogger("heatpose.app").warning("odd request /predict?token=%s", SECRET)
+    uvicorn_log, our_log = logging.getLogger("uvicorn.error"), logging.getLogger("heatpose.app")
+    # caplog's handler on the loggers themselves, at INFO: an earlier configure_logging (an
+    # in-process start) leaves them not propagating to the root, where caplog listens
+    saved = [(lg, lg.propagate, lg.level) for lg in (uvicorn_log, our_log)]
+    try:
+        for lg, _, _ in saved:
+            lg.addHandler(caplog.handler)
+            lg.propagate = False
+            lg.setLevel(logging.INFO)
+        with caplog.at_level(logging.INFO):
+            uvicorn_log.info(
+                '%s - "WebSocket %s" [accepted]', "127.0.0.1:5", f"/v1/stream?api_key={SECRET}"
+            )
+            our_log.warning("odd request /predict?token=%s", SECRET)
+    finally:
+        for lg, propagate, level in saved:
+            lg.removeHandler(caplog.handler)
+            lg.propagate = propagate
+            lg.setLevel(level)
     assert SECRET not in caplog.text and caplog.text.count("[redacted]") == 2
 
 
