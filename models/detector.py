@@ -47,6 +47,7 @@ __all__ = [
     "build_torchvision_model",
     "guess_arch",
     "load_detector",
+    "suppress",
 ]
 
 PERSON_LABEL = 1
@@ -259,15 +260,25 @@ class PersonDetector:
         for o in outputs:
             boxes, scores = o["boxes"].float(), o["scores"].float()
             keep = (scores > floor) & (o["labels"] == PERSON_LABEL)
-            boxes, scores = boxes[keep], scores[keep]
-            keep = nms(boxes, scores, nms_thr)[: max(max_persons, 0)]  # sorted by score
-            out.append(
-                Detections(
-                    boxes[keep].cpu().numpy().astype(np.float32),
-                    scores[keep].cpu().numpy().astype(np.float32),
-                )
-            )
+            out.append(suppress(boxes[keep], scores[keep], nms_thr, max_persons))
         return out
+
+
+def suppress(
+    boxes: torch.Tensor, scores: torch.Tensor, nms_thr: float, max_persons: int
+) -> Detections:
+    """One image's candidates -> its :class:`Detections`: NMS at IoU ``nms_thr``, then the best
+    ``max_persons`` (sorted by score), as float32 numpy on the host.
+
+    Args:
+        boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` in the image's pixels, any device.
+        scores: ``(N,)`` person scores, already above the caller's threshold.
+    """
+    keep = nms(boxes, scores, nms_thr)[: max(max_persons, 0)]
+    return Detections(
+        boxes[keep].cpu().numpy().astype(np.float32),
+        scores[keep].cpu().numpy().astype(np.float32),
+    )
 
 
 def load_detector(

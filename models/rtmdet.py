@@ -31,11 +31,10 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import nms
 
 from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 from models.crops import Pixels, check_image, device_pixels, host_pixels
-from models.detector import Detections
+from models.detector import Detections, suppress
 from models.rtmdet_net import STRIDES, RTMDetArch, RTMDetNet, fold_batchnorm
 
 __all__ = [
@@ -245,14 +244,7 @@ class RTMDetector:
             found[:, 1::2] = found[:, 1::2].clamp(0, float(h))
             score = scores[b, sel]
             ok = (found[:, 2] > found[:, 0]) & (found[:, 3] > found[:, 1])
-            found, score = found[ok], score[ok]
-            best = nms(found, score, nms_thr)[: max(max_persons, 0)]  # sorted by score
-            out.append(
-                Detections(
-                    found[best].cpu().numpy().astype(np.float32),
-                    score[best].cpu().numpy().astype(np.float32),
-                )
-            )
+            out.append(suppress(found[ok], score[ok], nms_thr, max_persons))
         return out
 
     @torch.inference_mode()
