@@ -131,6 +131,22 @@ async def _close(ws: WebSocket, code: int, reason: str) -> None:
         await ws.close(code, reason)
 
 
+async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, their exceptions retrieved.
+
+    ``asyncio.wait``, not ``gather``: when the calling task is cancelled again meanwhile (a
+    shutdown, or the test client's cancel scope, which repeats its cancel), ``gather`` raises a
+    child's ``CancelledError`` instead of the canceller's own, and a cancel scope that does
+    not recognise it lets it escape as an error.
+    """
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: each task handled its own errors
+
+
 class Connection:
     """The receiving and the working task of one admitted stream (``options``: resolved)."""
 
@@ -159,9 +175,7 @@ class Connection:
         try:
             await asyncio.wait([worker, tasks[1]], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (*tasks, worker):
-                task.cancel()
-            await asyncio.gather(*tasks, worker, return_exceptions=True)
+            await cancel_and_wait([*tasks, worker])
         return self.slot.closed
 
     async def send(self, message: dict[str, Any]) -> None:
