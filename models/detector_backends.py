@@ -161,7 +161,6 @@ class ServedDetector:
         scores, boxes = self.forward(batch)
         return scores[:n].float(), boxes[:n].float()
 
-    @torch.inference_mode()
     def detect(
         self,
         images: Sequence[Pixels],
@@ -169,20 +168,10 @@ class ServedDetector:
         nms_thr: float = 0.3,
         max_persons: int = 100,
     ) -> list[Detections]:
-        """As :meth:`models.rtmdet.RTMDetector.detect`: per image its persons, image px."""
-        if not images:
-            return []
-        batch, *rest = self.detector.preprocess(images)
-        scores, boxes = self._run(batch)
+        """As :meth:`models.rtmdet.RTMDetector.detect` (per image its persons, image px), the
+        network run on this backend at the bucket sizes."""
         return list(
-            self.detector.postprocess(
-                scores,
-                boxes,
-                *rest,
-                score_thr=score_thr,
-                nms_thr=nms_thr,
-                max_persons=max_persons,
-            )
+            self.detector.detect(images, score_thr, nms_thr, max_persons, forward=self._run)
         )
 
     def warmup_sizes(self, max_batch: int) -> tuple[int, ...]:

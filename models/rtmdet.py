@@ -24,7 +24,7 @@ input -> ``scores (B, N)``, ``boxes (B, N, 4)`` input px), :meth:`RTMDetector.pr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -254,14 +254,21 @@ class RTMDetector:
         score_thr: float = 0.3,
         nms_thr: float = 0.3,
         max_persons: int = 100,
+        *,
+        forward: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> list[Detections]:
         """Persons in each image, one forward pass for all ``images`` (the meaning of
         :meth:`models.detector.PersonDetector.detect`: boxes ``[x1, y1, x2, y2]`` in each
-        image's pixels, best first; scores ``>= score_thr``; NMS IoU ``nms_thr``)."""
+        image's pixels, best first; scores ``>= score_thr``; NMS IoU ``nms_thr``).
+
+        ``forward`` runs the network on the preprocessed ``(B, 3, S, S)`` batch and returns
+        ``scores (B, N)`` and ``boxes (B, N, 4)`` in input pixels; ``None`` = :attr:`network`
+        (a :class:`models.detector_backends.ServedDetector` passes its backend and buckets).
+        """
         if not images:
             return []
         batch, scales, sizes = self.preprocess(images)
-        scores, boxes = self.network(batch)
+        scores, boxes = (forward or self.network)(batch)
         return self.postprocess(
             scores,
             boxes,
