@@ -16,8 +16,8 @@ the plain one (Pillow, cv2, torch float32) and compares them here. Three measure
   (the form of the backend tests' tolerance, ``tests/models/test_backends.py``).
 
 The tolerances (:data:`REQUEST_PATH`, :data:`NVJPEG`, :data:`FLOAT32_FORWARD`,
-:data:`HALF_FORWARD`, :data:`QUANTIZED`) are those the tests already state; docs/architecture.md
-lists them.
+:data:`HALF_FORWARD`, :data:`QUANTIZED`) are those the tests already state; each one's
+docstring names its test.
 """
 
 from __future__ import annotations
