@@ -10,14 +10,14 @@ at most ``max_queue_delay_s`` after the oldest queued crop for the batch to fill
 is busy with the previous batch the next one fills up meanwhile; when it comes free, crops that
 are already waiting are held ``max(max_queue_delay_s, 2% of a batch's time)`` longer, so that
 the requests the last batch just answered can rejoin (otherwise concurrent clients split into
-alternating half batches; on CPU, where a batch takes about a second, that hold is ~20 ms).
+alternating half batches; BENCHMARKS.md, "Throughput against the raw network").
 Each batch runs on a dedicated worker thread: ``run_batch`` (the forward pass) then ``decode``.
 
 Several devices (``HEATPOSE_DEVICE=cuda:0,cuda:1``, :mod:`app.devices`): one queue, one worker
 per device, each with its own model replica and at most one batch in flight. A batch is formed
 when a worker is free and goes to the least-loaded free worker: no batch in flight, a worker
 whose last batch succeeded before one whose last batch failed, then the one idle longest (so
-batches alternate between equally healthy devices). One device alone is today's single worker.
+batches alternate between equally healthy devices). One device alone is a single worker.
 Per worker, ``heatpose_device_batch_size{device=...}`` (and ``heatpose_detector_...``) counts
 its batches and their sizes.
 

@@ -1,6 +1,5 @@
 """What the routes depend on, kept cheap: each FastAPI dependency and parameter costs CPU on
-every request (benchmarks/bench_overhead.py: the inference routes' former seven dependencies and
-seven separate query parameters cost about 0.5 ms of a request's CPU).
+every request (BENCHMARKS.md, "Third set of changes": one query model per inference route).
 
 - :data:`ServiceDep` and :func:`require_api_key`: for the operational routes.
 - The inference routes (``/predict``, ``/visualize``) take their query parameters as ONE model

@@ -4,14 +4,14 @@ The gate (:mod:`app.gate`: 401, 415, 503) and the body limit (:mod:`app.limits`:
 before reading the request body, with ``Connection: close``. If the server then closes the
 socket while the client is still writing its body, the kernel answers the unread bytes with a
 reset (RST), and a reset makes the client's kernel drop what it had received: the client sees
-a connection error instead of the answer (measured: 80 connection errors against 37 readable
-503s with 32 clients uploading 12 KB to a queue of 8).
+a connection error instead of the answer (BENCHMARKS.md, "Early answers and the lingering
+close").
 
 So, as nginx (``lingering_close``) and Apache do, the connection is closed in two steps when a
 request's body is still arriving: the answer is flushed and the write side shut (FIN), then
 what the client still sends is read and discarded, up to :attr:`LingeringClose.linger_max_bytes`
 bytes and :attr:`LingeringClose.linger_max_s` seconds, until the client closes its side; only
-then is the socket closed. A connection whose request was read whole closes at once, as before.
+then is the socket closed. A connection whose request was read whole closes at once.
 """
 
 from __future__ import annotations

@@ -124,8 +124,8 @@ class PoseService:
         if s.torch_threads is not None:
             torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
         if s.cv2_threads:
-            # process-wide too; OpenCV's pool woke a helper thread for every small crop
-            # (about 0.5 ms of CPU a request, BENCHMARKS.md "Threads")
+            # process-wide too; OpenCV's own pool would wake a helper thread for every small
+            # crop (BENCHMARKS.md, "Threads")
             cv2.setNumThreads(s.cv2_threads)
         path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
         try:

@@ -16,8 +16,8 @@ the plain one (Pillow, cv2, torch float32) and compares them here. Three measure
   (the form of the backend tests' tolerance, ``tests/models/test_backends.py``).
 
 The tolerances (:data:`REQUEST_PATH`, :data:`NVJPEG`, :data:`FLOAT32_FORWARD`,
-:data:`HALF_FORWARD`, :data:`QUANTIZED`) are those the tests already state; docs/architecture.md
-lists them.
+:data:`HALF_FORWARD`, :data:`QUANTIZED`) are those the tests already state; each one's
+docstring names its test.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Tolerance:
 
 REQUEST_PATH = Tolerance(px=0.05, score=0.01)
 """Device crops vs cv2, torchvision's CPU JPEG decoding vs Pillow's
-(``tests/app/test_device_path.py``: 0.05 image px, scores 0.01; measured 0.007 px)."""
+(``tests/app/test_device_path.py``: 0.05 image px, scores 0.01)."""
 NVJPEG = Tolerance(px=1.0)
 """nvJPEG vs Pillow on CUDA (the ``gpu`` test of ``tests/app/test_device_path.py``: 1 image px;
 nvJPEG's pixels differ from libjpeg's by about one grey level)."""
@@ -94,8 +94,7 @@ within 5e-2 of the peak, AMP keypoints within 0.5 px)."""
 QUANTIZED = Tolerance(heatmap=0.25)
 """A given ONNX file (``HEATPOSE_ONNX``, INT8 from ``heatpose export --int8``) vs torch float32:
 lossy by design, so only gross errors count (heatmaps within 25% of the peak; keypoints not
-judged). ``tests/models/test_quantize.py`` measures 5% at most on trained weights; the tests'
-random-weight model shows 6% and keypoints 4 px apart."""
+judged; measured differences: BENCHMARKS.md, "Accuracy of the request path's shortcuts")."""
 
 
 @dataclass(frozen=True)

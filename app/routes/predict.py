@@ -149,8 +149,8 @@ async def predict(
     summary = model_summary(predictor, options, detection_off=service.detector_off)
     body = PredictResponse(model=summary, images=answer, timing=timing)
     # Serialised here by pydantic-core (schema unchanged: response_model above); FastAPI's own
-    # path would validate the whole model again and encode it in Python (benchmarks/
-    # bench_overhead.py: about 10x the CPU of model_dump_json for one person).
+    # path would validate the whole model again and encode it in Python (BENCHMARKS.md,
+    # "First changes, measured side by side").
     return Response(
         body.model_dump_json(),
         media_type="application/json",
