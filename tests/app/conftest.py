@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The event loop of every ``pytest.mark.anyio`` test of the service: asyncio (what uvicorn
+    runs), not trio."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +94,6 @@ def server_process(app_checkpoint: Path):
     on exit if it is still running.
     """
     import os
-    import socket
     import subprocess
     import sys
     from contextlib import contextmanager
@@ -96,9 +102,7 @@ def server_process(app_checkpoint: Path):
 
     @contextmanager
     def start(args: tuple[str, ...] = ("-m", "app"), **settings: str):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
         env |= {"HEATPOSE_CHECKPOINT": str(app_checkpoint), "HEATPOSE_PORT": str(port)}
         env |= {"OMP_NUM_THREADS": "1", "HEATPOSE_TORCH_THREADS": "1"}

@@ -18,11 +18,6 @@ pytestmark = pytest.mark.anyio
 PX = 0.05
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def image(h: int = 150, w: int = 100, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     a = cv2.resize(rng.integers(0, 256, (h // 10, w // 10, 3), dtype=np.uint8), (w, h))

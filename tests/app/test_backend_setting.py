@@ -21,11 +21,6 @@ from training import synthetic
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def predicted_keypoints(serve_app, image: np.ndarray, **settings) -> np.ndarray:
     """``(K, 2)`` image px: the one person ``/predict`` finds in ``image`` (flip test, shift
     decoding) from an ``onnxruntime`` service with ``settings``."""

@@ -35,11 +35,6 @@ ANIMAL = KeypointSpec(
 )
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def animal_checkpoint(module_tmp: Callable[[str], Path]) -> Path:
     """ResNet-18, input 128x96 (w x h, landscape), the animal's 12 keypoints; a head with clear

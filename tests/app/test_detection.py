@@ -28,11 +28,6 @@ SCORES = np.array([0.55, 0.95, 0.7], np.float32)
 ORDER = np.argsort(-SCORES)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class StandIn(StandInDetector):
     """The pipeline tests' stand-in (known boxes, calls recorded), with these three people by
     default; each call optionally held until ``gate`` is set."""

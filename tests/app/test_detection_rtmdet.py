@@ -19,11 +19,6 @@ from tests.models.test_export_detector import assert_same_detections, untied_thr
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def direct(path: Path, image: np.ndarray, thr: float):
     """The detector called directly, at the service's defaults (NMS 0.3, 3 persons)."""
     return RTMDetector.from_file(path, device="cpu").detect([image], thr, 0.3, 3)[0]

@@ -23,11 +23,6 @@ OFFLINE = "http://127.0.0.1:9"  # a closed loopback port: the weight host is unr
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No cached weights, no reachable weight host."""
     monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))

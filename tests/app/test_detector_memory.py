@@ -29,11 +29,6 @@ W, H = 4000, 1500  # a wide photo: the longer side sets the factor (1333 / 4000)
 RECT = (1000, 300, 2200, 1200)  # a bright person-sized rectangle, image px (x1, y1, x2, y2)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def scene() -> np.ndarray:
     a = np.zeros((H, W, 3), np.uint8)
     x1, y1, x2, y2 = RECT

@@ -29,11 +29,6 @@ pixels (grid_sample in float32 vs cv2's fixed point); measured max 0.007 px on t
 SCORE = 0.01
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def photo(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (h // 12 + 1, w // 12 + 1, 3)).astype(np.uint8)

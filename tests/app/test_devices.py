@@ -129,7 +129,6 @@ def device_batches(text: str) -> dict[str, float]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_cpu_workers_spread_batches_and_answer_as_one_device(serve_app) -> None:
     # Batch size 1: every forward is the same size on both sides, so results must be equal.
     settings = {"max_batch_size": 1, "torch_threads": 1}
@@ -152,7 +151,6 @@ async def test_two_cpu_workers_spread_batches_and_answer_as_one_device(serve_app
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_failing_worker_fails_only_its_requests(serve_app) -> None:
     async with serve_app(device="cpu,cpu", max_batch_size=1, torch_threads=1) as (client, app):
         service = app.state.service
@@ -178,7 +176,6 @@ async def test_a_failing_worker_fails_only_its_requests(serve_app) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_batch_buckets_give_the_same_answers(serve_app) -> None:
     async with serve_app(device="cpu", torch_threads=1) as (client, _):
         plain = await predict_all(client, 6)
@@ -195,7 +192,6 @@ async def test_batch_buckets_give_the_same_answers(serve_app) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("device", ["cuda:0,cuda:0", "all"])
 async def test_cuda_workers_serve(serve_app, device: str) -> None:
     async with serve_app(device=device, max_batch_size=1) as (client, app):
@@ -210,7 +206,6 @@ async def test_cuda_workers_serve(serve_app, device: str) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None:
     from tests.app.test_detection import SCORES, StandIn
 

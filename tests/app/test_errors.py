@@ -17,11 +17,6 @@ from app.limits import BodySizeLimitMiddleware
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def jpeg(h: int = 120, w: int = 90, seed: int = 0) -> bytes:
     a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     buf = io.BytesIO()

@@ -28,11 +28,6 @@ pytestmark = pytest.mark.anyio
 MARK = 13  # the marked input: a crop whose id is 13, an image whose first pixel is 13
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def png(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, "PNG")

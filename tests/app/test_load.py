@@ -20,11 +20,6 @@ from models.predictor import Predictor
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def png(seed: int, h: int = 96, w: int = 72) -> tuple[np.ndarray, bytes]:
     a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
     buf = io.BytesIO()

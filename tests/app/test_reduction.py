@@ -30,11 +30,6 @@ pytestmark = pytest.mark.anyio
 MAGENTA_BGR = (255, 0, 255)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def jpeg(h: int, w: int) -> bytes:
     """A smooth ``w x h`` JPEG (a colour ramp)."""
     y, x = np.mgrid[0:h, 0:w]

@@ -32,11 +32,6 @@ ACCELERATIONS = ("decode", "crop", "backend", "amp")
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def auto_accelerates(monkeypatch) -> None:
     """``HEATPOSE_DECODE=auto`` / ``HEATPOSE_CROP=auto`` count as on, as on a CUDA device."""
     monkeypatch.setattr(features, "decodes_with_torch", lambda s, d: s.decode != "pillow")

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,12 +137,6 @@ def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> Non
     bad.write_bytes(b"not weights")
     r = run(["-m", "uvicorn", "app.main:app", "--port", "0"], HEATPOSE_CHECKPOINT=str(bad))
     assert r.returncode != 0 and "not a readable safetensors file" in r.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jpeg(seed: int) -> bytes:

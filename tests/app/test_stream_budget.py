@@ -22,7 +22,7 @@ import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
 from app.admission import PixelBudget
-from tests.app.test_server import free_port
+from tests.app.live_server import free_port
 from tests.app.test_stream import check_message, encode
 
 TOTAL = 10_000  # HEATPOSE_MAX_INFLIGHT_PIXELS

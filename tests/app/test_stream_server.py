@@ -19,8 +19,8 @@ from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.app.live_server import wait_ready
-from tests.app.test_server import ROOT, env, free_port
+from tests.app.live_server import free_port, wait_ready
+from tests.app.test_server import ROOT, env
 from tests.app.test_stream import check_message
 from training.synthetic_video import make_video
 

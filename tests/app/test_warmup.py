@@ -14,11 +14,6 @@ from models import backends
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class Counting:
     """Stands in for the backend: records each forward call's input shape, then runs it."""
 

@@ -7,7 +7,6 @@ import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +18,9 @@ import pytest
 from PIL import Image
 from prometheus_client.mmap_dict import MmapedDict
 
+from tests.app.live_server import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _workers(pid: int) -> list[int]:
@@ -66,7 +61,7 @@ def _predict_requests_in_files(path: Path) -> dict[int, float]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_two_workers_answer_and_metrics_sum_both(app_checkpoint: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEATPOSE_", "PROMETHEUS"))}
     env.update(
         HEATPOSE_CHECKPOINT=str(app_checkpoint),
