@@ -17,8 +17,9 @@ from PIL import Image
 from app.overlay import PALETTE, blend_heat
 from models.detector import Detections, PersonDetector, build_torchvision_model
 from models.persons import PersonBoxes
-from tests.app.test_api import PX, encode, image
-from tests.models.test_pipeline import StandInDetector
+from tests.app.test_api import PX, image
+from tests.helpers.detectors import StandInDetector
+from tests.helpers.images import encode
 
 pytestmark = pytest.mark.anyio
 
@@ -29,7 +30,7 @@ ORDER = np.argsort(-SCORES)
 
 
 class StandIn(StandInDetector):
-    """The pipeline tests' stand-in (known boxes, calls recorded), with these three people by
+    """The shared stand-in (known boxes, calls recorded), with these three people by
     default; each call optionally held until ``gate`` is set."""
 
     def __init__(self, boxes: np.ndarray = BOXES, scores: np.ndarray = SCORES) -> None:

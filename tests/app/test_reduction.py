@@ -238,7 +238,8 @@ async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_ap
 async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_original_px(
     serve_app,
 ) -> None:
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
     seen = []
 
@@ -247,7 +248,8 @@ async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_or
         return image_boxes(image)  # boxes at fixed fractions of the image it is given
 
     files = [("files", ("a.jpg", jpeg(1600, 2400), "image/jpeg"))]
-    async with serve_app(stand_in=StandInDetector(lookup), decode_max_side=600) as (client, _):
+    detector = StandInDetector.per_image(lookup)
+    async with serve_app(stand_in=detector, decode_max_side=600) as (client, _):
         r = await client.post("/predict", files=files)
     assert r.status_code == 200, r.text
     assert seen[-1] == (400, 600)  # decoded at 1/4 (the first call is the warm-up)
@@ -283,9 +285,10 @@ def test_pose_need_reduces_while_every_crop_region_covers_the_input(size, boxes,
 
 async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_app) -> None:
     from app.service import PredictOptions
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
-    async with serve_app(stand_in=StandInDetector(image_boxes)) as (_, app):
+    async with serve_app(stand_in=StandInDetector.per_image(image_boxes)) as (_, app):
         service = app.state.service
         assert service.model.input_size == (96, 128)  # the test checkpoint's
         needs = service.pose_needs([None, [[0, 0, 5, 5]]], 2, PredictOptions())
@@ -350,7 +353,8 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
     the detector will not see is decoded and cropped in one. Answers do not depend on it."""
     import anyio.to_thread
 
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
     real = anyio.to_thread.run_sync
     hops: list[str] = []
@@ -363,7 +367,7 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
 
     files = [("files", ("a.jpg", jpeg(480, 640), "image/jpeg"))]
     answers = {}
-    for detector in (None, StandInDetector(image_boxes)):
+    for detector in (None, StandInDetector.per_image(image_boxes)):
         async with serve_app(stand_in=detector) as (client, _):
             monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
             for detect in ("false", "auto"):
