@@ -13,15 +13,13 @@ from PIL import Image
 from app.admission import PixelBudget
 from app.batcher import DeadlineExceeded
 from app.errors import ApiError
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
 def png(h: int = 150, w: int = 100, seed: int = 0) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(noise(h, w, seed))
 
 
 async def test_budget_waits_for_room_and_gives_up_at_the_deadline() -> None:

@@ -4,7 +4,6 @@ workers (standing in for two GPUs) answering as the single-device service does."
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import time
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 from app.devices import DeviceError, buckets_for, resolve_devices, worker_labels
 from app.settings import SettingsError, load_settings
+from tests.helpers.images import encode, noise
 
 
 @pytest.mark.parametrize(
@@ -103,11 +103,8 @@ def test_buckets_are_on_for_cuda_only_by_default() -> None:
 
 
 def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((90, 120)).save(buf, "PNG")
-    return buf.getvalue()
+    small = noise(12, 9, seed)
+    return encode(Image.fromarray(small).resize((90, 120)))
 
 
 async def predict_all(client, n: int) -> list[dict]:

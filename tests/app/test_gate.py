@@ -4,24 +4,20 @@ crops over capacity, and a disconnect dropping its crops (the metrics counters a
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
 def png(seed: int = 0, h: int = 150, w: int = 100) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(noise(h, w, seed))
 
 
 def multipart(n: int, boxes: Any = None, headers: dict[str, str] | None = None) -> httpx.Request:

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from app.jpeg_header import jpeg_complete, jpeg_size
+from tests.helpers.images import encode, noise
 
 
 def _jpeg(size: tuple[int, int], **save: object) -> bytes:
     w, h = size
-    pixels = np.random.default_rng(w * 7 + h).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", **save)
-    return buf.getvalue()
+    return encode(noise(h, w, seed=w * 7 + h), "JPEG", **save)
 
 
 def _with_exif(size: tuple[int, int]) -> bytes:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import threading
 import time
@@ -12,19 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models.checkpoint import load
 from models.predictor import Predictor
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
 def png(seed: int, h: int = 96, w: int = 72) -> tuple[np.ndarray, bytes]:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return a, buf.getvalue()
+    a = noise(h, w, seed)
+    return a, encode(a)
 
 
 def upload(data: bytes, name: str = "a.png") -> list[tuple[str, tuple[str, bytes, str]]]:

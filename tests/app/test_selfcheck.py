@@ -26,6 +26,7 @@ from app.startup import StartupError
 from models import backends, geometry
 from models.checkpoint import load
 from models.predictor import Predictor
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 ACCELERATIONS = ("decode", "crop", "backend", "amp")
@@ -103,10 +104,7 @@ def gauge(metrics: str, feature: str) -> float:
 
 
 def jpeg(seed: int) -> bytes:
-    image = np.random.default_rng(seed).integers(0, 256, (120, 90, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
+    return encode(noise(120, 90, seed), "JPEG", quality=95)
 
 
 def test_the_builtin_request_is_small_rotated_jpegs_with_and_without_boxes() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -14,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from tests.app.live_server import free_port, wait_ready
+from tests.helpers.images import encode, noise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,10 +138,7 @@ def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> Non
 
 
 def jpeg(seed: int) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (80, 60, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(80, 60, seed), "JPEG")
 
 
 def queue_depth(url: str) -> float:

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
 from app.admission import PixelBudget
 from tests.app.live_server import free_port
-from tests.app.test_stream import check_message, encode
+from tests.app.test_stream import check_message
+from tests.helpers.images import encode, noise
 
 TOTAL = 10_000  # HEATPOSE_MAX_INFLIGHT_PIXELS
 TIMEOUT_S = 3.0  # HEATPOSE_REQUEST_TIMEOUT_S: a frame's deadline after its arrival
@@ -79,7 +79,7 @@ def server(app_checkpoint: Path) -> Iterator[Server]:
 
 
 def frame(width: int, height: int, seed: int = 0) -> bytes:
-    return encode(np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8))
+    return encode(noise(height, width, seed), "JPEG")
 
 
 def send(ws: ClientConnection, seq: int, data: bytes) -> None:

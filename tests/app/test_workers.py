@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import signal
@@ -13,12 +12,11 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.app.live_server import free_port
+from tests.helpers.images import encode, noise
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,10 +38,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def _jpeg() -> bytes:
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(64, 48), "JPEG")
 
 
 def _predict_requests_in_files(path: Path) -> dict[int, float]:
