@@ -57,15 +57,15 @@ def reference(app_checkpoint: Path):
     return ref
 
 
-def make_app(checkpoint: Path, stand_in: Any = None, **overrides: Any) -> Any:
-    """The service's app (``app.main.create_app``) serving ``checkpoint``, its settings
-    ``overrides`` (``Settings`` field names) over the defaults, no ``.env`` file read. No person
-    detector unless ``stand_in`` is one (an object with ``PersonDetector.detect``'s interface) or
-    ``overrides`` name one (``detector="FILE"``)."""
+def make_app(default_checkpoint: Path, stand_in: Any = None, /, **overrides: Any) -> Any:
+    """The service's app (``app.main.create_app``) with the settings ``overrides`` (``Settings``
+    field names, ``checkpoint`` among them) over the defaults (``default_checkpoint``, no
+    person detector), no ``.env`` file read. No person detector unless ``stand_in`` is one (an
+    object with ``PersonDetector.detect``'s interface) or ``overrides`` name one."""
     from app.main import create_app
     from app.settings import Settings
 
-    defaults = {"checkpoint": str(checkpoint), "detector": "none"}
+    defaults = {"checkpoint": str(default_checkpoint), "detector": "none"}
     return create_app(Settings(_env_file=None, **{**defaults, **overrides}), detector=stand_in)
 
 
