@@ -23,6 +23,7 @@ from PIL import Image
 
 from app.reduction import PoseNeed, Reduction, decode_factor, jpeg_reduction
 from models.persons import PersonBoxes, PersonResult, resize_points
+from tests.helpers.images import encode
 from training.synthetic_scene import people_scene
 
 pytestmark = pytest.mark.anyio
@@ -34,9 +35,7 @@ def jpeg(h: int, w: int) -> bytes:
     """A smooth ``w x h`` JPEG (a colour ramp)."""
     y, x = np.mgrid[0:h, 0:w]
     a = np.stack([x * 255 // w, y * 255 // h, (x + y) * 127 // (w + h)], axis=-1)
-    buf = io.BytesIO()
-    Image.fromarray(a.astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return encode(a.astype(np.uint8), "JPEG", quality=90)
 
 
 @pytest.mark.parametrize(
@@ -218,9 +217,7 @@ def drawn_box(png: bytes) -> tuple[int, int, int, int]:
 
 async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_app) -> None:
     grey = np.full((1600, 2400, 3), 128, np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grey).save(buf, "JPEG", quality=90)
-    up = {"file": ("g.jpg", buf.getvalue(), "image/jpeg")}
+    up = {"file": ("g.jpg", encode(grey, "JPEG", quality=90), "image/jpeg")}
     form = {"boxes": json.dumps([[[400.0, 300.0, 1600.0, 1400.0]]])}
     query = "/visualize?mode=skeleton&max_side=600"
     rects = {}
