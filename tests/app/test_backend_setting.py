@@ -35,6 +35,7 @@ async def predicted_keypoints(serve_app, image: np.ndarray, **settings) -> np.nd
     return np.array([[k["x"], k["y"]] for k in person["keypoints"]])
 
 
+@pytest.mark.slow
 async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
     serve_app, app_checkpoint, tmp_path, monkeypatch
 ) -> None:

@@ -57,6 +57,7 @@ async def test_model_and_metrics_name_the_torch_backend(serve_app) -> None:
     assert labels == {"model": "tiny-res18", "backend": "torch", "onnx_sha256": "", "detector": ""}
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_model_and_metrics_name_the_onnx_file_served(
     serve_app, app_checkpoint: Path, tmp_path: Path

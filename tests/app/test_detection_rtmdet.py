@@ -40,6 +40,7 @@ async def post(client, image: np.ndarray, thr: float) -> list[dict]:
     return r.json()["images"][0]["persons"]
 
 
+@pytest.mark.slow
 async def test_service_serves_an_rtmdet_safetensors_file(serve_app, tmp_path: Path) -> None:
     path = write_rtmdet(tmp_path / "rtmdet-nano.safetensors")
     image = photos()[0]
@@ -56,6 +57,7 @@ async def test_service_serves_an_rtmdet_safetensors_file(serve_app, tmp_path: Pa
     np.testing.assert_allclose([p["bbox_score"] for p in persons], want.scores, atol=1e-4)
 
 
+@pytest.mark.slow
 async def test_service_runs_the_detector_on_onnxruntime(serve_app, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))  # the ONNX cache
     path = write_rtmdet(tmp_path / "rtmdet_nano.pth")
@@ -76,6 +78,7 @@ async def test_service_runs_the_detector_on_onnxruntime(serve_app, tmp_path: Pat
     assert list(tmp_path.glob("backends/*.onnx"))  # exported once, cached
 
 
+@pytest.mark.slow
 def test_predict_cli_takes_an_rtmdet_file(app_checkpoint: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -115,6 +115,7 @@ async def test_the_detector_sees_a_small_copy_and_the_budget_charges_its_share(
     np.testing.assert_allclose(person["bbox"], RECT, atol=W / DETECTOR_MAX_SIDE + 0.5)
 
 
+@pytest.mark.slow
 async def test_a_request_that_fits_without_the_detector_share_is_not_refused_for_it(
     serve_app,
 ) -> None:

@@ -122,6 +122,7 @@ def test_auto_settings_resolve_by_the_device() -> None:
     assert not decodes_with_torch(Settings(_env_file=None, crop="device"), cpu)  # CPU: Pillow
 
 
+@pytest.mark.slow
 async def test_device_path_answers_as_the_cpu_path(serve_app, monkeypatch) -> None:
     # Full-size Pillow decodes for the reference: reduced-scale decoding changes the pixels
     # on purpose (tests/app/test_reduction.py); the torch path always decodes at full size.
@@ -140,6 +141,7 @@ async def test_device_path_answers_as_the_cpu_path(serve_app, monkeypatch) -> No
         assert_same_persons(await predict(client), want)
 
 
+@pytest.mark.slow
 async def test_detected_images_stay_on_the_device_path(serve_app, monkeypatch) -> None:
     """Images without boxes go to the detector as tensors; the same persons come back."""
     a = [("big.jpg", encoded(photo(480, 640, 7)), None)]
@@ -158,6 +160,7 @@ async def test_detected_images_stay_on_the_device_path(serve_app, monkeypatch) -
     assert_same_persons(got, want)
 
 
+@pytest.mark.slow
 async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypatch) -> None:
     """/visualize draws on CPU pixels: Pillow decodes its JPEG whatever HEATPOSE_DECODE says;
     its crops follow HEATPOSE_CROP (device here) and the picture is the cv2 path's."""
@@ -178,6 +181,7 @@ async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypat
     assert (np.abs(pngs[0] - pngs[1]) > 8).mean() < 0.002
 
 
+@pytest.mark.slow
 async def test_the_pixel_budget_charges_full_size_decodes(serve_app) -> None:
     """A 2000x1600 JPEG is 3.2 MP decoded by torchvision (always full size), 0.2 MP by Pillow
     under HEATPOSE_DECODE_MAX_SIDE=500: the budget charges what each path decodes."""
@@ -200,6 +204,7 @@ ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,data", ERRORS, ids=[n for n, _ in ERRORS])
 async def test_errors_are_unchanged(serve_app, monkeypatch, name: str, data: bytes) -> None:
     files = [("files", ("ok.jpg", encoded(photo(60, 80, 11)), "image/jpeg"))]
@@ -218,6 +223,7 @@ async def test_errors_are_unchanged(serve_app, monkeypatch, name: str, data: byt
         assert seen["decode"] == []  # (nvJPEG might decode it without an error)
 
 
+@pytest.mark.slow
 def test_batch_worker_takes_tensor_crops(reference) -> None:
     """A batch of tensor crops (as the device path leaves them) gives what the same crops as a
     numpy array give: keypoints, scores and heatmaps equal."""

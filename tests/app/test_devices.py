@@ -125,6 +125,7 @@ def device_batches(text: str) -> dict[str, float]:
     return {d: float(v) for d, v in found}
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_two_cpu_workers_spread_batches_and_answer_as_one_device(serve_app) -> None:
     # Batch size 1: every forward is the same size on both sides, so results must be equal.
@@ -172,6 +173,7 @@ async def test_a_failing_worker_fails_only_its_requests(serve_app) -> None:
         assert (await client.get("/ready")).status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_batch_buckets_give_the_same_answers(serve_app) -> None:
     async with serve_app(device="cpu", torch_threads=1) as (client, _):
@@ -202,6 +204,7 @@ async def test_cuda_workers_serve(serve_app, device: str) -> None:
     assert len(device_batches(metrics)) == len(service.predictors)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None:
     from tests.app.test_detection import SCORES, StandIn

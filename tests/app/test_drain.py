@@ -13,6 +13,8 @@ import pytest
 
 from tests.helpers.images import encode, noise
 
+pytestmark = pytest.mark.slow
+
 
 def jpeg(seed: int) -> bytes:
     return encode(noise(80, 60, seed), "JPEG")
@@ -24,7 +26,6 @@ def post(url: str, n: int, seed: int) -> httpx.Response:
     return httpx.post(url + "/predict", files=files, timeout=60)
 
 
-@pytest.mark.slow
 def test_sigterm_keeps_serving_for_the_drain_delay_then_cuts_off_with_json_503(
     server_process,
 ) -> None:

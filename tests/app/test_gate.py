@@ -138,6 +138,7 @@ async def test_request_with_more_crops_than_the_queue_holds_gets_413(serve_app) 
         assert ok.status_code == 200  # 2 crops fit
 
 
+@pytest.mark.slow
 async def test_a_disconnected_client_has_its_queued_crops_dropped(serve_app) -> None:
     settings = {"max_batch_size": 64, "max_queue_delay_ms": 1500}
     async with serve_app(**settings) as (client, app):

@@ -119,6 +119,7 @@ async def test_detector_batch_failure_fails_only_the_request_with_the_marked_ima
     await b.drain(1.0)
 
 
+@pytest.mark.slow
 async def test_through_the_service_only_the_marked_upload_fails(serve_app) -> None:
     det = MarkedFails()
     async with serve_app(stand_in=det, max_queue_delay_ms=300) as (client, _):

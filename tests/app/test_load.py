@@ -34,6 +34,7 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.slow
 async def test_40_concurrent_requests_batched_and_correct(serve_app, app_checkpoint) -> None:
     ref = Predictor(load(app_checkpoint), device="cpu")
     ref.model.to(memory_format=torch.channels_last)  # as the service runs it on CPU
@@ -76,6 +77,7 @@ def gate_model(app: Any) -> threading.Event:
     return gate
 
 
+@pytest.mark.slow
 async def test_overload_is_503_with_retry_after_and_nothing_hangs(serve_app) -> None:
     _, data = png(0)
     async with serve_app(max_queued_persons=4, max_batch_size=2, max_queue_delay_ms=0) as (

@@ -36,6 +36,8 @@ from models.video_files import write_y4m
 from tests.app.live_server import free_port, wait_ready
 from training.synthetic_video import make_video
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-test-key-7"
 MAX_UPLOAD = 1_000_000

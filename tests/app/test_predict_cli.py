@@ -112,6 +112,7 @@ def test_image_folder_gives_one_json_per_image(
             ]
 
 
+@pytest.mark.slow
 def test_detector_file_and_none(
     dataset: tuple[Path, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -218,6 +219,7 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_video_keeps_track_ids_through_the_crossing(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -255,6 +257,7 @@ def test_video_keeps_track_ids_through_the_crossing(
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
 
 
+@pytest.mark.slow
 def test_detector_runs_every_det_interval_frames(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -291,6 +294,7 @@ def test_detector_runs_every_det_interval_frames(
         before = m["persons"]
 
 
+@pytest.mark.slow
 def test_savgol_smooths_each_track_of_the_raw_run(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:

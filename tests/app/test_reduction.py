@@ -151,6 +151,7 @@ def marker_xy(image: dict) -> np.ndarray:
     return xy[:, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_side,factor", [(1024, 4), (600, 8)])
 async def test_reduced_decode_agrees_with_the_full_decode_in_original_pixels(
     serve_app, big_scene, max_side: int, factor: int
@@ -174,6 +175,7 @@ async def test_reduced_decode_agrees_with_the_full_decode_in_original_pixels(
     assert np.abs(a - markers).max() <= 8 and np.abs(b - markers).max() <= 8
 
 
+@pytest.mark.slow
 async def test_the_pixel_budget_charges_the_decoded_pixels(serve_app) -> None:
     data = jpeg(1600, 2000)  # 3.2 MP; at max_side 500 decoded at 1/4: 500x400 = 0.2 MP
     files = [("files", ("a.jpg", data, "image/jpeg"))]
@@ -215,6 +217,7 @@ def drawn_box(png: bytes) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
+@pytest.mark.slow
 async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_app) -> None:
     grey = np.full((1600, 2400, 3), 128, np.uint8)
     up = {"file": ("g.jpg", encode(grey, "JPEG", quality=90), "image/jpeg")}
@@ -232,6 +235,7 @@ async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_ap
     np.testing.assert_allclose(full, [100, 75, 400, 350], atol=2)  # the box / 4
 
 
+@pytest.mark.slow
 async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_original_px(
     serve_app,
 ) -> None:
@@ -280,6 +284,7 @@ def test_pose_need_reduces_while_every_crop_region_covers_the_input(size, boxes,
     assert decode_factor(size, 4096, None) == 1  # the detector's images: max_side alone
 
 
+@pytest.mark.slow
 async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_app) -> None:
     from app.service import PredictOptions
     from tests.app.test_predict_cli import image_boxes
@@ -299,6 +304,7 @@ async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_a
         ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,factor", [((640, 480), 4), ((1920, 1080), 8)])
 async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_decode(
     serve_app, size: tuple[int, int], factor: int
@@ -343,6 +349,7 @@ async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_deco
     assert np.abs(b - marker).max() <= 2 * factor
 
 
+@pytest.mark.slow
 async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
     serve_app, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -71,11 +71,13 @@ def run_cases(operation, mode: GenerationMode, examples: int, **fixed) -> None:
     check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "examples"), OPERATIONS)
 def test_generated_requests(api_schema, method, path, examples) -> None:
     run_cases(api_schema[path][method], GenerationMode.POSITIVE, examples)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/predict", "/visualize"])
 def test_schema_violating_requests(api_schema, path) -> None:
     run_cases(api_schema[path]["POST"], GenerationMode.NEGATIVE, 30)
@@ -85,6 +87,7 @@ def jpeg() -> bytes:
     return encode(noise(64, 48), "JPEG")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "body"), [("/predict", {"files": [jpeg()]}), ("/visualize", {"file": jpeg()})]
 )

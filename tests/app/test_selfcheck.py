@@ -152,6 +152,7 @@ def test_the_reference_run_is_what_the_predictor_computes(app_checkpoint) -> Non
     np.testing.assert_allclose(run.keypoints, np.stack([p.keypoints for p in want]), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feature", ["decode", "crop", "backend"])
 @pytest.mark.parametrize("how", ["raise", "shift"])
 async def test_an_auto_acceleration_that_fails_is_turned_off_and_said_once(

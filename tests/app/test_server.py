@@ -19,6 +19,8 @@ import torch
 from tests.app.live_server import free_port, wait_ready
 from tests.helpers.images import encode, noise
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -147,7 +149,6 @@ def queue_depth(url: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

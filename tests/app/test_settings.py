@@ -111,6 +111,7 @@ def test_crop_and_decode_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any("did you mean HEATPOSE_DECODE?" in h for h in hints)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_cv2_threads_are_set_when_the_service_starts(serve_app) -> None:
     """OpenCV's pool woke a helper thread for every small crop (BENCHMARKS.md, "Threads"):

@@ -192,6 +192,7 @@ class TruthDetector:
         return out
 
 
+@pytest.mark.slow
 def test_through_the_service_two_crossing_people_keep_their_ids(client: Any) -> None:
     """The detector of the service (a stand-in that knows the true boxes), the random-weight
     test model for the poses: with ``kpt_thr=1`` its (noise) keypoints hardly count, so tracks

@@ -101,6 +101,7 @@ def test_a_frame_that_can_never_fit_gets_413_and_the_next_one_is_answered(server
     assert server.budget.in_use == 0  # the frame's pixels were given back
 
 
+@pytest.mark.slow
 def test_a_frame_waits_for_room_and_times_out_at_its_deadline(server: Server) -> None:
     held = TOTAL - 1000  # a concurrent request's pixels: a 64x48 frame (3,072) does not fit
     with connect(f"ws://127.0.0.1:{server.port}/v1/stream", max_size=None) as ws:
@@ -129,6 +130,7 @@ def test_a_frame_waits_for_room_and_times_out_at_its_deadline(server: Server) ->
     assert server.budget.in_use == 0
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_while_its_frame_waits_ends_the_stream_cleanly(
     server: Server,
 ) -> None:

@@ -18,6 +18,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from tests.app.live_server import free_port
 from tests.helpers.images import encode, noise
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
