@@ -1,6 +1,7 @@
 """House rules as tests: ruff lint, ruff format and mypy over the code base, the layering, the
 marker on every CUDA test."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,29 @@ def test_the_core_tests_do_not_import_training() -> None:
             if imports and f.name not in not_yet:
                 offenders.append(f"{f.relative_to(ROOT)}: {s}")
     assert not offenders, offenders
+
+
+def test_every_real_server_test_is_in_the_slow_tier() -> None:
+    """A test that starts the service as a process (the ``server_process`` fixture or
+    ``wait_ready``) is marked ``slow`` (or its module is): the default ``pytest`` run, the quick
+    tier, never starts one."""
+    import ast
+
+    unmarked = []
+    for f in sorted((ROOT / "tests").rglob("test_*.py")):
+        text = f.read_text()
+        slow_module = re.search(r"^pytestmark = .*pytest\.mark\.slow", text, flags=re.M)
+        if slow_module or f == Path(__file__):
+            continue
+        for node in ast.parse(text).body:
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            source = ast.get_source_segment(text, node) or ""
+            starts = "server_process" in source or "wait_ready(" in source
+            marked = any("mark.slow" in ast.unparse(d) for d in node.decorator_list)
+            if node.name.startswith("test_") and starts and not marked:
+                unmarked.append(f"{f.relative_to(ROOT)}::{node.name}")
+    assert not unmarked, unmarked
 
 
 def test_every_cuda_test_is_marked_gpu() -> None:
