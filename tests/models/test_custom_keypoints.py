@@ -11,22 +11,15 @@ from models.keypoints import KeypointSpec
 from models.model_config import ModelConfig
 from models.predictor import Predictor
 
-# A 12-keypoint animal (`heatpose synth --skeleton animal`'s names), written out here:
-# the core's tests do not import `training`.
-NAMES = (
-    "nose",
-    "withers",
-    "tail_base",
-    "tail_tip",
-    "left_front_knee",
-    "left_front_paw",
-    "right_front_knee",
-    "right_front_paw",
-    "left_back_knee",
-    "left_back_paw",
-    "right_back_knee",
-    "right_back_paw",
-)
+# A 12-keypoint animal (`heatpose synth --skeleton animal`'s names), made here: the core's tests
+# do not import `training`.
+LEGS = [
+    f"{s}_{leg}_{j}"
+    for leg in ("front", "back")
+    for s in ("left", "right")
+    for j in ("knee", "paw")
+]
+NAMES = ("nose", "withers", "tail_base", "tail_tip", *LEGS)
 
 
 def _other_side(name: str) -> str:
