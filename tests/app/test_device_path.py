@@ -20,6 +20,7 @@ from app.settings import Settings
 from models import geometry
 from models.crops import Crops
 from tests.app.test_detection import StandIn
+from tests.helpers.images import encode_with_exif
 
 pytestmark = pytest.mark.anyio
 
@@ -36,13 +37,8 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def encoded(a: np.ndarray | Image.Image, fmt: str = "JPEG", tag: int | None = None) -> bytes:
-    img = a if isinstance(a, Image.Image) else Image.fromarray(a)
-    exif = img.getexif()
-    if tag is not None:
-        exif[0x0112] = tag
-    buf = io.BytesIO()
-    img.save(buf, fmt, exif=exif.tobytes(), **({"quality": 92} if fmt == "JPEG" else {}))
-    return buf.getvalue()
+    quality = {"quality": 92} if fmt == "JPEG" else {}
+    return encode_with_exif(a, fmt, orientation=tag, **quality)
 
 
 # One request: client boxes, whole images, EXIF-rotated JPEGs, a greyscale JPEG, a PNG and a

@@ -20,6 +20,23 @@ def encode(image: np.ndarray | Image.Image, fmt: str = "PNG", **options: object)
     return buf.getvalue()
 
 
+def encode_with_exif(
+    image: np.ndarray | Image.Image,
+    fmt: str = "JPEG",
+    *,
+    orientation: int | None = None,
+    **options: object,
+) -> bytes:
+    """:func:`encode` with ``image``'s EXIF block written into the file (an array's is empty),
+    its orientation tag (0x0112, 1-8; e.g. 6: display rotated 90 degrees clockwise) set to
+    ``orientation`` when given."""
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    exif = img.getexif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    return encode(img, fmt, exif=exif.tobytes(), **options)
+
+
 def noise(h: int, w: int, seed: int = 0) -> np.ndarray:
     """``(h, w, 3)`` uint8 RGB uniform noise, the same for the same ``seed`` (noise does not
     compress: a PNG of it is about ``3 * h * w`` bytes)."""
