@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
 from tests.test_readme import readme_no_download_route
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,12 +44,6 @@ def shrink(words: list[str]) -> list[str]:
         if w in TINY:
             out[i + 1] = TINY[w]
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def offline_env(home: Path) -> dict[str, str]:

@@ -27,6 +27,8 @@ import yaml
 
 from tests.test_deploy import ZOO_VARS, dockerfile_env, duration_s, instructions
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "kubernetes"
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.glob("*/kustomization.yaml"))

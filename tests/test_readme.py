@@ -16,7 +16,21 @@ def readme_commands() -> list[str]:
 def test_readme_starts_with_serve_and_test_commands() -> None:
     serve, test = readme_commands()[:2]
     assert "pip install -e ." in serve and serve.endswith("heatpose serve")
-    assert "pip install -e '.[dev]'" in test and test.endswith("python -m pytest")
+    assert "pip install -e '.[dev]'" in test and test.endswith("python -m pytest -m ''")
+
+
+def test_the_default_run_is_the_quick_tier_and_the_readme_gives_both(pytestconfig) -> None:
+    """``pytest`` alone deselects the ``slow`` tier (pyproject's addopts); the README's test
+    command runs every tier (``-m ''`` replaces that ``-m``) and names the quick one, each with
+    its time."""
+    addopts = pytestconfig.getini("addopts")
+    assert addopts[addopts.index("-m") + 1] == "not slow"
+    first = (ROOT / "README.md").read_text().split("\n## ", 2)[1]
+    # text, serve block, text, test block, text: the test block's text before it and after it
+    _, _, before, block, after = first.split("```")[:5]
+    assert block.strip().endswith("python -m pytest -m ''")
+    assert re.search(r"about [\d.-]+ minutes", before)  # the full run's time
+    assert "`.venv/bin/python -m pytest`" in after and re.search(r"about [\d.-]+ minutes", after)
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The event loop of every ``pytest.mark.anyio`` test of the service: asyncio (what uvicorn
+    runs), not trio."""
+    return "asyncio"
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +57,18 @@ def reference(app_checkpoint: Path):
     return ref
 
 
+def make_app(default_checkpoint: Path, stand_in: Any = None, /, **overrides: Any) -> Any:
+    """The service's app (``app.main.create_app``) with the settings ``overrides`` (``Settings``
+    field names, ``checkpoint`` among them) over the defaults (``default_checkpoint``, no
+    person detector), no ``.env`` file read. No person detector unless ``stand_in`` is one (an
+    object with ``PersonDetector.detect``'s interface) or ``overrides`` name one."""
+    from app.main import create_app
+    from app.settings import Settings
+
+    defaults = {"checkpoint": str(default_checkpoint), "detector": "none"}
+    return create_app(Settings(_env_file=None, **{**defaults, **overrides}), detector=stand_in)
+
+
 @pytest.fixture
 def serve_app(app_checkpoint: Path):
     """``async with serve_app(**settings) as (client, app)``: the real app, lifespan running.
@@ -61,14 +81,9 @@ def serve_app(app_checkpoint: Path):
 
     import httpx
 
-    from app.main import create_app
-    from app.settings import Settings
-
     @asynccontextmanager
     async def serve(stand_in=None, **overrides):
-        defaults = {"checkpoint": str(app_checkpoint), "detector": "none"}
-        settings = Settings(_env_file=None, **{**defaults, **overrides})
-        app = create_app(settings, detector=stand_in)
+        app = make_app(app_checkpoint, stand_in, **overrides)
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
@@ -87,7 +102,6 @@ def server_process(app_checkpoint: Path):
     on exit if it is still running.
     """
     import os
-    import socket
     import subprocess
     import sys
     from contextlib import contextmanager
@@ -96,9 +110,7 @@ def server_process(app_checkpoint: Path):
 
     @contextmanager
     def start(args: tuple[str, ...] = ("-m", "app"), **settings: str):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}
         env |= {"HEATPOSE_CHECKPOINT": str(app_checkpoint), "HEATPOSE_PORT": str(port)}
         env |= {"OMP_NUM_THREADS": "1", "HEATPOSE_TORCH_THREADS": "1"}
@@ -126,19 +138,12 @@ def server_process(app_checkpoint: Path):
 def client(app_checkpoint: Path):
     """``client(stand_in=None, **settings)``: a TestClient over a fresh app, lifespan running
     (no person detector unless ``stand_in`` is one)."""
-    from typing import Any
-
     from fastapi.testclient import TestClient
-
-    from app.main import create_app
-    from app.settings import Settings
 
     opened: list[Any] = []
 
     def make(stand_in: Any = None, **overrides: Any) -> Any:
-        defaults = {"checkpoint": str(app_checkpoint), "warmup": False, "detector": "none"}
-        s = Settings(_env_file=None, **{**defaults, **overrides})
-        c = TestClient(create_app(s, detector=stand_in))
+        c = TestClient(make_app(app_checkpoint, stand_in, **{"warmup": False, **overrides}))
         opened.append(c.__enter__())
         return opened[-1]
 

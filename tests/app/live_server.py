@@ -1,12 +1,20 @@
-"""Waiting for a server subprocess (``python -m app``, uvicorn) to turn ready, for the tests
-that run the service as a real process."""
+"""Starting a server subprocess (``python -m app``, uvicorn) on a free port and waiting for it
+to turn ready, for the tests that run the service as a real process."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 
 import httpx
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago (the OS picks it; bound and released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def wait_ready(proc: subprocess.Popen, url: str, *, timeout_s: float = 90.0) -> None:

@@ -2,7 +2,7 @@
 detector, on uvicorn, for the page's browser tests.
 
 Settings come from the ``HEATPOSE_*`` environment as for ``heatpose serve``; the person
-detector is a test double behind ``PersonDetector.detect`` (``test_predict_cli``'s
+detector is a test double behind ``PersonDetector.detect`` (``tests.helpers.detectors``'s
 ``StandInDetector``: the caller's score threshold and cap apply as in the real one) instead of
 the one ``HEATPOSE_DETECTOR`` names. ``BOXES.json`` maps an image size ``"WxH"`` to the persons
 a test knows that image shows: ``[[x1, y1, x2, y2, score], ...]`` (image px).
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.app.test_predict_cli import Boxes, StandInDetector
+from tests.helpers.detectors import Boxes, StandInDetector
 
 
 def boxes_by_size(table: dict[str, list[list[float]]]) -> Callable[[np.ndarray], Boxes]:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("boxes", type=Path, help='JSON: {"WxH": [[x1, y1, x2, y2, score], ...]}')
     p.add_argument("--port", type=int, required=True)
     args = p.parse_args(argv)
-    detector = StandInDetector(boxes_by_size(json.loads(args.boxes.read_text())))
+    detector = StandInDetector.per_image(boxes_by_size(json.loads(args.boxes.read_text())))
     app = create_app(load_settings(), detector=detector)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

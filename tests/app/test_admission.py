@@ -13,20 +13,13 @@ from PIL import Image
 from app.admission import PixelBudget
 from app.batcher import DeadlineExceeded
 from app.errors import ApiError
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def png(h: int = 150, w: int = 100, seed: int = 0) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(noise(h, w, seed))
 
 
 async def test_budget_waits_for_room_and_gives_up_at_the_deadline() -> None:
@@ -55,6 +48,7 @@ async def test_request_over_its_pixel_budget_gets_413_before_decoding(serve_app)
         assert app.state.pixel_budget.in_use == 0  # every lease was given back
 
 
+@pytest.mark.slow
 async def test_requests_wait_for_the_process_budget_then_time_out(serve_app) -> None:
     async with serve_app(max_inflight_pixels=20_000, request_timeout_s=1.0) as (client, app):
         budget = app.state.pixel_budget
@@ -108,6 +102,7 @@ async def test_visualize_renders_at_a_bounded_size(serve_app) -> None:
         assert out.size == (150, 100)  # 60,000 px drawn at 15,000
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("late", ["predict", "render"])
 async def test_visualize_past_its_deadline_gets_504_not_a_png(serve_app, monkeypatch, late) -> None:
     import app.routes.visualize as route

@@ -24,11 +24,6 @@ pytestmark = pytest.mark.anyio
 BATCH_S = 0.2  # the stand-ins' time for one batch
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def test_pose_stage_refuses_what_cannot_finish_before_its_deadline() -> None:
     model = FakeModel(delay=BATCH_S)
     b = make(model, max_batch_size=2, max_queue_delay_s=0.0)

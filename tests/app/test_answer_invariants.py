@@ -17,11 +17,6 @@ from tests.app.test_detection import StandIn, upload
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def outside(k: dict, w: int, h: int) -> bool:
     return not (0 <= k["x"] <= w and 0 <= k["y"] <= h)
 

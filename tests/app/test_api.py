@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.images import encode
+
 pytestmark = pytest.mark.anyio
 
 # Batches of other sizes run other kernels: float differences (~1e-6) may move DARK-decoded
@@ -18,21 +20,10 @@ pytestmark = pytest.mark.anyio
 PX = 0.05
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def image(h: int = 150, w: int = 100, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     a = cv2.resize(rng.integers(0, 256, (h // 10, w // 10, 3), dtype=np.uint8), (w, h))
     return np.asarray(a, dtype=np.uint8)
-
-
-def encode(a: np.ndarray, fmt: str = "PNG", **kw: object) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, fmt, **kw)
-    return buf.getvalue()
 
 
 async def test_predict_matches_the_predictor(serve_app, reference) -> None:

@@ -3,39 +3,31 @@ given ONNX file, e.g. INT8 from `heatpose export --int8`), or refuses to start c
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 import heatpose_cli
 from app.settings import SettingsError, load_settings
 from app.startup import StartupError
 from models.checkpoint import load
 from models.predictor import Predictor
+from tests.helpers.images import encode
 from training import synthetic
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def predicted_keypoints(serve_app, image: np.ndarray, **settings) -> np.ndarray:
     """``(K, 2)`` image px: the one person ``/predict`` finds in ``image`` (flip test, shift
     decoding) from an ``onnxruntime`` service with ``settings``."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
     async with serve_app(backend="onnxruntime", **settings) as (client, app):
         assert app.state.service.predictor.forward.name == "onnxruntime"
         r = await client.post(
             "/predict",
-            files=[("files", ("a.png", buf.getvalue(), "image/png"))],
+            files=[("files", ("a.png", encode(image), "image/png"))],
             params={"decode": "shift", "flip_test": "true"},
         )
     assert r.status_code == 200, r.text
@@ -43,6 +35,7 @@ async def predicted_keypoints(serve_app, image: np.ndarray, **settings) -> np.nd
     return np.array([[k["x"], k["y"]] for k in person["keypoints"]])
 
 
+@pytest.mark.slow
 async def test_onnxruntime_service_answers_what_the_torch_predictor_does(
     serve_app, app_checkpoint, tmp_path, monkeypatch
 ) -> None:

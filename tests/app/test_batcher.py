@@ -17,11 +17,6 @@ from models.predictor import Crops
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeModel:
     """run_batch: heatmaps whose value encodes the crop's id (crop[0,0,0]); decode reads it."""
 

@@ -16,11 +16,6 @@ from tests.app.test_batcher import FakeModel, crops_for
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def two_devices(a: FakeModel, b: FakeModel, metrics: Metrics, **kw: object) -> Batcher:
     args: dict = {"max_batch_size": 2, "max_queue_delay_s": 0.005, "max_queued": 256, **kw}
     batcher = Batcher(

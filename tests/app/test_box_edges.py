@@ -15,6 +15,7 @@ from PIL import Image
 
 from models.detector import Detections
 from models.persons import BOX_MARGIN, MIN_BOX_SIZE
+from tests.helpers.images import encode, noise
 
 W, H = 320, 240
 
@@ -31,13 +32,7 @@ ACCEPTED = [
 ]
 
 
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
-
-
-IMAGE = png(np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8))
+IMAGE = encode(noise(H, W))
 
 
 def non_finite(value: Any, path: str = "") -> list[str]:

@@ -22,11 +22,6 @@ from tests.app.test_detection import StandIn, upload
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static" / "js"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def test_overlay_numbers_persons_as_the_page_does() -> None:
     assert box_label(0, None) == "#1"
     assert box_label(2, 0.876) == "#3 0.88"
@@ -62,6 +57,7 @@ async def test_model_and_metrics_name_the_torch_backend(serve_app) -> None:
     assert labels == {"model": "tiny-res18", "backend": "torch", "onnx_sha256": "", "detector": ""}
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_model_and_metrics_name_the_onnx_file_served(
     serve_app, app_checkpoint: Path, tmp_path: Path

@@ -19,6 +19,7 @@ from models.codec import HeatmapCodec
 from models.keypoints import KeypointSpec
 from models.model_config import ModelConfig
 from models.predictor import Predictor
+from tests.helpers.images import encode
 from training import synthetic_animal
 
 pytestmark = pytest.mark.anyio
@@ -33,11 +34,6 @@ ANIMAL = KeypointSpec(
     upper_body=(0, 1, 4, 5, 6, 7),
     lower_body=(2, 3, 8, 9, 10, 11),
 )
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +53,6 @@ def animal_checkpoint(module_tmp: Callable[[str], Path]) -> Path:
     return path
 
 
-def _png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
-
-
 async def test_predict_and_visualize_use_the_checkpoints_keypoints(
     serve_app, animal_checkpoint: Path
 ) -> None:
@@ -70,14 +60,14 @@ async def test_predict_and_visualize_use_the_checkpoints_keypoints(
     image = np.asarray(
         cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (320, 240)), np.uint8
     )
-    files = [("files", ("a.png", _png(image), "image/png"))]
+    files = [("files", ("a.png", encode(image), "image/png"))]
     async with serve_app(checkpoint=str(animal_checkpoint)) as (client, _):
         r = await client.post("/predict", files=files, params={"flip_test": "false"})
         assert r.status_code == 200, r.text
         body = r.json()
         v = await client.post(
             "/visualize",
-            files=[("file", ("a.png", _png(image), "image/png"))],
+            files=[("file", ("a.png", encode(image), "image/png"))],
             params={"mode": "skeleton", "kpt_thr": 0.0, "flip_test": "false"},
         )
         assert v.status_code == 200, v.text

@@ -17,8 +17,9 @@ from PIL import Image
 from app.overlay import PALETTE, blend_heat
 from models.detector import Detections, PersonDetector, build_torchvision_model
 from models.persons import PersonBoxes
-from tests.app.test_api import PX, encode, image
-from tests.models.test_pipeline import StandInDetector
+from tests.app.test_api import PX, image
+from tests.helpers.detectors import StandInDetector
+from tests.helpers.images import encode
 
 pytestmark = pytest.mark.anyio
 
@@ -28,13 +29,8 @@ SCORES = np.array([0.55, 0.95, 0.7], np.float32)
 ORDER = np.argsort(-SCORES)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class StandIn(StandInDetector):
-    """The pipeline tests' stand-in (known boxes, calls recorded), with these three people by
+    """The shared stand-in (known boxes, calls recorded), with these three people by
     default; each call optionally held until ``gate`` is set."""
 
     def __init__(self, boxes: np.ndarray = BOXES, scores: np.ndarray = SCORES) -> None:
@@ -77,6 +73,7 @@ async def test_three_detected_people_sorted_by_score(serve_app, reference) -> No
         np.testing.assert_allclose(xy, w.keypoints, atol=PX)
 
 
+@pytest.mark.slow
 async def test_client_boxes_are_not_detected_and_detect_modes(serve_app) -> None:
     a = image(480, 640, seed=6)
     det = StandIn()
@@ -100,6 +97,7 @@ async def test_client_boxes_are_not_detected_and_detect_modes(serve_app) -> None
         assert [p["bbox_source"] for p in r.json()["images"][0]["persons"]] == ["detector"] * 3
 
 
+@pytest.mark.slow
 async def test_nobody_many_people_and_the_max_persons_limit(serve_app) -> None:
     a = image(480, 640, seed=7)
     none = StandIn(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
@@ -123,6 +121,7 @@ async def test_nobody_many_people_and_the_max_persons_limit(serve_app) -> None:
         assert r.status_code == 422 and "HEATPOSE_MAX_PERSONS" in r.json()["error"]["message"]
 
 
+@pytest.mark.slow
 async def test_unknown_query_parameters_are_named(serve_app) -> None:
     async with serve_app() as (client, _):
         for route, field in (("/predict", "files"), ("/visualize", "file")):
@@ -135,6 +134,7 @@ async def test_unknown_query_parameters_are_named(serve_app) -> None:
             assert "max_persons" in body["message"]  # what the route does take
 
 
+@pytest.mark.slow
 async def test_kpt_thr_sets_visible_flags(serve_app) -> None:
     async with serve_app() as (client, _):
         r = await client.post("/predict", files=upload(image()))
@@ -164,6 +164,7 @@ def histogram_counts(text: str, name: str) -> tuple[float, float]:
     return float(one.group(1)), float(total.group(1))
 
 
+@pytest.mark.slow
 async def test_concurrent_requests_share_detector_passes(serve_app) -> None:
     det = StandIn()
     det.gate = threading.Event()
@@ -184,6 +185,7 @@ async def test_concurrent_requests_share_detector_passes(serve_app) -> None:
     assert re.search(r"^heatpose_detector_inference_seconds_count [1-9]", text, re.M)
 
 
+@pytest.mark.slow
 async def test_detector_stage_queue_full_and_deadline(serve_app) -> None:
     det = StandIn()
     det.gate = threading.Event()
@@ -244,6 +246,7 @@ async def test_visualize_colours_each_person_and_bounds_the_size(serve_app) -> N
         assert png(r.content).shape == (333, 1000, 3)
 
 
+@pytest.mark.slow
 async def test_real_person_detector_from_the_setting(serve_app, tmp_path) -> None:
     """HEATPOSE_DETECTOR=FILE: torchvision's layout, random weights: the service's boxes are
     the detector's own (called directly)."""

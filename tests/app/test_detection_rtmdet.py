@@ -19,11 +19,6 @@ from tests.models.test_export_detector import assert_same_detections, untied_thr
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def direct(path: Path, image: np.ndarray, thr: float):
     """The detector called directly, at the service's defaults (NMS 0.3, 3 persons)."""
     return RTMDetector.from_file(path, device="cpu").detect([image], thr, 0.3, 3)[0]
@@ -45,6 +40,7 @@ async def post(client, image: np.ndarray, thr: float) -> list[dict]:
     return r.json()["images"][0]["persons"]
 
 
+@pytest.mark.slow
 async def test_service_serves_an_rtmdet_safetensors_file(serve_app, tmp_path: Path) -> None:
     path = write_rtmdet(tmp_path / "rtmdet-nano.safetensors")
     image = photos()[0]
@@ -61,6 +57,7 @@ async def test_service_serves_an_rtmdet_safetensors_file(serve_app, tmp_path: Pa
     np.testing.assert_allclose([p["bbox_score"] for p in persons], want.scores, atol=1e-4)
 
 
+@pytest.mark.slow
 async def test_service_runs_the_detector_on_onnxruntime(serve_app, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))  # the ONNX cache
     path = write_rtmdet(tmp_path / "rtmdet_nano.pth")
@@ -81,6 +78,7 @@ async def test_service_runs_the_detector_on_onnxruntime(serve_app, tmp_path: Pat
     assert list(tmp_path.glob("backends/*.onnx"))  # exported once, cached
 
 
+@pytest.mark.slow
 def test_predict_cli_takes_an_rtmdet_file(app_checkpoint: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -23,11 +23,6 @@ OFFLINE = "http://127.0.0.1:9"  # a closed loopback port: the weight host is unr
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def empty_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No cached weights, no reachable weight host."""
     monkeypatch.setenv("HEATPOSE_HOME", str(tmp_path))
@@ -66,6 +61,7 @@ async def test_named_detector_without_weights_stops_the_start(serve_app, empty_h
             pass
 
 
+@pytest.mark.slow
 async def test_detector_none_is_said_in_predict_but_health_stays_plain(serve_app) -> None:
     async with serve_app(detector="none") as (client, _):
         r = await client.post("/predict", files=upload(image()))
@@ -76,6 +72,7 @@ async def test_detector_none_is_said_in_predict_but_health_stays_plain(serve_app
     assert health == {"status": "ok"}  # the operator's own choice, not a degradation
 
 
+@pytest.mark.slow
 async def test_auto_with_cached_weights_uses_them(
     serve_app, empty_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

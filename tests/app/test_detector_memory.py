@@ -5,14 +5,12 @@ pixel budget charges the detector's share (:mod:`models.detector_input`)."""
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models.detector import Detections
 from models.detector_input import (
@@ -22,16 +20,12 @@ from models.detector_input import (
     detector_pixels,
     shrink_for_detector,
 )
+from tests.helpers.images import encode
 
 pytestmark = pytest.mark.anyio
 
 W, H = 4000, 1500  # a wide photo: the longer side sets the factor (1333 / 4000)
 RECT = (1000, 300, 2200, 1200)  # a bright person-sized rectangle, image px (x1, y1, x2, y2)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 def scene() -> np.ndarray:
@@ -96,9 +90,7 @@ async def test_the_detector_sees_a_small_copy_and_the_budget_charges_its_share(
     serve_app,
 ) -> None:
     det = BrightBox()
-    buf = io.BytesIO()
-    Image.fromarray(scene()).save(buf, "PNG")
-    files = [("files", ("big.png", buf.getvalue(), "image/png"))]
+    files = [("files", ("big.png", encode(scene()), "image/png"))]
     limits = {"max_image_pixels": W * H, "max_inflight_pixels": 4 * W * H}
     limits["max_request_pixels"] = 4 * W * H
     async with serve_app(stand_in=det, **limits) as (client, app):
@@ -123,13 +115,12 @@ async def test_the_detector_sees_a_small_copy_and_the_budget_charges_its_share(
     np.testing.assert_allclose(person["bbox"], RECT, atol=W / DETECTOR_MAX_SIDE + 0.5)
 
 
+@pytest.mark.slow
 async def test_a_request_that_fits_without_the_detector_share_is_not_refused_for_it(
     serve_app,
 ) -> None:
     det = BrightBox()
-    buf = io.BytesIO()
-    Image.fromarray(scene()).save(buf, "PNG")
-    files = [("files", ("big.png", buf.getvalue(), "image/png"))]
+    files = [("files", ("big.png", encode(scene()), "image/png"))]
     async with serve_app(stand_in=det, max_image_pixels=W * H) as (client, app):
         det.gate = threading.Event()
         pending = asyncio.ensure_future(client.post("/predict", files=files))

@@ -20,6 +20,7 @@ from app.settings import Settings
 from models import geometry
 from models.crops import Crops
 from tests.app.test_detection import StandIn
+from tests.helpers.images import encode_with_exif
 
 pytestmark = pytest.mark.anyio
 
@@ -29,11 +30,6 @@ pixels (grid_sample in float32 vs cv2's fixed point); measured max 0.007 px on t
 SCORE = 0.01
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def photo(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (h // 12 + 1, w // 12 + 1, 3)).astype(np.uint8)
@@ -41,13 +37,8 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
 
 
 def encoded(a: np.ndarray | Image.Image, fmt: str = "JPEG", tag: int | None = None) -> bytes:
-    img = a if isinstance(a, Image.Image) else Image.fromarray(a)
-    exif = img.getexif()
-    if tag is not None:
-        exif[0x0112] = tag
-    buf = io.BytesIO()
-    img.save(buf, fmt, exif=exif.tobytes(), **({"quality": 92} if fmt == "JPEG" else {}))
-    return buf.getvalue()
+    quality = {"quality": 92} if fmt == "JPEG" else {}
+    return encode_with_exif(a, fmt, orientation=tag, **quality)
 
 
 # One request: client boxes, whole images, EXIF-rotated JPEGs, a greyscale JPEG, a PNG and a
@@ -127,6 +118,7 @@ def test_auto_settings_resolve_by_the_device() -> None:
     assert not decodes_with_torch(Settings(_env_file=None, crop="device"), cpu)  # CPU: Pillow
 
 
+@pytest.mark.slow
 async def test_device_path_answers_as_the_cpu_path(serve_app, monkeypatch) -> None:
     # Full-size Pillow decodes for the reference: reduced-scale decoding changes the pixels
     # on purpose (tests/app/test_reduction.py); the torch path always decodes at full size.
@@ -145,6 +137,7 @@ async def test_device_path_answers_as_the_cpu_path(serve_app, monkeypatch) -> No
         assert_same_persons(await predict(client), want)
 
 
+@pytest.mark.slow
 async def test_detected_images_stay_on_the_device_path(serve_app, monkeypatch) -> None:
     """Images without boxes go to the detector as tensors; the same persons come back."""
     a = [("big.jpg", encoded(photo(480, 640, 7)), None)]
@@ -163,6 +156,7 @@ async def test_detected_images_stay_on_the_device_path(serve_app, monkeypatch) -
     assert_same_persons(got, want)
 
 
+@pytest.mark.slow
 async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypatch) -> None:
     """/visualize draws on CPU pixels: Pillow decodes its JPEG whatever HEATPOSE_DECODE says;
     its crops follow HEATPOSE_CROP (device here) and the picture is the cv2 path's."""
@@ -183,6 +177,7 @@ async def test_visualize_stays_on_pillow_and_draws_the_same(serve_app, monkeypat
     assert (np.abs(pngs[0] - pngs[1]) > 8).mean() < 0.002
 
 
+@pytest.mark.slow
 async def test_the_pixel_budget_charges_full_size_decodes(serve_app) -> None:
     """A 2000x1600 JPEG is 3.2 MP decoded by torchvision (always full size), 0.2 MP by Pillow
     under HEATPOSE_DECODE_MAX_SIDE=500: the budget charges what each path decodes."""
@@ -205,6 +200,7 @@ ERRORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,data", ERRORS, ids=[n for n, _ in ERRORS])
 async def test_errors_are_unchanged(serve_app, monkeypatch, name: str, data: bytes) -> None:
     files = [("files", ("ok.jpg", encoded(photo(60, 80, 11)), "image/jpeg"))]
@@ -223,6 +219,7 @@ async def test_errors_are_unchanged(serve_app, monkeypatch, name: str, data: byt
         assert seen["decode"] == []  # (nvJPEG might decode it without an error)
 
 
+@pytest.mark.slow
 def test_batch_worker_takes_tensor_crops(reference) -> None:
     """A batch of tensor crops (as the device path leaves them) gives what the same crops as a
     numpy array give: keypoints, scores and heatmaps equal."""

@@ -4,7 +4,6 @@ workers (standing in for two GPUs) answering as the single-device service does."
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import time
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 from app.devices import DeviceError, buckets_for, resolve_devices, worker_labels
 from app.settings import SettingsError, load_settings
+from tests.helpers.images import encode, noise
 
 
 @pytest.mark.parametrize(
@@ -103,11 +103,8 @@ def test_buckets_are_on_for_cuda_only_by_default() -> None:
 
 
 def png(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    small = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(small).resize((90, 120)).save(buf, "PNG")
-    return buf.getvalue()
+    small = noise(12, 9, seed)
+    return encode(Image.fromarray(small).resize((90, 120)))
 
 
 async def predict_all(client, n: int) -> list[dict]:
@@ -128,8 +125,8 @@ def device_batches(text: str) -> dict[str, float]:
     return {d: float(v) for d, v in found}
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_two_cpu_workers_spread_batches_and_answer_as_one_device(serve_app) -> None:
     # Batch size 1: every forward is the same size on both sides, so results must be equal.
     settings = {"max_batch_size": 1, "torch_threads": 1}
@@ -152,7 +149,6 @@ async def test_two_cpu_workers_spread_batches_and_answer_as_one_device(serve_app
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_failing_worker_fails_only_its_requests(serve_app) -> None:
     async with serve_app(device="cpu,cpu", max_batch_size=1, torch_threads=1) as (client, app):
         service = app.state.service
@@ -177,8 +173,8 @@ async def test_a_failing_worker_fails_only_its_requests(serve_app) -> None:
         assert (await client.get("/ready")).status_code == 200
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_batch_buckets_give_the_same_answers(serve_app) -> None:
     async with serve_app(device="cpu", torch_threads=1) as (client, _):
         plain = await predict_all(client, 6)
@@ -195,7 +191,6 @@ async def test_batch_buckets_give_the_same_answers(serve_app) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 @pytest.mark.parametrize("device", ["cuda:0,cuda:0", "all"])
 async def test_cuda_workers_serve(serve_app, device: str) -> None:
     async with serve_app(device=device, max_batch_size=1) as (client, app):
@@ -209,8 +204,8 @@ async def test_cuda_workers_serve(serve_app, device: str) -> None:
     assert len(device_batches(metrics)) == len(service.predictors)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_the_detector_stage_has_a_worker_per_device_too(serve_app) -> None:
     from tests.app.test_detection import SCORES, StandIn
 

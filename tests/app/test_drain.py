@@ -3,23 +3,21 @@ then the grace period; requests it cuts off get the JSON 503 ``shutting_down``, 
 
 from __future__ import annotations
 
-import io
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers.images import encode, noise
+
+pytestmark = pytest.mark.slow
 
 
 def jpeg(seed: int) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (80, 60, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(80, 60, seed), "JPEG")
 
 
 def post(url: str, n: int, seed: int) -> httpx.Response:
@@ -28,7 +26,6 @@ def post(url: str, n: int, seed: int) -> httpx.Response:
     return httpx.post(url + "/predict", files=files, timeout=60)
 
 
-@pytest.mark.slow
 def test_sigterm_keeps_serving_for_the_drain_delay_then_cuts_off_with_json_503(
     server_process,
 ) -> None:

@@ -5,14 +5,13 @@ writing its body reads the answer instead of a connection reset. Through a real 
 from __future__ import annotations
 
 import asyncio
-import io
 from collections import Counter
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +19,7 @@ pytestmark = pytest.mark.slow
 def upload(size: int) -> bytes:
     """A PNG of about ``size`` bytes (noise does not compress)."""
     side = max(8, int((size / 3) ** 0.5))
-    a = np.random.default_rng(size).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG", compress_level=0)
-    return buf.getvalue()
+    return encode(noise(side, side, seed=size), compress_level=0)
 
 
 async def burst(url: str, data: bytes, *, clients: int, rounds: int, **kw: Any) -> Counter:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,51 +10,26 @@ import pytest
 from PIL import Image
 
 from app.limits import BodySizeLimitMiddleware
+from tests.helpers import images
+from tests.helpers.images import bomb_png, encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def jpeg(h: int = 120, w: int = 90, seed: int = 0) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return encode(noise(h, w, seed), "JPEG", quality=90)
 
 
 def png(h: int = 60, w: int = 40) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(np.full((h, w, 3), 128, np.uint8))
 
 
 def corrupt_png() -> bytes:
-    good = png()
-    i = good.index(b"IDAT")
-    n = struct.unpack(">I", good[i - 4 : i])[0]
-    junk = (bytes(range(256)) * (n // 256 + 1))[:n]
-    crc = struct.pack(">I", zlib.crc32(b"IDAT" + junk) & 0xFFFFFFFF)
-    return good[: i + 4] + junk + crc + good[i + 8 + n :]
-
-
-def bomb_png(w: int, h: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * (w + 1) * 16, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return images.corrupt_png(np.full((60, 40, 3), 128, np.uint8))
 
 
 def gif() -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buf, "GIF")
-    return buf.getvalue()
+    return encode(Image.new("RGB", (8, 8)), "GIF")
 
 
 def files(*items: tuple[str, bytes, str]) -> list[tuple[str, tuple[str, bytes, str]]]:

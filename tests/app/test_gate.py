@@ -4,29 +4,20 @@ crops over capacity, and a disconnect dropping its crops (the metrics counters a
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import re
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
+
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def png(seed: int = 0, h: int = 150, w: int = 100) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(noise(h, w, seed))
 
 
 def multipart(n: int, boxes: Any = None, headers: dict[str, str] | None = None) -> httpx.Request:
@@ -147,6 +138,7 @@ async def test_request_with_more_crops_than_the_queue_holds_gets_413(serve_app) 
         assert ok.status_code == 200  # 2 crops fit
 
 
+@pytest.mark.slow
 async def test_a_disconnected_client_has_its_queued_crops_dropped(serve_app) -> None:
     settings = {"max_batch_size": 64, "max_queue_delay_ms": 1500}
     async with serve_app(**settings) as (client, app):

@@ -4,7 +4,6 @@ methods (no empty 307 for a trailing slash)."""
 
 from __future__ import annotations
 
-import io
 import socket
 import struct
 import zlib
@@ -13,11 +12,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from app.errors import ApiError
 from app.image_size import declared_size
 from app.intake import decode_image
+from tests.helpers import images
 
 
 def picture() -> np.ndarray:
@@ -28,9 +27,7 @@ def picture() -> np.ndarray:
 
 
 def encode(fmt: str, **options: Any) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(picture()).save(buf, fmt, **options)
-    return buf.getvalue()
+    return images.encode(picture(), fmt, **options)
 
 
 FORMATS = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -15,17 +14,12 @@ from app.errors import ApiError, http_error
 from app.intake import check_content_type, decode_image, pixels_to_decode
 from app.reduction import Reduction
 from models.persons import BoxError, validate_boxes
-
-
-def encode(arr: np.ndarray | Image.Image, fmt: str, **kw: object) -> bytes:
-    img = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
+from tests.helpers import images
+from tests.helpers.images import bomb_png, encode, noise
 
 
 def rgb(h: int = 40, w: int = 30, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return noise(h, w, seed)
 
 
 def code_of(data: bytes, max_pixels: int = 10_000_000) -> tuple[int, str, str]:
@@ -117,13 +111,7 @@ def test_truncated_jpeg_is_400_and_global_flag_untouched() -> None:
 
 def corrupt_png() -> bytes:
     """A PNG whose IDAT holds garbage with a correct CRC (only decoding can find it)."""
-    good = encode(rgb(32, 32), "PNG")
-    i = good.index(b"IDAT")
-    length = struct.unpack(">I", good[i - 4 : i])[0]
-    junk = bytes(range(256)) * (length // 256 + 1)
-    junk = junk[:length]
-    crc = struct.pack(">I", zlib.crc32(b"IDAT" + junk) & 0xFFFFFFFF)
-    return good[: i + 4] + junk + crc + good[i + 8 + length :]
+    return images.corrupt_png(rgb(32, 32))
 
 
 def test_corrupt_png_is_400() -> None:
@@ -133,19 +121,6 @@ def test_corrupt_png_is_400() -> None:
     i = good.index(b"IDAT") + 10
     flipped = good[:i] + bytes([good[i] ^ 0xFF]) + good[i + 1 :]  # CRC mismatch
     assert code_of(flipped)[:2] == (400, "corrupt_image")
-
-
-def bomb_png(w: int, h: int) -> bytes:
-    """A tiny PNG file that declares w x h pixels (its data would inflate to w*h bytes)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    row = b"\x00" + b"\x00" * w
-    idat = zlib.compress(row * 64, 9)  # only a few rows: decoding would fail later anyway
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def test_decompression_bomb_refused_from_the_header() -> None:

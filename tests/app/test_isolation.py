@@ -5,7 +5,6 @@ up front (:mod:`models.detector_input`) on every route."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import time
 from collections.abc import Sequence
@@ -13,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from app.batcher import BatchFailed
 from app.detector_batcher import DetectorBatcher
@@ -22,21 +20,11 @@ from models.detector import Detections
 from models.detector_input import MAX_ASPECT_RATIO, UndetectableImage, check_detectable
 from tests.app.test_batcher import FakeModel, make, submit
 from tests.app.test_detection import StandIn
+from tests.helpers.images import encode
 
 pytestmark = pytest.mark.anyio
 
 MARK = 13  # the marked input: a crop whose id is 13, an image whose first pixel is 13
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-def png(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def test_run_isolated_finds_each_failing_item_and_keeps_the_others_outputs() -> None:
@@ -131,11 +119,12 @@ async def test_detector_batch_failure_fails_only_the_request_with_the_marked_ima
     await b.drain(1.0)
 
 
+@pytest.mark.slow
 async def test_through_the_service_only_the_marked_upload_fails(serve_app) -> None:
     det = MarkedFails()
     async with serve_app(stand_in=det, max_queue_delay_ms=300) as (client, _):
         ims = [np.full((480, 640, 3), v, np.uint8) for v in (1, MARK, 3, 4)]
-        files = [[("files", ("a.png", png(a), "image/png"))] for a in ims]
+        files = [[("files", ("a.png", encode(a), "image/png"))] for a in ims]
         rs = await asyncio.gather(*(client.post("/predict", files=f) for f in files))
     assert max(det.failed) > 1, det.batches  # the marked image shared a batch with others
     assert [r.status_code for r in rs] == [200, 500, 200, 200], [r.text for r in rs]
@@ -160,8 +149,8 @@ async def test_thin_images_are_refused_before_the_detector_on_each_route(
     serve_app, w: int, h: int
 ) -> None:
     det = StandIn()
-    data = png(np.full((h, w, 3), 100, np.uint8))
-    ok = png(np.full((480, 640, 3), 100, np.uint8))
+    data = encode(np.full((h, w, 3), 100, np.uint8))
+    ok = encode(np.full((480, 640, 3), 100, np.uint8))
     async with serve_app(stand_in=det) as (client, _):
         det.calls.clear()
         for route, field in (("/predict", "files"), ("/visualize", "file")):
@@ -185,9 +174,9 @@ async def test_thin_images_are_refused_before_the_detector_on_each_route(
 def test_thin_frame_on_the_stream_gets_an_error_and_the_stream_goes_on(client: Any) -> None:
     c = client(stand_in=StandIn())
     with c.websocket_connect("/v1/stream?det_interval=1") as ws:
-        ws.send_bytes(png(np.full((1, 10000, 3), 100, np.uint8)))
+        ws.send_bytes(encode(np.full((1, 10000, 3), 100, np.uint8)))
         err = ws.receive_json()["error"]
         assert err["code"] == "undetectable_image" and "10000x1" in err["message"]
-        ws.send_bytes(png(np.full((480, 640, 3), 100, np.uint8)))
+        ws.send_bytes(encode(np.full((480, 640, 3), 100, np.uint8)))
         m = ws.receive_json()
         assert (m["width"], m["height"]) == (640, 480) and len(m["persons"]) == 3

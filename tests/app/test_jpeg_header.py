@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from app.jpeg_header import jpeg_complete, jpeg_size
+from tests.helpers.images import encode, noise
 
 
 def _jpeg(size: tuple[int, int], **save: object) -> bytes:
     w, h = size
-    pixels = np.random.default_rng(w * 7 + h).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "JPEG", **save)
-    return buf.getvalue()
+    return encode(noise(h, w, seed=w * 7 + h), "JPEG", **save)
 
 
 def _with_exif(size: tuple[int, int]) -> bytes:
@@ -42,12 +39,8 @@ def test_jpeg_size_equals_pillows(data: bytes) -> None:
 
 
 def test_greyscale_and_non_jpegs() -> None:
-    buf = io.BytesIO()
-    Image.new("L", (77, 55), 128).save(buf, "JPEG")
-    assert jpeg_size(buf.getvalue()) == (77, 55)
-    png = io.BytesIO()
-    Image.new("RGB", (10, 10)).save(png, "PNG")
-    assert jpeg_size(png.getvalue()) is None
+    assert jpeg_size(encode(Image.new("L", (77, 55), 128), "JPEG")) == (77, 55)
+    assert jpeg_size(encode(Image.new("RGB", (10, 10)))) is None
     head = _jpeg((640, 480))
     assert jpeg_size(head[:20]) is None  # cut before the frame header: ask Pillow
     assert jpeg_size(b"") is None

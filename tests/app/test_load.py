@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import re
 import threading
 import time
@@ -12,24 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models.checkpoint import load
 from models.predictor import Predictor
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def png(seed: int, h: int = 96, w: int = 72) -> tuple[np.ndarray, bytes]:
-    a = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "PNG")
-    return a, buf.getvalue()
+    a = noise(h, w, seed)
+    return a, encode(a)
 
 
 def upload(data: bytes, name: str = "a.png") -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -42,6 +34,7 @@ def metric(text: str, name: str) -> float:
     return float(m.group(1))
 
 
+@pytest.mark.slow
 async def test_40_concurrent_requests_batched_and_correct(serve_app, app_checkpoint) -> None:
     ref = Predictor(load(app_checkpoint), device="cpu")
     ref.model.to(memory_format=torch.channels_last)  # as the service runs it on CPU
@@ -84,6 +77,7 @@ def gate_model(app: Any) -> threading.Event:
     return gate
 
 
+@pytest.mark.slow
 async def test_overload_is_503_with_retry_after_and_nothing_hangs(serve_app) -> None:
     _, data = png(0)
     async with serve_app(max_queued_persons=4, max_batch_size=2, max_queue_delay_ms=0) as (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -13,14 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers.images import encode
+
 PEAK_BOUND_MB = 1700  # over the ready server's peak (measured here: 1337 with the budgets)
 
 
 def flat_png(side: int, seed: int) -> bytes:
     colour = tuple(int(v) for v in np.random.default_rng(seed).integers(0, 256, 3))
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), colour).save(buf, "PNG", compress_level=9)
-    return buf.getvalue()
+    return encode(Image.new("RGB", (side, side), colour), compress_level=9)
 
 
 def vm_hwm_mb(pid: int) -> float:

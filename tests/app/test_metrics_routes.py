@@ -13,11 +13,6 @@ from app.batcher import QueueFull
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def count(text: str, route: str, status: int) -> float:
     """``heatpose_requests_total`` for ``route`` and ``status`` (any method), from /metrics."""
     total = 0.0

@@ -13,11 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "app" / "static"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def page_files() -> list[Path]:
     return sorted(p for p in STATIC.rglob("*") if p.is_file())
 

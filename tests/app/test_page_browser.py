@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -34,8 +33,10 @@ import pytest
 from fastapi import WebSocket
 
 from models.video_files import write_y4m
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
 from training.synthetic_video import make_video
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "page-test-key-7"
@@ -66,12 +67,6 @@ def require_browser() -> str:
     if os.environ.get("CI") == "true":
         pytest.fail(f"browser tests cannot run in CI: {reason}; .ci/run must install it")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def jpeg(bgr: np.ndarray) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -23,43 +23,15 @@ from PIL import Image
 from app.predict_cli import main
 from app.schemas import ImageResult, ModelSummary
 from models.checkpoint import load
-from models.detector import Detections
 from models.keypoints import COCO_KEYPOINTS
 from models.predictor import Predictor
 from models.similarity import box_iou
 from models.smoothing import savgol
 from models.tracking import keypoints_to_box
 from models.video_files import write_video
+from tests.helpers.detectors import Boxes, StandInDetector
 from training.synthetic import write_split
 from training.synthetic_video import SyntheticVideo, make_video
-
-Boxes = tuple[np.ndarray, np.ndarray]  # (N, 4) xyxy image px, (N,) scores
-
-
-class StandInDetector:
-    """A test double behind ``PersonDetector.detect``: ``lookup(image)`` gives its boxes and
-    scores; the caller's score threshold and cap apply as in the real one. Records the number
-    of images of each call."""
-
-    def __init__(self, lookup: Callable[[np.ndarray], Boxes]) -> None:
-        self.lookup = lookup
-        self.calls: list[int] = []
-
-    def detect(
-        self,
-        images: Sequence[np.ndarray],
-        score_thr: float = 0.3,
-        nms_thr: float = 0.3,
-        max_persons: int = 100,
-    ) -> list[Detections]:
-        self.calls.append(len(images))
-        out = []
-        for im in images:
-            boxes, scores = self.lookup(im)
-            keep = np.nonzero(scores >= score_thr)[0]
-            keep = keep[np.argsort(-scores[keep], kind="stable")][:max_persons]
-            out.append(Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32)))
-        return out
 
 
 def image_boxes(image: np.ndarray) -> Boxes:
@@ -102,7 +74,7 @@ def test_image_folder_gives_one_json_per_image(
     nested.mkdir(parents=True)
     files = sorted(images.glob("*.jpg"))
     Image.open(files[0]).resize((200, 96)).save(nested / "wide.png")  # another size and format
-    detector = StandInDetector(image_boxes)
+    detector = StandInDetector.per_image(image_boxes)
     out = tmp_path / "out"
     assert (
         run([str(images), str(tmp_path / "in"), "--out", str(out)], app_checkpoint, detector) == 0
@@ -113,7 +85,7 @@ def test_image_folder_gives_one_json_per_image(
         (nested / "wide.png", out / "sub" / "wide.json")
     ]
     assert sorted(out.rglob("*.json")) == sorted(p for _, p in inputs)
-    assert detector.calls == [len(inputs)]  # one detector pass for the batch of 5
+    assert [c[0] for c in detector.calls] == [len(inputs)]  # one detector pass for the batch of 5
     for src, path in inputs:
         doc = json.loads(path.read_text())
         ModelSummary.model_validate(doc["model"])
@@ -140,6 +112,7 @@ def test_image_folder_gives_one_json_per_image(
             ]
 
 
+@pytest.mark.slow
 def test_detector_file_and_none(
     dataset: tuple[Path, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
@@ -181,7 +154,7 @@ def test_overlay_pngs_have_the_image_size(
     files = sorted(images.glob("*.jpg"))[:2]
     out = tmp_path / "out"
     args = [*map(str, files), "--out", str(out), "--overlay", "--batch-size", "1"]
-    assert run(args, app_checkpoint, StandInDetector(image_boxes)) == 0
+    assert run(args, app_checkpoint, StandInDetector.per_image(image_boxes)) == 0
     for f in files:
         png = cv2.imread(str(out / f"{f.stem}.overlay.png"))
         assert png is not None
@@ -201,7 +174,7 @@ def test_coco_format_loads_in_pycocotools(
     images, gt_path = dataset
     out = tmp_path / "out"
     args = [str(images), "--out", str(out), "--format", "coco", "--coco-gt", str(gt_path)]
-    assert run(args, app_checkpoint, StandInDetector(image_boxes)) == 0
+    assert run(args, app_checkpoint, StandInDetector.per_image(image_boxes)) == 0
     assert sorted(p.name for p in out.iterdir()) == ["coco_results.json"]
     results = json.loads((out / "coco_results.json").read_text())
     gt = COCO(str(gt_path))
@@ -246,13 +219,14 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_video_keeps_track_ids_through_the_crossing(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
     video, path = crossing
     out = tmp_path / "out"
     args = [str(path), "--out", str(out), "--det-interval", "1", "--overlay", "--no-flip-test"]
-    assert run(args, app_checkpoint, StandInDetector(matching_frame(video))) == 0
+    assert run(args, app_checkpoint, StandInDetector.per_image(matching_frame(video))) == 0
     lines = read_lines(out / "crossing.jsonl")
     assert [m["seq"] for m in lines] == list(range(len(video.frames)))
     ids: dict[int, set[int]] = {}  # ground-truth person -> the track ids it was given
@@ -283,17 +257,18 @@ def test_video_keeps_track_ids_through_the_crossing(
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 320
 
 
+@pytest.mark.slow
 def test_detector_runs_every_det_interval_frames(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
     """Detector frames: the detector's boxes. In between: each track's box from its keypoints
     in the frame before, enlarged 1.25x (``keypoints_to_box``), and its last detector score."""
     video, path = crossing
-    detector = StandInDetector(matching_frame(video))
+    detector = StandInDetector.per_image(matching_frame(video))
     args = [str(path), "--out", str(tmp_path), "--no-flip-test", "--kpt-thr", "0"]
     assert run([*args, "--smoothing", "none"], app_checkpoint, detector) == 0
     n = len(video.frames)
-    assert detector.calls == [1] * len(range(0, n, 5))
+    assert [c[0] for c in detector.calls] == [1] * len(range(0, n, 5))
     lines = read_lines(tmp_path / "crossing.jsonl")
     assert len(lines) == n
     before: list[dict] = []
@@ -319,12 +294,13 @@ def test_detector_runs_every_det_interval_frames(
         before = m["persons"]
 
 
+@pytest.mark.slow
 def test_savgol_smooths_each_track_of_the_raw_run(
     crossing: tuple[SyntheticVideo, Path], app_checkpoint: Path, tmp_path: Path
 ) -> None:
     video, path = crossing
     base = [str(path), "--det-interval", "1", "--no-flip-test"]
-    detector = StandInDetector(matching_frame(video))
+    detector = StandInDetector.per_image(matching_frame(video))
     assert (
         run(
             [*base, "--out", str(tmp_path / "raw"), "--smoothing", "none"], app_checkpoint, detector
@@ -406,7 +382,12 @@ def test_an_unreadable_image_is_named_and_skipped(
     (folder / good.name).write_bytes(good.read_bytes())
     (folder / "truncated.jpg").write_bytes(good.read_bytes()[:300])
     out = tmp_path / "out"
-    assert run([str(folder), "--out", str(out)], app_checkpoint, StandInDetector(image_boxes)) == 2
+    assert (
+        run(
+            [str(folder), "--out", str(out)], app_checkpoint, StandInDetector.per_image(image_boxes)
+        )
+        == 2
+    )
     err = capsys.readouterr().err.splitlines()
     named = [line for line in err if "truncated.jpg" in line]  # among the progress bar's lines
     assert len(named) == 1 and "skipped" in named[0], err

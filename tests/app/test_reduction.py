@@ -23,6 +23,7 @@ from PIL import Image
 
 from app.reduction import PoseNeed, Reduction, decode_factor, jpeg_reduction
 from models.persons import PersonBoxes, PersonResult, resize_points
+from tests.helpers.images import encode
 from training.synthetic_scene import people_scene
 
 pytestmark = pytest.mark.anyio
@@ -30,18 +31,11 @@ pytestmark = pytest.mark.anyio
 MAGENTA_BGR = (255, 0, 255)
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def jpeg(h: int, w: int) -> bytes:
     """A smooth ``w x h`` JPEG (a colour ramp)."""
     y, x = np.mgrid[0:h, 0:w]
     a = np.stack([x * 255 // w, y * 255 // h, (x + y) * 127 // (w + h)], axis=-1)
-    buf = io.BytesIO()
-    Image.fromarray(a.astype(np.uint8)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
+    return encode(a.astype(np.uint8), "JPEG", quality=90)
 
 
 @pytest.mark.parametrize(
@@ -157,6 +151,7 @@ def marker_xy(image: dict) -> np.ndarray:
     return xy[:, 0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_side,factor", [(1024, 4), (600, 8)])
 async def test_reduced_decode_agrees_with_the_full_decode_in_original_pixels(
     serve_app, big_scene, max_side: int, factor: int
@@ -180,6 +175,7 @@ async def test_reduced_decode_agrees_with_the_full_decode_in_original_pixels(
     assert np.abs(a - markers).max() <= 8 and np.abs(b - markers).max() <= 8
 
 
+@pytest.mark.slow
 async def test_the_pixel_budget_charges_the_decoded_pixels(serve_app) -> None:
     data = jpeg(1600, 2000)  # 3.2 MP; at max_side 500 decoded at 1/4: 500x400 = 0.2 MP
     files = [("files", ("a.jpg", data, "image/jpeg"))]
@@ -221,11 +217,10 @@ def drawn_box(png: bytes) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
 
 
+@pytest.mark.slow
 async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_app) -> None:
     grey = np.full((1600, 2400, 3), 128, np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(grey).save(buf, "JPEG", quality=90)
-    up = {"file": ("g.jpg", buf.getvalue(), "image/jpeg")}
+    up = {"file": ("g.jpg", encode(grey, "JPEG", quality=90), "image/jpeg")}
     form = {"boxes": json.dumps([[[400.0, 300.0, 1600.0, 1400.0]]])}
     query = "/visualize?mode=skeleton&max_side=600"
     rects = {}
@@ -240,10 +235,12 @@ async def test_visualize_draws_a_reduced_image_where_the_full_one_would(serve_ap
     np.testing.assert_allclose(full, [100, 75, 400, 350], atol=2)  # the box / 4
 
 
+@pytest.mark.slow
 async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_original_px(
     serve_app,
 ) -> None:
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
     seen = []
 
@@ -252,7 +249,8 @@ async def test_the_detector_sees_the_reduced_image_and_its_boxes_come_back_in_or
         return image_boxes(image)  # boxes at fixed fractions of the image it is given
 
     files = [("files", ("a.jpg", jpeg(1600, 2400), "image/jpeg"))]
-    async with serve_app(stand_in=StandInDetector(lookup), decode_max_side=600) as (client, _):
+    detector = StandInDetector.per_image(lookup)
+    async with serve_app(stand_in=detector, decode_max_side=600) as (client, _):
         r = await client.post("/predict", files=files)
     assert r.status_code == 200, r.text
     assert seen[-1] == (400, 600)  # decoded at 1/4 (the first call is the warm-up)
@@ -286,11 +284,13 @@ def test_pose_need_reduces_while_every_crop_region_covers_the_input(size, boxes,
     assert decode_factor(size, 4096, None) == 1  # the detector's images: max_side alone
 
 
+@pytest.mark.slow
 async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_app) -> None:
     from app.service import PredictOptions
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
-    async with serve_app(stand_in=StandInDetector(image_boxes)) as (_, app):
+    async with serve_app(stand_in=StandInDetector.per_image(image_boxes)) as (_, app):
         service = app.state.service
         assert service.model.input_size == (96, 128)  # the test checkpoint's
         needs = service.pose_needs([None, [[0, 0, 5, 5]]], 2, PredictOptions())
@@ -304,6 +304,7 @@ async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_a
         ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,factor", [((640, 480), 4), ((1920, 1080), 8)])
 async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_decode(
     serve_app, size: tuple[int, int], factor: int
@@ -348,6 +349,7 @@ async def test_whole_image_person_decoded_for_its_crop_agrees_with_the_full_deco
     assert np.abs(b - marker).max() <= 2 * factor
 
 
+@pytest.mark.slow
 async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
     serve_app, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -355,7 +357,8 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
     the detector will not see is decoded and cropped in one. Answers do not depend on it."""
     import anyio.to_thread
 
-    from tests.app.test_predict_cli import StandInDetector, image_boxes
+    from tests.app.test_predict_cli import image_boxes
+    from tests.helpers.detectors import StandInDetector
 
     real = anyio.to_thread.run_sync
     hops: list[str] = []
@@ -368,7 +371,7 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
 
     files = [("files", ("a.jpg", jpeg(480, 640), "image/jpeg"))]
     answers = {}
-    for detector in (None, StandInDetector(image_boxes)):
+    for detector in (None, StandInDetector.per_image(image_boxes)):
         async with serve_app(stand_in=detector) as (client, _):
             monkeypatch.setattr(anyio.to_thread, "run_sync", counting)
             for detect in ("false", "auto"):

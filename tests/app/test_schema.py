@@ -7,13 +7,9 @@ requests per operation and mode, well under a minute in all.
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 
 from app.main import create_app
 from app.settings import Settings
+from tests.helpers.images import encode, noise
 
 CHECKS = [
     not_a_server_error,
@@ -74,23 +71,23 @@ def run_cases(operation, mode: GenerationMode, examples: int, **fixed) -> None:
     check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "path", "examples"), OPERATIONS)
 def test_generated_requests(api_schema, method, path, examples) -> None:
     run_cases(api_schema[path][method], GenerationMode.POSITIVE, examples)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/predict", "/visualize"])
 def test_schema_violating_requests(api_schema, path) -> None:
     run_cases(api_schema[path]["POST"], GenerationMode.NEGATIVE, 30)
 
 
 def jpeg() -> bytes:
-    a = np.random.default_rng(0).integers(0, 256, (64, 48, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(64, 48), "JPEG")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "body"), [("/predict", {"files": [jpeg()]}), ("/visualize", {"file": jpeg()})]
 )

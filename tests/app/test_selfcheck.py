@@ -26,14 +26,10 @@ from app.startup import StartupError
 from models import backends, geometry
 from models.checkpoint import load
 from models.predictor import Predictor
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
 ACCELERATIONS = ("decode", "crop", "backend", "amp")
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -108,10 +104,7 @@ def gauge(metrics: str, feature: str) -> float:
 
 
 def jpeg(seed: int) -> bytes:
-    image = np.random.default_rng(seed).integers(0, 256, (120, 90, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
+    return encode(noise(120, 90, seed), "JPEG", quality=95)
 
 
 def test_the_builtin_request_is_small_rotated_jpegs_with_and_without_boxes() -> None:
@@ -159,6 +152,7 @@ def test_the_reference_run_is_what_the_predictor_computes(app_checkpoint) -> Non
     np.testing.assert_allclose(run.keypoints, np.stack([p.keypoints for p in want]), atol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("feature", ["decode", "crop", "backend"])
 @pytest.mark.parametrize("how", ["raise", "shift"])
 async def test_an_auto_acceleration_that_fails_is_turned_off_and_said_once(

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from tests.app.live_server import wait_ready
+from tests.app.live_server import free_port, wait_ready
+from tests.helpers.images import encode, noise
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,17 +139,8 @@ def test_plain_uvicorn_fails_to_start_on_a_bad_checkpoint(tmp_path: Path) -> Non
     assert r.returncode != 0 and "not a readable safetensors file" in r.stderr
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def jpeg(seed: int) -> bytes:
-    a = np.random.default_rng(seed).integers(0, 256, (80, 60, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(80, 60, seed), "JPEG")
 
 
 def queue_depth(url: str) -> float:
@@ -159,7 +149,6 @@ def queue_depth(url: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@pytest.mark.slow
 def test_sigterm_finishes_in_flight_requests(app_checkpoint: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -111,8 +111,8 @@ def test_crop_and_decode_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert any("did you mean HEATPOSE_DECODE?" in h for h in hints)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
-@pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_cv2_threads_are_set_when_the_service_starts(serve_app) -> None:
     """OpenCV's pool woke a helper thread for every small crop (BENCHMARKS.md, "Threads"):
     the service runs OpenCV in its calling threads unless told otherwise."""

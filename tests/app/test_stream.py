@@ -5,19 +5,18 @@ the per-stream tracking on synthetic video. The real-server proofs are in test_s
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 from starlette.websockets import WebSocketDisconnect
 
 from app.stream_session import Frame, FrameSlot, parse_stream_params
 from models.detector import Detections
 from models.keypoints import COCO_KEYPOINTS
 from models.similarity import box_iou
+from tests.helpers import images
 from training.synthetic_video import make_video
 
 KEYPOINT_FIELDS = {"name", "x", "y", "score", "visible"}
@@ -26,13 +25,11 @@ MESSAGE_FIELDS = {"seq", "ts_ms", "latency_ms", "dropped", "width", "height", "p
 
 
 def encode(image: np.ndarray, fmt: str = "JPEG") -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, fmt)
-    return buf.getvalue()
+    return images.encode(image, fmt)
 
 
 def noise(seed: int, w: int = 160, h: int = 120) -> bytes:
-    return encode(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+    return encode(images.noise(h, w, seed))
 
 
 def check_message(m: dict[str, Any], width: int, height: int) -> None:
@@ -195,6 +192,7 @@ class TruthDetector:
         return out
 
 
+@pytest.mark.slow
 def test_through_the_service_two_crossing_people_keep_their_ids(client: Any) -> None:
     """The detector of the service (a stand-in that knows the true boxes), the random-weight
     test model for the poses: with ``kpt_thr=1`` its (noise) keypoints hardly count, so tracks

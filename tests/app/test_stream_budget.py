@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
 from app.admission import PixelBudget
-from tests.app.test_server import free_port
-from tests.app.test_stream import check_message, encode
+from tests.app.live_server import free_port
+from tests.app.test_stream import check_message
+from tests.helpers.images import encode, noise
 
 TOTAL = 10_000  # HEATPOSE_MAX_INFLIGHT_PIXELS
 TIMEOUT_S = 3.0  # HEATPOSE_REQUEST_TIMEOUT_S: a frame's deadline after its arrival
@@ -79,7 +79,7 @@ def server(app_checkpoint: Path) -> Iterator[Server]:
 
 
 def frame(width: int, height: int, seed: int = 0) -> bytes:
-    return encode(np.random.default_rng(seed).integers(0, 256, (height, width, 3), np.uint8))
+    return encode(noise(height, width, seed), "JPEG")
 
 
 def send(ws: ClientConnection, seq: int, data: bytes) -> None:
@@ -101,6 +101,7 @@ def test_a_frame_that_can_never_fit_gets_413_and_the_next_one_is_answered(server
     assert server.budget.in_use == 0  # the frame's pixels were given back
 
 
+@pytest.mark.slow
 def test_a_frame_waits_for_room_and_times_out_at_its_deadline(server: Server) -> None:
     held = TOTAL - 1000  # a concurrent request's pixels: a 64x48 frame (3,072) does not fit
     with connect(f"ws://127.0.0.1:{server.port}/v1/stream", max_size=None) as ws:
@@ -129,6 +130,7 @@ def test_a_frame_waits_for_room_and_times_out_at_its_deadline(server: Server) ->
     assert server.budget.in_use == 0
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_while_its_frame_waits_ends_the_stream_cleanly(
     server: Server,
 ) -> None:

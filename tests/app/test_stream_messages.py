@@ -3,15 +3,14 @@ frame's ``{seq, ts_ms}``: the stream goes on (1,500 nested brackets once dropped
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from app.routes.stream import parse_control
+from tests.helpers.images import encode
 
 ODD = [
     "[" * 1500,
@@ -34,9 +33,7 @@ def test_parse_control_refuses_odd_text_with_a_value_error_only(text: str) -> No
 
 
 def frame() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(np.full((48, 64, 3), 128, np.uint8))
 
 
 def test_deeply_nested_text_gets_invalid_message_and_the_stream_goes_on(client: Any) -> None:

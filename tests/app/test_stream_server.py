@@ -4,7 +4,6 @@ flat memory, bad frames, and the 1008 / 1013 / 1001 closes."""
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import subprocess
@@ -15,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.app.live_server import wait_ready
-from tests.app.test_server import ROOT, env, free_port
+from tests.app.live_server import free_port, wait_ready
+from tests.app.test_server import ROOT, env
 from tests.app.test_stream import check_message
+from tests.helpers.images import encode
 from training.synthetic_video import make_video
+
+pytestmark = pytest.mark.slow
 
 KEY = "sesame"
 
@@ -68,24 +69,14 @@ def server(app_checkpoint: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
 def frames() -> list[bytes]:
     """The synthetic walker (320x240, 30 frames/s) as JPEG frames."""
     video = make_video("constant_speed")
-    out = []
-    for f in video.frames:
-        buf = io.BytesIO()
-        Image.fromarray(f).save(buf, "JPEG", quality=85)
-        out.append(buf.getvalue())
-    return out
+    return [encode(f, "JPEG", quality=85) for f in video.frames]
 
 
 @pytest.fixture(scope="module")
 def png_frames() -> list[bytes]:
     """Ten frames of the walker as PNG (about 150 kB each: a buffered backlog would show)."""
     video = make_video("constant_speed")
-    out = []
-    for f in video.frames[:10]:
-        buf = io.BytesIO()
-        Image.fromarray(f).save(buf, "PNG", compress_level=1)
-        out.append(buf.getvalue())
-    return out
+    return [encode(f, compress_level=1) for f in video.frames[:10]]
 
 
 def rss_kib(pid: int) -> int:
@@ -192,7 +183,6 @@ def test_no_key_or_a_bad_parameter_closes_1008_and_a_third_stream_1013(server: A
     assert code == 1013 and "try again later" in reason
 
 
-@pytest.mark.slow
 def test_sigterm_answers_the_current_frame_then_closes_1001(
     app_checkpoint: Path, frames: list[bytes]
 ) -> None:

@@ -23,6 +23,7 @@ from tests.app.test_stream import TruthDetector, encode
 from training.synthetic_video import make_video
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("detector", "query"),
     [

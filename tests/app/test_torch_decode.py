@@ -15,6 +15,7 @@ import app.torch_decode as td
 from app.errors import ApiError
 from app.intake import decode_image
 from app.torch_decode import decode_jpegs, decode_uploads, orient
+from tests.helpers.images import encode_with_exif
 
 CPU = torch.device("cpu")
 
@@ -28,13 +29,7 @@ def photo(h: int = 60, w: int = 80, seed: int = 0) -> np.ndarray:
 
 
 def jpeg(a: np.ndarray | Image.Image, *, tag: int | None = None, **kw: object) -> bytes:
-    img = a if isinstance(a, Image.Image) else Image.fromarray(a)
-    exif = img.getexif()
-    if tag is not None:
-        exif[0x0112] = tag
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=92, exif=exif.tobytes(), **kw)
-    return buf.getvalue()
+    return encode_with_exif(a, "JPEG", orientation=tag, quality=92, **kw)
 
 
 def decode(datas: list[bytes], max_pixels: int = 10**7, device: torch.device = CPU) -> list:

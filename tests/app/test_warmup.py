@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from models import backends
+from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Counting:
@@ -45,10 +37,7 @@ def counted(monkeypatch) -> list[Counting]:
 
 
 def png(seed: int) -> bytes:
-    image = np.random.default_rng(seed).integers(0, 256, (140, 110, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, "PNG")
-    return buf.getvalue()
+    return encode(noise(140, 110, seed))
 
 
 async def test_start_up_forwards_once_per_bucket_and_exposes_the_times(serve_app, counted) -> None:

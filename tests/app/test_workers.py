@@ -3,29 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 from prometheus_client.mmap_dict import MmapedDict
 
+from tests.app.live_server import free_port
+from tests.helpers.images import encode, noise
+
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _workers(pid: int) -> list[int]:
@@ -45,10 +40,7 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def _jpeg() -> bytes:
-    rng = np.random.default_rng(0)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (64, 48, 3), dtype=np.uint8)).save(buf, "JPEG")
-    return buf.getvalue()
+    return encode(noise(64, 48), "JPEG")
 
 
 def _predict_requests_in_files(path: Path) -> dict[int, float]:
@@ -66,7 +58,7 @@ def _predict_requests_in_files(path: Path) -> dict[int, float]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_two_workers_answer_and_metrics_sum_both(app_checkpoint: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEATPOSE_", "PROMETHEUS"))}
     env.update(
         HEATPOSE_CHECKPOINT=str(app_checkpoint),

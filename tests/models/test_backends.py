@@ -28,6 +28,7 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_onnxruntime_heatmaps_equal_torchs(lively_r18: ModelBundle, home) -> None:
     ref = Predictor(lively_r18, "cpu", flip_test=False)
     ort = Predictor(lively_r18, "cpu", flip_test=False, backend="onnxruntime")
@@ -45,6 +46,7 @@ def test_onnxruntime_heatmaps_equal_torchs(lively_r18: ModelBundle, home) -> Non
     assert read_onnx_config(cached) == lively_r18.config
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_keyed_by_the_weights(lively_r18: ModelBundle, home, tmp_path) -> None:
     first = create("onnxruntime", lively_r18.model, lively_r18.config, device=torch.device("cpu"))
     (path,) = (home / "backends").glob("*.onnx")

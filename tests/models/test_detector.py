@@ -98,6 +98,7 @@ def published(
     return arch, state, path
 
 
+@pytest.mark.slow
 def test_detect_is_torchvision_on_the_person_class(published, monkeypatch) -> None:
     arch, state, path = published
     thr, nms_thr, max_persons = 0.3, 0.3, 8
@@ -126,6 +127,7 @@ def test_detect_is_torchvision_on_the_person_class(published, monkeypatch) -> No
     assert max(len(d.scores) for d in got) == max_persons  # the cap was reached somewhere
 
 
+@pytest.mark.slow
 def test_safetensors_file_detects_the_same(published, tmp_path: Path) -> None:
     arch, state, path = published
     st = tmp_path / "det.safetensors"
@@ -139,6 +141,7 @@ def test_safetensors_file_detects_the_same(published, tmp_path: Path) -> None:
     assert guess_arch(list(state)) == arch
 
 
+@pytest.mark.slow
 def test_keypoint_head_is_loaded_but_not_run(published) -> None:
     arch, _, path = published
     detector = PersonDetector.from_file(path, arch, "cpu", **SIZES)

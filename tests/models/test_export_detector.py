@@ -130,6 +130,7 @@ def test_tensorrt_without_cuda_is_a_clear_error(nano: RTMDetector, tmp_path: Pat
         served_detector(nano, backend="tensorrt", bucket_setting="auto", max_batch_size=8)
 
 
+@pytest.mark.slow
 def test_heatpose_export_writes_a_detector(tmp_path: Path, capsys) -> None:
     weights = write_rtmdet(tmp_path / "rtmdet_nano.pth")
     out = tmp_path / "detector.onnx"

@@ -54,6 +54,7 @@ def test_checkpoints_and_onnx_files_get_the_umask_mode(umask: int, tmp_path: Pat
     ]  # no temporary file left
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o027], indirect=True)
 def test_int8_onnx_gets_the_umask_mode(umask: int, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")

@@ -7,8 +7,6 @@ is a test double behind ``PersonDetector.detect``'s interface returning known bo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 import pytest
 
@@ -25,33 +23,13 @@ from models.pipeline import (
     sort_persons,
 )
 from models.predictor import Predictor
+from tests.helpers.detectors import StandInDetector
 from tests.models.test_predictor import INPUT, SpotDetector, _config, _scene
 
 # Three people: a bright spot (the "person") inside each box; detector scores not sorted.
 SPOTS = [(700.3, 400.7), (210.8, 655.2), (1000.0, 200.0)]
 BOXES = np.array([[600, 250, 800, 550], [150, 560, 290, 760], [930, 100, 1080, 330]], np.float32)
 SCORES = np.array([0.6, 0.9, 0.75], np.float32)
-
-
-class StandInDetector:
-    """Returns the given detections for every image, after the caller's threshold and cap;
-    records each call's batch size and arguments."""
-
-    def __init__(self, boxes: np.ndarray, scores: np.ndarray) -> None:
-        self.boxes, self.scores = boxes, scores
-        self.calls: list[tuple[int, float, float, int]] = []
-
-    def detect(
-        self,
-        images: Sequence[np.ndarray],
-        score_thr: float = 0.3,
-        nms_thr: float = 0.3,
-        max_persons: int = 100,
-    ) -> list[Detections]:
-        self.calls.append((len(images), score_thr, nms_thr, max_persons))
-        keep = np.nonzero(self.scores >= score_thr)[0]
-        keep = keep[np.argsort(-self.scores[keep], kind="stable")][:max_persons]
-        return [Detections(self.boxes[keep], self.scores[keep]) for _ in images]
 
 
 def _pipeline(detector: StandInDetector | None, **kw) -> tuple[PosePipeline, SpotDetector]:

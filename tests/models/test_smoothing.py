@@ -1,32 +1,19 @@
-"""One Euro filter and Savitzky-Golay smoothing, on keypoints of the synthetic video."""
+"""One Euro filter and Savitzky-Golay smoothing on tracks made here (on the synthetic videos:
+tests/training/test_tracking_on_synthetic_video.py)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from models.smoothing import OneEuroFilter, OneEuroParams, savgol
-from training.synthetic_video import SyntheticVideo
-
-RIGID = [0, 1, 2, 3, 4, 5, 6, 11, 12]  # head, shoulders, hips: they do not swing with the gait
-
-
-def _truth(video: SyntheticVideo, ids: list[int] | None = None) -> np.ndarray:
-    """``(T, K, 2)`` keypoints of person 1, image px."""
-    k = np.stack([next(p for p in row if p.person_id == 1).keypoints for row in video.truth])
-    return k if ids is None else k[:, ids]
 
 
 def _filter(samples: np.ndarray, times: np.ndarray, params: OneEuroParams | None = None):
     f = OneEuroFilter(params)
     return np.stack([f(s, t) for s, t in zip(samples, times, strict=True)])
-
-
-def _rms_step(x: np.ndarray) -> float:
-    return float(np.sqrt((np.diff(x, axis=0) ** 2).sum(-1).mean()))
 
 
 def test_one_euro_matches_the_papers_scalar_algorithm() -> None:
@@ -67,65 +54,6 @@ def test_first_sample_passes_and_a_repeated_timestamp_changes_nothing() -> None:
     assert np.all((b > a) & (b < a + 5.0))
 
 
-def test_one_euro_cuts_jitter_at_rest_at_least_3x(synthetic_scene: Callable) -> None:
-    video = synthetic_scene("static")
-    truth = _truth(video)
-    assert np.ptp(truth, axis=0).max() == 0  # the person really stands still
-    rng = np.random.default_rng(1)
-    raw = truth + rng.normal(0.0, 2.0, truth.shape)
-    out = _filter(raw, video.timestamps)
-    warm = int(video.fps)  # the first second is the filter's warm-up
-    ratio = _rms_step(raw[warm:]) / _rms_step(out[warm:])
-    assert ratio >= 3.0, ratio
-    assert np.abs(out[warm:] - truth[warm:]).mean() < np.abs(raw - truth).mean()
-
-
-def _lag_frames(video: SyntheticVideo, out: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Mean error along the motion over the rigid keypoints, in frames of motion, per frame."""
-    step = np.diff(truth.mean(1), axis=0).mean(0)  # px per frame
-    return ((truth - out).mean(1) @ step) / (step @ step)
-
-
-def test_one_euro_lag_stays_under_2_frames_at_constant_speed(synthetic_scene: Callable) -> None:
-    video = synthetic_scene("constant_speed")
-    truth = _truth(video, RIGID)
-    step = np.linalg.norm(np.diff(truth.mean(1), axis=0), axis=1)
-    assert step.min() > 3.0 and np.ptp(step) < 1e-6  # moving, at one speed (3.2 px/frame)
-    rng = np.random.default_rng(2)
-    out = _filter(truth + rng.normal(0.0, 2.0, truth.shape), video.timestamps)
-    lag = _lag_frames(video, out, truth)[int(video.fps) :]
-    assert 0.0 < lag.mean() < 2.0, lag.mean()
-    # Beta is what keeps the lag short: without it the same filter lags far more.
-    slow = _filter(
-        truth + rng.normal(0.0, 2.0, truth.shape), video.timestamps, OneEuroParams(beta=0.0)
-    )
-    assert _lag_frames(video, slow, truth)[int(video.fps) :].mean() > 4.0
-
-
-def test_dropped_frames_are_a_longer_step_not_a_jump(synthetic_scene: Callable) -> None:
-    """Frames lost in gaps: the filter, driven by timestamps, stays as close to the truth after
-    a gap as in steady motion; counting frames instead (the gap seen as one step) does not."""
-    video = synthetic_scene("constant_speed")
-    truth = _truth(video, RIGID)
-    rng = np.random.default_rng(3)
-    raw = truth + rng.normal(0.0, 2.0, truth.shape)
-    dropped = {*range(30, 40), 44, *range(48, 51)}
-    keep = np.array([i for i in range(len(truth)) if i not in dropped])
-    after_gap = np.isin(keep, [40, 45, 51])
-    steady = _lag_frames(video, _filter(raw, video.timestamps), truth)[int(video.fps) :]
-    step_px = np.linalg.norm(np.diff(truth.mean(1), axis=0), axis=1).mean()
-
-    def errors(times: np.ndarray) -> np.ndarray:
-        out = _filter(raw[keep], times)
-        return _lag_frames(video, out, truth[keep])[after_gap] * step_px  # px behind
-
-    bound = steady.max() * step_px + 1.0
-    by_time = errors(video.timestamps[keep])
-    assert np.abs(by_time).max() < bound, (by_time, bound)
-    by_count = errors(np.arange(len(keep)) / video.fps)
-    assert np.abs(by_count).max() > 2 * bound  # the glitch the timestamps avoid
-
-
 def test_savgol_keeps_a_polynomial_trajectory_exactly() -> None:
     t = np.arange(40, dtype=np.float64)
     rng = np.random.default_rng(4)
@@ -134,22 +62,6 @@ def test_savgol_keeps_a_polynomial_trajectory_exactly() -> None:
     np.testing.assert_allclose(savgol(track, window=9, order=2), track, atol=1e-8)
     line = track[:, :, :1] - 0.05 * coef[2, :, :1] * t[:, None, None] ** 2
     np.testing.assert_allclose(savgol(line, window=7, order=1), line, atol=1e-8)
-
-
-def test_savgol_matches_a_polynomial_fit_per_window_and_reduces_noise(
-    synthetic_scene: Callable,
-) -> None:
-    truth = _truth(synthetic_scene("constant_speed"), RIGID)
-    rng = np.random.default_rng(5)
-    noisy = truth + rng.normal(0.0, 2.0, truth.shape)
-    out = savgol(noisy, window=11, order=2)
-    for i in (0, 3, 5, 30, len(noisy) - 1):  # the ends use the first / last window's fit
-        s = min(max(i - 5, 0), len(noisy) - 11)
-        x = np.arange(s, s + 11)
-        fit = np.polyval(np.polyfit(x, noisy[s : s + 11, 4, 1], 2), i)
-        assert out[i, 4, 1] == pytest.approx(fit, abs=1e-8)
-    rms = lambda e: float(np.sqrt((e**2).mean()))  # noqa: E731
-    assert rms(out - truth) < 0.6 * rms(noisy - truth)
 
 
 def test_savgol_short_tracks_and_bad_arguments() -> None:

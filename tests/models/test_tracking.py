@@ -1,83 +1,15 @@
-"""Tracker: ids through a crossing, a new id after leaving, max_missing, boxes from keypoints.
+"""Tracker: max_missing, pose similarity, boxes from keypoints, motion prediction.
 
-The detections are the synthetic video's ground truth with noise (2 px on boxes and keypoints)
-and shuffled order, standing in for the detector and pose model.
+Ids through a crossing and after leaving, on the synthetic videos:
+tests/training/test_tracking_on_synthetic_video.py.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
-from models.similarity import box_iou
-from models.smoothing import OneEuroFilter, OneEuroParams
 from models.tracking import Detection, Tracker, keypoints_to_box
-from training.synthetic_video import SyntheticVideo
-
-
-def _detections(
-    video: SyntheticVideo, seed: int, keypoints: bool = True
-) -> list[tuple[list[Detection], list[int]]]:
-    """Per frame: noisy shuffled detections and the person id of each (the answer key).
-
-    As a detector would, it misses people with fewer than 5 visible keypoints (a hand or a
-    sliver at the image border)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for row in video.truth:
-        dets, ids = [], []
-        for i in rng.permutation(len(row)):
-            p = row[i]
-            if (p.flags == 2).sum() < 5:
-                continue
-            scores = np.select([p.flags == 2, p.flags == 1], [0.9, 0.5], 0.05)
-            kp = p.keypoints + rng.normal(0.0, 2.0, p.keypoints.shape) if keypoints else None
-            box = p.box + rng.normal(0.0, 2.0, 4)
-            dets.append(Detection(box, 0.9, kp, scores if keypoints else None))
-            ids.append(p.person_id)
-        out.append((dets, ids))
-    return out
-
-
-def _run(video: SyntheticVideo, tracker: Tracker, **kw) -> list[list[tuple[int, int]]]:
-    """Per frame ``(person_id, track_id)`` pairs."""
-    frames = []
-    for (dets, ids), ts in zip(_detections(video, **kw), video.timestamps, strict=True):
-        frames.append(
-            [(pid, r.track_id) for pid, r in zip(ids, tracker.update(dets, ts), strict=True)]
-        )
-    return frames
-
-
-@pytest.mark.parametrize("keypoints", [True, False], ids=["iou+oks", "iou"])
-def test_two_people_crossing_keep_their_ids(synthetic_scene: Callable, keypoints: bool) -> None:
-    video = synthetic_scene("crossing")
-    # The crossing is real: the two boxes overlap heavily and the people swap sides.
-    ious = [box_iou(r[0].box, r[1].box)[0, 0] for r in video.truth]
-    assert max(ious) > 0.4
-    x = np.array([[p.box[0] for p in r] for r in video.truth])
-    assert x[0, 0] < x[0, 1] and x[-1, 0] > x[-1, 1]
-    for seed in range(3):
-        frames = _run(video, Tracker(), seed=seed, keypoints=keypoints)
-        tracks = defaultdict(set)
-        for pid, tid in (pair for f in frames for pair in f):
-            tracks[pid].add(tid)
-        assert tracks == {1: {1}, 2: {2}} or tracks == {1: {2}, 2: {1}}, (seed, dict(tracks))
-
-
-def test_a_person_who_leaves_and_comes_back_gets_a_new_id(synthetic_scene: Callable) -> None:
-    video = synthetic_scene("leave_and_return")
-    present = np.array([len(r) > 0 for r in video.truth])
-    gone = np.flatnonzero(~present)
-    assert present[0] and present[-1] and len(gone) > 10  # out of the picture for a while
-    frames = _run(video, Tracker(max_missing=10), seed=0)
-    before = {tid for f in frames[: gone[0]] for _, tid in f}
-    after = {tid for f in frames[gone[-1] + 1 :] for _, tid in f}
-    assert len(before) == 1 and len(after) == 1 and before != after
-    assert min(after) > max(before)
 
 
 def _box_at(x: float) -> Detection:
@@ -115,20 +47,6 @@ def test_pose_similarity_tells_apart_people_in_the_same_box() -> None:
         [Detection(box, 0.9, pose_b + 1, ones), Detection(box, 0.8, pose_a - 1, ones)], 0.1
     )
     assert [r.track_id for r in later] == [first[1].track_id, first[0].track_id]
-
-
-def test_each_track_has_its_own_one_euro_filter_on_its_timestamps(
-    synthetic_scene: Callable,
-) -> None:
-    video = synthetic_scene("crossing")
-    params = OneEuroParams(min_cutoff=0.5, beta=0.03)
-    dets = _detections(video, seed=4)
-    tr = Tracker(smoothing=params)
-    filters = {1: OneEuroFilter(params), 2: OneEuroFilter(params)}
-    for (frame, ids), ts in zip(dets, video.timestamps, strict=True):
-        for pid, d, r in zip(ids, frame, tr.update(frame, ts), strict=True):
-            np.testing.assert_allclose(r.keypoints, filters[pid](d.keypoints, ts))
-            np.testing.assert_array_equal(r.box, d.box)
 
 
 def test_keypoints_to_box_spans_the_confident_keypoints_enlarged() -> None:

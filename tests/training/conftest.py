@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from training import synthetic
+from training.synthetic_video import SyntheticVideo, make_video
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,16 @@ def make_synthetic(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, s
         return out
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_scene() -> Callable[[str], SyntheticVideo]:
+    """``synthetic_scene(name)``: the synthetic video of one scene (320x240, 30 fps), made once."""
+    cache: dict[str, SyntheticVideo] = {}
+
+    def get(name: str) -> SyntheticVideo:
+        if name not in cache:
+            cache[name] = make_video(name)
+        return cache[name]
+
+    return get

@@ -25,7 +25,8 @@ from training.engine import evaluate_model
 from training.resume import load_resume
 from training.train_args import parse_args
 
-pytestmark = pytest.mark.timeout(900)  # generous: the CPUs are shared with other jobs
+# a training run; the timeout is generous: the CPUs are shared with other jobs
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 EPOCHS = 6
 
 

@@ -225,6 +225,7 @@ def _records(out: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["type"] == kind]
 
 
+@pytest.mark.slow
 def test_train_prints_its_checkpoints_and_numbers_epochs_from_1_everywhere(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -263,6 +264,7 @@ def test_train_prints_its_checkpoints_and_numbers_epochs_from_1_everywhere(
     ], stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_loader_workers_survive_evaluation_between_epochs(data: Path, tmp_path: Path) -> None:
     """Regression: a worker forked after the evaluation ran OpenCV in the trainer process

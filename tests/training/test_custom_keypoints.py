@@ -29,7 +29,7 @@ from training import synthetic, synthetic_animal, train
 from training.evaluate import evaluate
 from training.init_from import copy_weights, load_source
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 NAMES = synthetic_animal.NAMES
 
 

@@ -50,6 +50,7 @@ def test_auto_is_rtmdet_nano_on_the_cpu(data: Path, tmp_path: Path, monkeypatch,
     assert "AR100" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_an_rtmdet_file_detects_the_split(data: Path, tmp_path: Path, capsys) -> None:
     weights = write_rtmdet(tmp_path / "rtmdet_nano.pth")
     args = [*eval_args(data, tmp_path, str(weights)), "--device", "cpu"]
