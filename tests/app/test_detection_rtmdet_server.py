@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from models.rtmdet import RTMDetector
-from tests.app.live_server import wait_ready
-from tests.app.test_server import ROOT, env, free_port
+from tests.app.live_server import free_port, wait_ready
+from tests.app.test_server import ROOT, env
 from tests.models.lively_rtmdet import photos, write_rtmdet
 
 
