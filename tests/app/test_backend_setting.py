@@ -14,9 +14,9 @@ from PIL import Image
 import heatpose_cli
 from app.settings import SettingsError, load_settings
 from app.startup import StartupError
+from heatpose_cli import synth as synthetic
 from models.checkpoint import load
 from models.predictor import Predictor
-from training import synthetic
 
 pytestmark = pytest.mark.anyio
 

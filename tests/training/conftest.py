@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training import synthetic
+from heatpose_cli import synth as synthetic
 
 
 @pytest.fixture(scope="session")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from heatpose_cli import eval as evaluate_module
+from heatpose_cli import synth as synthetic
 from models.checkpoint import save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
 from tests.models.lively_rtmdet import write_rtmdet
 from tests.training.test_eval_detector import GroundTruthDetector
-from training import evaluate as evaluate_module
-from training import synthetic
 
 
 @pytest.fixture(scope="module")
