@@ -138,8 +138,8 @@ def _is_zoo_detector(name: str) -> bool:
 
 def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
     """The fp32 export (a temporary file), calibration crops, the INT8 file; prints a summary."""
-    from models.backends import weights_sha256
     from models.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
+    from models.weights_digest import weights_sha256
 
     crops = calibration_crops(
         bundle, args.calibration_data, count=args.calibration, split=args.calibration_split

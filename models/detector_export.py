@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import torch
 
 from models.export import (
     INPUT_NAME,
@@ -29,9 +32,6 @@ from models.export import (
     require,
     write_atomically,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 DETECTOR_KEY = "heatpose-detector"
 SCORES, BOXES = "scores", "boxes"
@@ -67,9 +67,6 @@ def detector_max_abs_diff(detector: Any, path: str | Path, *, seed: int = 0) -> 
     """Largest ``|torch - onnxruntime|`` of the scores and of the boxes (input px) on the
     detector's own input for three random pictures of different aspect ratios (smooth colour
     blocks and noise, letterboxed by its ``preprocess``), CPU, float32."""
-    import numpy as np
-    import torch
-
     ort = require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)

@@ -18,6 +18,8 @@ optional (``pip install 'heatpose[onnx]'``) and, like torch, imported only when 
 
 from __future__ import annotations
 
+import copy
+import importlib
 import io
 import json
 import os
@@ -38,6 +40,9 @@ FORMATS = ("onnx",)
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 METADATA_KEY = "heatpose"  # the same key as the .safetensors header's
+SOURCE_KEY = "heatpose_weights_sha256"
+"""ONNX metadata of INT8 exports (:mod:`models.quantize`):
+:func:`models.weights_digest.weights_sha256` of the checkpoint the file came from."""
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (2.14: up to 20)
 INSTALL_HINT = "pip install 'heatpose[onnx]' (CUDA hosts: 'heatpose[gpu]')"
@@ -49,8 +54,6 @@ class ExportError(ValueError):
 
 def require(module: str) -> Any:
     """Import an optional ONNX package, or raise :class:`ExportError` saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -87,9 +90,7 @@ def graph_bytes(
     Raises:
         ExportError: ``onnx`` is missing or the checker rejects the graph.
     """
-    import copy
-
-    import torch
+    import torch  # here: `heatpose export --help` imports this module and stays torch-free
 
     onnx = require("onnx")
     net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
@@ -152,6 +153,7 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     Raises:
         ExportError: no such file, not ONNX, or no heatpose metadata.
     """
+    # here: models.model_config imports torch (the codec); `heatpose export --help` must not
     from models.model_config import ModelConfig
 
     text = read_metadata(path, METADATA_KEY)
@@ -192,7 +194,7 @@ def max_abs_diff(
         batch_sizes: batches of standard-normal ``(B, 3, h, w)`` inputs to compare.
     """
     import numpy as np
-    import torch
+    import torch  # here: `heatpose export --help` imports this module and stays torch-free
 
     ort = require("onnxruntime")
     config = read_onnx_config(path)

@@ -92,6 +92,76 @@ def test_layering_check_sees_function_local_imports_and_skips_main_blocks() -> N
     assert sorted(imported_packages(ast.parse(code))) == [(1, "models"), (3, "app")]
 
 
+def _module_name(f: Path) -> str:
+    parts = list(f.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(*packages: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``packages`` it imports, wherever in it (at module level or in
+    a function: a function-local import does not make a cycle go away); imports under
+    ``if TYPE_CHECKING:`` are for annotations only and left out. ``from pkg import mod`` is an
+    edge to ``pkg.mod`` (``pkg/__init__.py`` imports its names lazily)."""
+    files = {_module_name(f): f for p in packages for f in sorted((ROOT / p).rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        tree = ast.parse(f.read_text())
+        typing_only = {
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+            for n in ast.walk(block)
+        }
+        edges: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                subs = {f"{node.module}.{a.name}" for a in node.names}
+                edges |= subs if subs <= files.keys() else {node.module}
+        graph[name] = {e for e in edges if e in files and e != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (``[a, b, ..., a]``), or ``[]``."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return []
+
+
+def test_no_import_cycle_in_models_and_app() -> None:
+    """Each concept has one owner, so no two modules need each other; function-local imports
+    count (they are kept only to defer torch or an optional package, never to hide a cycle)."""
+    graph = import_graph("models", "app")
+    assert len(graph) > 50 and graph["models.predictor"] >= {"models.backends"}
+    assert find_cycle(graph) == []
+
+
+def test_find_cycle_finds_one() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) == []
+
+
 def test_every_cuda_test_is_marked_gpu() -> None:
     """A test that needs CUDA carries ``@pytest.mark.gpu``: ``pytest -m gpu`` (what
     benchmarks/gpu_session.sh runs on a lent GPU) then finds every one of them."""
