@@ -85,7 +85,7 @@ class Uploads:
         )
 
 
-def decode(
+def decode_images(
     uploads: Callable[[], list[DecodedImage]], settings: Settings, device: torch.device
 ) -> list[DecodedImage]:
     """``uploads`` decoded where the settings say (:func:`decodes_with_torch`; a plain
