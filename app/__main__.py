@@ -1,7 +1,8 @@
-"""``python -m app``: the same as ``heatpose serve``."""
+"""``python -m app``: the same as ``heatpose serve`` (an entry point kept for deploy files and
+benchmarks; the command line itself is :mod:`heatpose_cli.serve`)."""
 
 import sys
 
-from app.cli import main
+from heatpose_cli.serve import main
 
 sys.exit(main())

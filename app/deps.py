@@ -105,7 +105,7 @@ class InferenceQuery(BaseModel):
         service's default)."""
         return PredictOptions(
             flip_test=self.flip_test,
-            decode=self.decode,
+            decode_mode=self.decode,
             heatmaps=heatmaps,
             detect=self.detect,
             bbox_thr=self.bbox_thr,

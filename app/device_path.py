@@ -73,7 +73,7 @@ class Uploads:
     def on_device(self, device: torch.device) -> list[DecodedImage]:
         """JPEGs decoded on ``device`` (:func:`app.torch_decode.decode_uploads`), the rest
         with Pillow."""
-        from app.torch_decode import decode_uploads
+        from app.torch_decode import decode_uploads  # torchvision.io: only for device decoding
 
         return decode_uploads(
             self.datas,
@@ -85,7 +85,7 @@ class Uploads:
         )
 
 
-def decode(
+def decode_images(
     uploads: Callable[[], list[DecodedImage]], settings: Settings, device: torch.device
 ) -> list[DecodedImage]:
     """``uploads`` decoded where the settings say (:func:`decodes_with_torch`; a plain

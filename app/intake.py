@@ -81,7 +81,7 @@ class DecodedImage:
     @property
     def host(self) -> np.ndarray:
         """:attr:`pixels` as numpy (a tensor is copied to the host; an array is itself)."""
-        from models.crops import host_pixels
+        from models.crops import host_pixels  # here: models.crops imports torch, intake does not
 
         return host_pixels(self.pixels)
 

@@ -2,7 +2,7 @@
 
 ``uvicorn app.main:app`` reads the settings from ``HEATPOSE_*`` / ``.env`` when ``app`` is first
 looked up (invalid settings: a message naming the variable, exit status 2). Tests and
-:mod:`app.cli` call :func:`create_app` with their own :class:`~app.settings.Settings`.
+:mod:`heatpose_cli.serve` call :func:`create_app` with their own :class:`~app.settings.Settings`.
 
 Lifespan: load and warm up the model, start the batcher (``/ready`` turns true); on SIGTERM
 ``/ready`` turns false at once while requests are still served for ``HEATPOSE_DRAIN_DELAY_S``;

@@ -20,8 +20,8 @@ setting and what it saw, the gauge ``heatpose_fallback{feature}`` = 1, and its s
 ``/v1/model``; the service then serves on the plain path for it. When the setting was named
 (``HEATPOSE_DECODE=torch``, ``HEATPOSE_CROP=device``, ``HEATPOSE_BACKEND=...``), start-up stops
 with one line (:class:`~app.startup.StartupError`; ``heatpose serve`` exits 2). The detector is
-no acceleration: when it raises, start-up stops. ``heatpose doctor`` (:mod:`app.doctor`) runs
-the same check and prints :class:`Check` rows.
+no acceleration: when it raises, start-up stops. ``heatpose doctor``
+(:mod:`heatpose_cli.doctor`) runs the same check and prints :class:`Check` rows.
 """
 
 from __future__ import annotations

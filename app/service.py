@@ -63,7 +63,7 @@ class PredictOptions:
 
     Attributes:
         flip_test: average with the horizontally flipped crop.
-        decode: heatmap decode mode.
+        decode_mode: heatmap decoding (``?decode=``; :data:`models.codec.DECODE_MODES`).
         heatmaps: return each person's ``(K, H, W)`` heatmaps.
         detect: which images go to the person detector (:data:`models.pipeline.DetectMode`).
         bbox_thr: detector box score threshold; ``max_persons``: at most this many detected
@@ -72,7 +72,7 @@ class PredictOptions:
     """
 
     flip_test: bool | None = None
-    decode: DecodeMode | None = None
+    decode_mode: DecodeMode | None = None
     heatmaps: bool = False
     detect: DetectMode = "auto"
     bbox_thr: float = 0.3
@@ -109,7 +109,7 @@ class PoseService:
         self.draining = False  # SIGTERM seen: /ready is false, requests are still served
         self.stopping = False  # the drain delay is over: new inference is refused
         self.started_at: float | None = None
-        self.decode_limiter: anyio.CapacityLimiter | None = None
+        self.image_work_limiter: anyio.CapacityLimiter | None = None
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -151,8 +151,9 @@ class PoseService:
         self.batcher.start()
         await self._start_detector(devices, [str(p.device) for p in predictors])
         await check_service(self)  # the built-in request, before /ready (app/selfcheck.py)
-        # Decoding and cropping run in worker threads; bounded so they cannot crowd out the model.
-        self.decode_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        # Image decoding, cropping and drawing run in worker threads; bounded so they cannot
+        # crowd out the model.
+        self.image_work_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
         self.onnx_sha256 = await anyio.to_thread.run_sync(served_onnx_sha256, predictor)
         self.metrics.model_info.clear()
         self.metrics.model_info.labels(
@@ -310,8 +311,8 @@ class PoseService:
     @staticmethod
     def _resolve(predictor: Predictor, options: PredictOptions) -> PredictOptions:
         flip = predictor.flip_test if options.flip_test is None else options.flip_test
-        mode: Any = options.decode or predictor.decode_mode
-        return replace(options, flip_test=flip, decode=mode)
+        mode: Any = options.decode_mode or predictor.decode_mode
+        return replace(options, flip_test=flip, decode_mode=mode)
 
     def pose_needs(
         self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int, options: PredictOptions
@@ -372,7 +373,7 @@ class PoseService:
         maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
         persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
-            self._crop, predictor, images, persons, limiter=self.decode_limiter
+            self._crop, predictor, images, persons, limiter=self.image_work_limiter
         )
         return await self._infer(crops, maps, opts, deadline=deadline)
 
@@ -401,12 +402,12 @@ class PoseService:
         opts = self._resolve(predictor, options)
 
         def decode_timed() -> tuple[list[DecodedImage], float]:
-            images = device_path.decode(decode, self.settings, predictor.device)
+            images = device_path.decode_images(decode, self.settings, predictor.device)
             return images, time.perf_counter()
 
         if any(need is None for need in self.pose_needs(boxes, num_images, opts)):
             images, decoded = await anyio.to_thread.run_sync(
-                decode_timed, limiter=self.decode_limiter
+                decode_timed, limiter=self.image_work_limiter
             )
             results = await self.predict(
                 [im.pixels for im in images],
@@ -425,7 +426,7 @@ class PoseService:
             return images, decoded, self._crop(predictor, pixels, persons)
 
         images, decoded, crops = await anyio.to_thread.run_sync(
-            decode_and_crop, limiter=self.decode_limiter
+            decode_and_crop, limiter=self.image_work_limiter
         )
         results = await self._infer(crops, [im.scale for im in images], opts, deadline=deadline)
         return images, results, decoded
@@ -450,7 +451,7 @@ class PoseService:
             Crops.concat(crops),
             bool(opts.flip_test),
             deadline=deadline,
-            mode=opts.decode,
+            mode=opts.decode_mode,
             want_heatmaps=opts.heatmaps,
         )
         found = zip(split(results, counts), maps, strict=True)
@@ -488,7 +489,7 @@ class PoseService:
                 check_detectable(*maps[i].size, name=f"image {i}")
             small = await anyio.to_thread.run_sync(
                 lambda: [shrink_for_detector(images[i]) for i in todo],
-                limiter=self.decode_limiter,
+                limiter=self.image_work_limiter,
             )  # the detector's input size at most: its float copies stay small
             found = await self.detector_batcher.submit(
                 [im for im, _, _ in small],

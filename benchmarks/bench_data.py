@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from heatpose_cli.args import input_size
 from models.codec import HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS
-from training.cli_args import input_size
 from training.data import CocoKeypoints, worker_init
 from training.synthetic import write_split
 from training.transforms import AugmentParams, TopDownTransform

@@ -95,7 +95,7 @@ def measure(seconds: float) -> dict[str, float]:
     )
     kps, scores = predictor.decode(maps, crops.centers, crops.scales)
     found = crops.result(0, kps[0], scores[0], None)
-    options = PredictOptions(flip_test=True, decode="dark")
+    options = PredictOptions(flip_test=True, decode_mode="dark")
     names = predictor.spec.names
 
     def answer() -> bytes:

@@ -17,14 +17,12 @@ decoding and everything after stay in :class:`models.predictor.Predictor`, share
 (``HEATPOSE_BATCH_BUCKETS``): CUDA graphs and TensorRT profiles are then reused.
 
 The ONNX file and the TensorRT engines are built on first start and cached under
-``cache_dir`` (default ``$HEATPOSE_HOME/backends``), keyed by :func:`weights_sha256`, so a
-restart with the same weights reuses them.
+``cache_dir`` (default ``$HEATPOSE_HOME/backends``), keyed by
+:func:`models.weights_digest.weights_sha256`, so a restart with the same weights reuses them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +30,18 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from models.export import INPUT_NAME, OUTPUT_NAME, ExportError, export_onnx, require
+from models.export import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SOURCE_KEY,
+    ExportError,
+    export_onnx,
+    read_onnx_config,
+    require,
+)
 from models.model_config import ModelConfig
+from models.weights_digest import weights_sha256
+from models.zoo import heatpose_home
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt", "compile")
 TRT_PROFILES = ((1, 8, 8), (9, 32, 32), (33, 128, 64))
@@ -54,25 +62,6 @@ class Backend(Protocol):
 
 def _setting(name: str) -> str:
     return f"backend {name!r} (HEATPOSE_BACKEND={name})"
-
-
-def weights_sha256(model: torch.nn.Module, config: ModelConfig) -> str:
-    """sha256 of the checkpoint's content: its config JSON and every tensor, by name.
-
-    Equal for the same checkpoint wherever its file lies (copies, renames), different as soon
-    as one weight or one config entry changes; what the backend caches are keyed by.
-    """
-    return state_sha256(model, json.dumps(config.to_dict(), sort_keys=True))
-
-
-def state_sha256(model: torch.nn.Module, header: str) -> str:
-    """sha256 of ``header`` and every tensor of ``model``'s state dict, by name."""
-    digest = hashlib.sha256(header.encode())
-    for key, value in sorted(model.state_dict().items()):
-        t = value.detach().cpu().contiguous()
-        digest.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def cached_onnx(model: torch.nn.Module, config: ModelConfig, cache_dir: Path) -> Path:
@@ -329,8 +318,6 @@ def create(
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r} (HEATPOSE_BACKEND): one of {BACKENDS}")
     if onnx_path is not None:
-        from models.quantize import served_onnx
-
         try:
             path = served_onnx(onnx_path, name, model, config)
         except ExportError as e:
@@ -340,8 +327,6 @@ def create(
         return TorchBackend(model)
     if name == "compile":
         return CompileBackend(model)
-    from models.zoo import heatpose_home
-
     root = Path(cache_dir) if cache_dir is not None else heatpose_home() / "backends"
     outputs = _outputs(config)
     try:
@@ -353,3 +338,35 @@ def create(
         return tensorrt_backend(path, device, outputs, root / f"{path.stem}.trt")
     except ExportError as e:
         raise BackendError(f"{_setting(name)}: {e}") from e
+
+
+def served_onnx(
+    path: str | Path, backend: str, model: torch.nn.Module, config: ModelConfig
+) -> Path:
+    """``path`` checked as the file to serve for ``model`` (``HEATPOSE_ONNX``).
+
+    It must be a heatpose export (an INT8 one from :mod:`models.quantize`, say) whose stored
+    config equals ``config`` and, where it records the weights it came from
+    (:data:`~models.export.SOURCE_KEY`, INT8 exports do), come from ``model``'s.
+
+    Raises:
+        ExportError: another backend than ``onnxruntime``, no such file, not a heatpose ONNX
+            file, another config or other weights; the message says which.
+    """
+    if backend != "onnxruntime":
+        raise ExportError(
+            f"a given .onnx file is served by HEATPOSE_BACKEND=onnxruntime only, not {backend}"
+        )
+    p = Path(path)
+    stored = read_onnx_config(p)
+    if stored != config:
+        raise ExportError(
+            f"{p} stores the config of {stored.name!r} (ResNet-{stored.depth}, input "
+            f"{stored.input_size}), not the checkpoint's {config.name!r}: export it from "
+            "HEATPOSE_CHECKPOINT"
+        )
+    onnx = require("onnx")
+    meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
+    if SOURCE_KEY in meta and meta[SOURCE_KEY] != weights_sha256(model, config):
+        raise ExportError(f"{p} was exported from other weights than HEATPOSE_CHECKPOINT's")
+    return p

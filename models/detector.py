@@ -21,23 +21,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torchvision.models.detection import (
     fasterrcnn_mobilenet_v3_large_fpn,
     keypointrcnn_resnet50_fpn,
 )
-from torchvision.ops import FrozenBatchNorm2d, nms
+from torchvision.ops import FrozenBatchNorm2d
 
 from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 from models.crops import Pixels, device_pixels
+from models.detections import Detections, suppress
+from models.rtmdet import RTMDET_ARCHS, RTMDetector, rtmdet_arch
 from models.zoo import ENTRIES, ZooEntry, resolve
-
-if TYPE_CHECKING:  # models.rtmdet imports this module (Detections)
-    from models.rtmdet import RTMDetector
 
 __all__ = [
     "ARCHS",
@@ -69,14 +67,6 @@ ARCHS = tuple(_BUILDERS)
 COCO_PROTOCOL = {"score_thr": 0.0, "nms_thr": 0.5, "max_persons": 100}
 """``detect`` arguments for COCO evaluation: every box (threshold 0), torchvision's NMS 0.5,
 COCO's 100 detections an image; OKS-NMS after the pose model removes the duplicates."""
-
-
-class Detections(NamedTuple):
-    """One image's persons, best first: ``boxes (N, 4)`` float32 ``[x1, y1, x2, y2]`` image px,
-    ``scores (N,)`` float32 in ``[0, 1]``."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
 
 
 def build_torchvision_model(arch: str, **kwargs: Any) -> nn.Module:
@@ -264,23 +254,6 @@ class PersonDetector:
         return out
 
 
-def suppress(
-    boxes: torch.Tensor, scores: torch.Tensor, nms_thr: float, max_persons: int
-) -> Detections:
-    """One image's candidates -> its :class:`Detections`: NMS at IoU ``nms_thr``, then the best
-    ``max_persons`` (sorted by score), as float32 numpy on the host.
-
-    Args:
-        boxes: ``(N, 4)`` ``[x1, y1, x2, y2]`` in the image's pixels, any device.
-        scores: ``(N,)`` person scores, already above the caller's threshold.
-    """
-    keep = nms(boxes, scores, nms_thr)[: max(max_persons, 0)]
-    return Detections(
-        boxes[keep].cpu().numpy().astype(np.float32),
-        scores[keep].cpu().numpy().astype(np.float32),
-    )
-
-
 def load_detector(
     name_or_path: str | Path,
     device: str | torch.device | None = None,
@@ -300,8 +273,6 @@ def load_detector(
             to provide a file instead).
         CheckpointError: a file that is not a detector's state dict.
     """
-    from models.rtmdet import RTMDET_ARCHS, RTMDetector, rtmdet_arch
-
     table = ENTRIES if entries is None else entries
     path = resolve(name_or_path, home, progress=progress, entries=table, kind="detector")
     entry = table.get(str(name_or_path))

@@ -29,13 +29,14 @@ from models.backends import (
     BACKENDS,
     BackendError,
     onnxruntime_backend,
-    state_sha256,
     tensorrt_backend,
 )
 from models.crops import Pixels
 from models.detector import Detections
 from models.detector_export import BOXES, SCORES, export_detector_onnx
 from models.export import ExportError
+from models.weights_digest import state_sha256
+from models.zoo import heatpose_home
 
 __all__ = ["ServedDetector", "detector_buckets", "detector_forward"]
 
@@ -94,8 +95,6 @@ def detector_forward(
         raise BackendError(f"unknown backend {name!r} (HEATPOSE_BACKEND): one of {BACKENDS}")
     if name in ("torch", "compile"):
         return _Module(network, name)
-    from models.zoo import heatpose_home
-
     root = Path(cache_dir) if cache_dir is not None else heatpose_home() / "backends"
     with torch.no_grad():
         n = network(torch.zeros(1, 3, input_size, input_size, device=device))[0].shape[1]

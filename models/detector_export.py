@@ -18,22 +18,20 @@ exported (their shapes depend on the proposals).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import torch
 
 from models.export import (
     INPUT_NAME,
-    ExportError,
     graph_bytes,
     read_metadata,
     require,
     write_atomically,
 )
-
-if TYPE_CHECKING:
-    import torch
 
 DETECTOR_KEY = "heatpose-detector"
 SCORES, BOXES = "scores", "boxes"
@@ -69,9 +67,6 @@ def detector_max_abs_diff(detector: Any, path: str | Path, *, seed: int = 0) -> 
     """Largest ``|torch - onnxruntime|`` of the scores and of the boxes (input px) on the
     detector's own input for three random pictures of different aspect ratios (smooth colour
     blocks and noise, letterboxed by its ``preprocess``), CPU, float32."""
-    import numpy as np
-    import torch
-
     ort = require("onnxruntime")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
@@ -85,29 +80,3 @@ def detector_max_abs_diff(detector: Any, path: str | Path, *, seed: int = 0) -> 
         ref = [t.cpu().numpy() for t in detector.network.cpu().float().eval()(x)]
     got = session.run(list(OUTPUTS), {INPUT_NAME: x.numpy()})
     return float(np.abs(got[0] - ref[0]).max()), float(np.abs(got[1] - ref[1]).max())
-
-
-def export_detector(args: argparse.Namespace) -> int:
-    """``heatpose export DETECTOR``: a zoo detector name or weights file -> ``--out`` ONNX;
-    prints what was written and (unless ``--no-verify``) the parity with torch."""
-    from models.detector import load_detector
-
-    if args.int8:
-        raise ExportError("--int8 is for pose checkpoints; a detector exports in float32")
-    detector: Any = load_detector(args.checkpoint, "cpu")  # RTMDet or torchvision
-    network = getattr(detector, "network", None)
-    if network is None:
-        raise ExportError(
-            f"{args.checkpoint} is a two-stage torchvision detector, whose shapes depend on its "
-            "proposals: only RTMDet detectors (person-rtmdet-nano, person-rtmdet-m) export"
-        )
-    arch, size = str(detector.arch), int(detector.input_size)
-    out = export_detector_onnx(network, args.out, arch=arch, input_size=size, opset=args.opset)
-    print(f"wrote {out}: {arch} detector, input {size}x{size}, dynamic batch, NMS {NMS_PLACE}")
-    if not args.no_verify:
-        scores, boxes = detector_max_abs_diff(detector, out)
-        print(
-            f"onnxruntime vs torch on pictures: max |diff| scores {scores:.2e}, "
-            f"boxes {boxes:.2e} px"
-        )
-    return 0

@@ -1,6 +1,6 @@
 """ONNX artifacts: export a model, read its config back, check it against torch.
 
-    heatpose export CHECKPOINT --format onnx --out X.onnx [--opset N] [--no-verify]
+``heatpose export CHECKPOINT --format onnx --out X.onnx`` (:mod:`heatpose_cli.export`) writes one.
 
 An exported ``.onnx`` is as self-describing as our ``.safetensors``: the model's
 :meth:`~models.model_config.ModelConfig.to_dict` JSON sits in the ONNX ``metadata_props`` under
@@ -13,16 +13,16 @@ and decoding stay with the predictor.
 This module owns the ONNX artifact (a derived file: it is never loaded back into torch; the
 weights' source of truth stays :mod:`models.checkpoint`). ``onnx`` and ``onnxruntime`` are
 optional (``pip install 'heatpose[onnx]'``) and, like torch, imported only when needed, so
-``--help`` stays instant.
+``heatpose export --help`` stays instant.
 """
 
 from __future__ import annotations
 
-import argparse
+import copy
+import importlib
 import io
 import json
 import os
-import sys
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from models.atomic_file import publish
-from models.cli_parser import Parser, UsageError, parse_or_report
 
 if TYPE_CHECKING:
     import torch
@@ -41,6 +40,9 @@ FORMATS = ("onnx",)
 INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 METADATA_KEY = "heatpose"  # the same key as the .safetensors header's
+SOURCE_KEY = "heatpose_weights_sha256"
+"""ONNX metadata of INT8 exports (:mod:`models.quantize`):
+:func:`models.weights_digest.weights_sha256` of the checkpoint the file came from."""
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (2.14: up to 20)
 INSTALL_HINT = "pip install 'heatpose[onnx]' (CUDA hosts: 'heatpose[gpu]')"
@@ -52,8 +54,6 @@ class ExportError(ValueError):
 
 def require(module: str) -> Any:
     """Import an optional ONNX package, or raise :class:`ExportError` saying how to install it."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -90,9 +90,7 @@ def graph_bytes(
     Raises:
         ExportError: ``onnx`` is missing or the checker rejects the graph.
     """
-    import copy
-
-    import torch
+    import torch  # here: `heatpose export --help` imports this module and stays torch-free
 
     onnx = require("onnx")
     net = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
@@ -155,6 +153,7 @@ def read_onnx_config(path: str | Path) -> ModelConfig:
     Raises:
         ExportError: no such file, not ONNX, or no heatpose metadata.
     """
+    # here: models.model_config imports torch (the codec); `heatpose export --help` must not
     from models.model_config import ModelConfig
 
     text = read_metadata(path, METADATA_KEY)
@@ -195,7 +194,7 @@ def max_abs_diff(
         batch_sizes: batches of standard-normal ``(B, 3, h, w)`` inputs to compare.
     """
     import numpy as np
-    import torch
+    import torch  # here: `heatpose export --help` imports this module and stays torch-free
 
     ort = require("onnxruntime")
     config = read_onnx_config(path)
@@ -211,137 +210,3 @@ def max_abs_diff(
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
         worst = max(worst, float(np.abs(got - ref).max()))
     return worst
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = Parser(prog="heatpose export", description="Export a checkpoint for another runtime.")
-    p.add_argument(
-        "checkpoint",
-        help="a .safetensors pose checkpoint (models.checkpoint.save), or a person detector: "
-        "an RTMDet zoo name (person-rtmdet-nano, person-rtmdet-m) or, with --detector, a file",
-    )
-    p.add_argument(
-        "--detector",
-        action="store_true",
-        help="CHECKPOINT is a person detector's weights file (static input, NMS outside the "
-        "graph; models/detector_export.py)",
-    )
-    p.add_argument("--format", choices=FORMATS, required=True, help="the output format")
-    p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    p.add_argument(
-        "--opset",
-        type=int,
-        choices=OPSETS,
-        default=DEFAULT_OPSET,
-        metavar="N",
-        help=f"ONNX opset, {OPSETS[0]}..{OPSETS[-1]} (default {DEFAULT_OPSET})",
-    )
-    p.add_argument(
-        "--no-verify",
-        action="store_true",
-        help="skip the onnxruntime parity check against the torch model",
-    )
-    q = p.add_argument_group("INT8 (models/quantize.py: ONNX Runtime static quantization, CPU)")
-    q.add_argument("--int8", action="store_true", help="write a QDQ INT8 model (needs onnx)")
-    q.add_argument(
-        "--calibration-data",
-        metavar="DIR",
-        help="a COCO-format data set to calibrate on (as `heatpose synth --out DIR` writes it)",
-    )
-    q.add_argument(
-        "--calibration",
-        type=_positive,
-        default=128,
-        metavar="N",
-        help="person crops to calibrate on (default 128)",
-    )
-    q.add_argument("--calibration-split", default="train", help="the split (default train)")
-    q.add_argument(
-        "--reduce-range",
-        action="store_true",
-        help="7-bit weights: for CPUs without VNNI, where 8-bit products may saturate",
-    )
-    return p
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text!r}")
-    return int(text)
-
-
-def _check_int8(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.int8 and args.format != "onnx":
-        p.error(f"--int8 needs --format onnx, not {args.format}")
-    if args.int8 and not args.calibration_data:
-        p.error("--int8 needs --calibration-data DIR (e.g. the output of `heatpose synth`)")
-    if (args.calibration_data or args.reduce_range) and not args.int8:
-        p.error("--calibration-data and --reduce-range are for --int8 exports only")
-    if args.int8 and not Path(args.calibration_data).is_dir():
-        p.error(f"--calibration-data {args.calibration_data}: no such directory")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``heatpose export`` with ``argv`` (the arguments after ``export``); exit status."""
-    parser = _parser()
-    args = parse_or_report(parser, argv)
-    if args is None:
-        return 2
-    try:
-        _check_int8(parser, args)
-    except UsageError as e:
-        print(e, file=sys.stderr)
-        return 2
-    from models.checkpoint import CheckpointError, load
-    from models.quantize import CalibrationError
-
-    try:
-        if args.detector or _is_zoo_detector(args.checkpoint):
-            from models.detector_export import export_detector
-            from models.zoo import ZooError
-
-            try:
-                return export_detector(args)
-            except ZooError as e:
-                raise ExportError(str(e)) from e
-        bundle = load(args.checkpoint)
-        if args.int8:
-            return _export_int8(bundle, args)
-        out = export_onnx(bundle.model, bundle.config, args.out, opset=args.opset)
-        print(f"wrote {out}: {bundle.config.name}, ResNet-{bundle.config.depth}, dynamic batch")
-        if not args.no_verify:
-            diff = max_abs_diff(bundle.model, out)
-            print(f"onnxruntime vs torch: max |diff| {diff:.2e} on random inputs")
-    except (CheckpointError, ExportError, CalibrationError, OSError) as e:
-        print(f"heatpose export: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def _is_zoo_detector(name: str) -> bool:
-    from models.zoo import ENTRIES
-
-    entry = ENTRIES.get(name)
-    return entry is not None and entry.kind == "detector"
-
-
-def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
-    """The fp32 export (a temporary file), calibration crops, the INT8 file; prints a summary."""
-    from models.backends import weights_sha256
-    from models.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
-
-    crops = calibration_crops(
-        bundle, args.calibration_data, count=args.calibration, split=args.calibration_split
-    )
-    out = Path(args.out)
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.is_dir() else None) as tmp:
-        fp32 = export_onnx(bundle.model, bundle.config, Path(tmp) / "fp32.onnx", opset=args.opset)
-        if not args.no_verify:
-            print(f"fp32 onnxruntime vs torch: max |diff| {max_abs_diff(bundle.model, fp32):.2e}")
-        sha = weights_sha256(bundle.model, bundle.config)
-        quantize_onnx(fp32, out, crops, source_sha256=sha, reduce_range=args.reduce_range)
-        diff, agree = int8_vs_fp32(fp32, out, crops)
-    c = bundle.config
-    print(f"wrote {out}: {c.name}, ResNet-{c.depth}, INT8 (QDQ), {len(crops)} calibration crops")
-    print(f"INT8 vs fp32 on them: max |diff| {diff:.2e}, heatmap maxima agree {agree:.1%}")
-    return 0

@@ -22,16 +22,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
+import torch
 
 from models.atomic_file import publish
-from models.export import INPUT_NAME, METADATA_KEY, ExportError, require
+from models.export import INPUT_NAME, METADATA_KEY, SOURCE_KEY, ExportError, require
+from models.predictor import Predictor, normalize_crops
 
 if TYPE_CHECKING:
-    import torch
-
     from models.checkpoint import ModelBundle
-    from models.model_config import ModelConfig
 
 __all__ = [
     "SOURCE_KEY",
@@ -40,11 +40,7 @@ __all__ = [
     "int8_vs_fp32",
     "quantize_onnx",
     "quantized_op_types",
-    "served_onnx",
 ]
-
-SOURCE_KEY = "heatpose_weights_sha256"
-"""ONNX metadata: :func:`models.backends.weights_sha256` of the checkpoint the file came from."""
 
 
 class CalibrationError(ValueError):
@@ -80,11 +76,6 @@ def calibration_crops(
         CalibrationError: the directory, annotation file or an image is missing or unreadable;
             the message names ``--calibration-data`` or the file.
     """
-    import cv2
-    import torch
-
-    from models.predictor import Predictor, normalize_crops
-
     root = Path(data)
     if not root.is_dir():
         raise CalibrationError(f"--calibration-data {root}: no such directory")
@@ -153,6 +144,7 @@ def quantize_onnx(
     """
     onnx = require("onnx")
     require("onnxruntime")
+    # onnxruntime is optional (heatpose[onnx]): imported where it is needed, after require()
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
     if crops.ndim != 4 or len(crops) == 0:
@@ -205,40 +197,6 @@ def int8_vs_fp32(fp32: str | Path, int8: str | Path, crops: np.ndarray) -> tuple
     a, q = outs
     same = a.reshape(*a.shape[:2], -1).argmax(-1) == q.reshape(*q.shape[:2], -1).argmax(-1)
     return float(np.abs(a - q).max()), float(same.mean())
-
-
-def served_onnx(
-    path: str | Path, backend: str, model: torch.nn.Module, config: ModelConfig
-) -> Path:
-    """``path`` checked as the file to serve for ``model`` (``HEATPOSE_ONNX``).
-
-    It must be a heatpose export whose stored config equals ``config`` and, where it records
-    the weights it came from (:data:`SOURCE_KEY`, INT8 exports do), come from ``model``'s.
-
-    Raises:
-        ExportError: another backend than ``onnxruntime``, no such file, not a heatpose ONNX
-            file, another config or other weights; the message says which.
-    """
-    from models.backends import weights_sha256
-    from models.export import read_onnx_config
-
-    if backend != "onnxruntime":
-        raise ExportError(
-            f"a given .onnx file is served by HEATPOSE_BACKEND=onnxruntime only, not {backend}"
-        )
-    p = Path(path)
-    stored = read_onnx_config(p)
-    if stored != config:
-        raise ExportError(
-            f"{p} stores the config of {stored.name!r} (ResNet-{stored.depth}, input "
-            f"{stored.input_size}), not the checkpoint's {config.name!r}: export it from "
-            "HEATPOSE_CHECKPOINT"
-        )
-    onnx = require("onnx")
-    meta = {m.key: m.value for m in onnx.load(str(p), load_external_data=False).metadata_props}
-    if SOURCE_KEY in meta and meta[SOURCE_KEY] != weights_sha256(model, config):
-        raise ExportError(f"{p} was exported from other weights than HEATPOSE_CHECKPOINT's")
-    return p
 
 
 def quantized_op_types(path: str | Path) -> dict[str, int]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from models.checkpoint import CheckpointError, check_state_dict, read_state_dict
 from models.crops import Pixels, check_image, device_pixels, host_pixels
-from models.detector import Detections, suppress
+from models.detections import Detections, suppress
 from models.rtmdet_net import STRIDES, RTMDetArch, RTMDetNet, fold_batchnorm
 
 __all__ = [

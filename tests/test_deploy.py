@@ -321,7 +321,7 @@ def test_dockerignore_keeps_secrets_and_bulk_out_and_the_build_inputs_in() -> No
     inside = [
         "pyproject.toml",
         "README.md",
-        "heatpose_cli.py",
+        "heatpose_cli/__init__.py",
         "app/main.py",
         "app/routes/ops.py",
         "models/zoo.py",
@@ -388,7 +388,7 @@ def test_compose_train_service() -> None:
     mounts = {re.sub(r"\$\{[^}]*\}", "HOST", v).split(":")[1]: v for v in train["volumes"]}
     assert mounts["/data/coco"].endswith(":ro") and "/outputs" in mounts
     assert train["shm_size"]
-    train_args = pytest.importorskip("training.train_args")
+    train_args = pytest.importorskip("heatpose_cli.train")
     flags = {s for a in train_args.build_parser()._actions for s in a.option_strings}
     assert {"--data-path", "--output-dir"} <= flags
 

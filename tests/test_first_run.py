@@ -56,7 +56,7 @@ def offline_env(home: Path) -> dict[str, str]:
 
 def heatpose(words: list[str]) -> list[str]:
     assert words[0] == "heatpose", words
-    return [sys.executable, str(ROOT / "heatpose_cli.py"), *words[1:]]
+    return [sys.executable, "-m", "heatpose_cli", *words[1:]]
 
 
 @pytest.mark.slow

@@ -250,7 +250,8 @@ def test_every_container_runs_a_command_the_image_has() -> None:
     from importlib.metadata import entry_points
 
     import heatpose_cli
-    from models import weights_cli, zoo
+    from heatpose_cli import weights as weights_cli
+    from models import zoo
 
     scripts = {e.name for e in entry_points(group="console_scripts")}
     assert {"heatpose", "torchrun"} <= scripts  # heatpose from pyproject.toml, torchrun: torch
@@ -279,7 +280,7 @@ def test_every_container_runs_a_command_the_image_has() -> None:
 def _check_torchrun(argv: list[str], container: dict[str, Any]) -> None:
     from torch.distributed.run import get_args_parser
 
-    from training.train_args import build_parser
+    from heatpose_cli.train import build_parser
 
     run = get_args_parser().parse_args(argv)
     assert run.module and run.training_script == "training.train"

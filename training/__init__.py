@@ -1,12 +1,13 @@
 """Training and evaluation of heatpose models on COCO-format keypoint data.
 
-Command lines: ``heatpose train`` (:mod:`training.train`, flags in :mod:`training.train_args`),
-``heatpose eval`` (:mod:`training.evaluate`), ``heatpose synth`` (:mod:`training.synthetic`),
-``python -m training.learning_curve``. The names below are the package's public API for code.
+The command lines (``heatpose train|eval|synth``, ``python -m training.learning_curve`` ...) are
+in :mod:`heatpose_cli`; the library functions they call are here (:func:`training.train.run`,
+:func:`training.evaluate.run`, :func:`training.synthetic.run`). The names below are the
+package's public API for code.
 
 They are imported on first use (PEP 562 ``__getattr__``, as scientific Python's lazy loading
-does), not when the package is: the command-line parsers live in this package and must not
-pull in torch before ``--help`` has answered.
+does), not when the package is: importing one light module of it (``training.keypoint_spec``'s
+names, say) must not pull in torch.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """COCO keypoint evaluation through the shared pipeline (:class:`models.pipeline.PosePipeline`).
 
 ``heatpose eval --checkpoint X --data-path D [--split val2017] [--boxes gt|detector|det.json]
-[--detector NAME_OR_FILE]`` (flags in :mod:`training.evaluate_args`; ``--split`` may be left
+[--detector NAME_OR_FILE]`` (flags in :mod:`heatpose_cli.eval`; ``--split`` may be left
 out when the data set has one split) runs every person through the pipeline ``heatpose
 predict`` and the service use: the ground-truth boxes (score 1, the default) or those of a
 COCO detection-results file (with its scores) go in as client boxes; with ``--boxes detector``
@@ -55,7 +55,6 @@ from training.eval_pipeline import (
     pose_predictions,
     predict_split,
 )
-from training.evaluate_args import parse_args
 
 
 def ground_truth_boxes(coco: Any, image_dir: Path, category_id: int | None = None) -> Boxes:
@@ -183,7 +182,7 @@ def resolve_split(data_path: Path, split: str | None) -> str:
 
 
 def run(args: Any) -> int:
-    """Evaluate as the parsed flags say (:func:`training.evaluate_args.parse_args`); prints the
+    """Evaluate as the parsed flags say (:func:`heatpose_cli.eval.parse_args`); prints the
     AP table and the results file; exit status (2 with one line naming a bad file or split)."""
     single_threaded_opencv()
     try:
@@ -245,10 +244,7 @@ def run(args: Any) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.evaluate``: the flags of ``heatpose eval``; exit status."""
-    return run(parse_args(argv))
+if __name__ == "__main__":  # python -m training.evaluate (docs): `heatpose eval`
+    from heatpose_cli.eval import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-from training.cli_args import ArgumentParser
-
 
 def read_metrics(path: Path) -> dict[str, list[dict]]:
     """The JSON lines of ``path`` grouped by their ``type`` (a resumed run appends to it)."""
@@ -66,23 +64,7 @@ def plot(groups: dict[str, list[dict]], out: Path, title: str = "") -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 for a missing or unreadable file)."""
-    parser = ArgumentParser(prog="python -m training.learning_curve", description=__doc__)
-    parser.add_argument("metrics", type=Path, help="a run's metrics.jsonl")
-    parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--title", default="", help="figure title")
-    args = parser.parse_args(argv)
-    if not args.metrics.is_file():
-        parser.error(f"metrics file not found: {args.metrics}")
-    try:
-        groups = read_metrics(args.metrics)
-    except (json.JSONDecodeError, OSError) as e:
-        parser.error(f"cannot read {args.metrics}: {e}")
-    plot(groups, args.out, args.title)
-    print(f"wrote {args.out}")
-    return 0
+if __name__ == "__main__":  # python -m training.learning_curve (docs)
+    from heatpose_cli.learning_curve import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 """A synthetic COCO-format keypoint data set of procedurally drawn figures (no download needed).
 
 ``heatpose synth --out DIR --train N --val M --seed S [--skeleton animal]`` (flags in
-:mod:`training.synthetic_args`) writes
+:mod:`heatpose_cli.synth`) writes
 
 - ``DIR/train/000000000001.jpg`` ... and ``DIR/val/...`` (JPEG, BGR as cv2 writes them),
 - ``DIR/annotations/person_keypoints_train.json`` and ``..._val.json`` (COCO keypoints format,
@@ -35,7 +35,6 @@ import numpy as np
 
 from models.keypoints import COCO_KEYPOINTS
 from training import synthetic_animal
-from training.synthetic_args import parse_args
 from training.synthetic_people import draw_person, sample_person
 
 SPLITS = ("train", "val")
@@ -276,7 +275,7 @@ def write_split(
 
 
 def run(args: Any) -> int:
-    """Write the data set the parsed flags describe (:func:`training.synthetic_args.parse_args`);
+    """Write the data set the parsed flags describe (:func:`heatpose_cli.synth.parse_args`);
     exit status (2 with one line naming ``--out`` when it cannot be written)."""
     try:
         for split, count in (("train", args.train), ("val", args.val)):
@@ -300,10 +299,7 @@ def run(args: Any) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.synthetic``: the flags of ``heatpose synth``; exit status."""
-    return run(parse_args(argv))
+if __name__ == "__main__":  # python -m training.synthetic (docs): `heatpose synth`
+    from heatpose_cli.synth import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -10,12 +10,9 @@ set), the people here stand in a row, each in its own column, head to feet insid
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-import cv2
 import numpy as np
 
-from training.cli_args import ArgumentParser, non_negative_int
 from training.synthetic import background
 from training.synthetic_people import draw_person, sample_person
 
@@ -41,24 +38,7 @@ def people_scene(
     return img, np.asarray(keypoints, dtype=np.float64).reshape(people, -1, 2)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (2 when the file cannot be written)."""
-    parser = ArgumentParser(prog="python -m training.synthetic_scene", description=__doc__)
-    add = parser.add_argument
-    add("--out", required=True, type=Path, help="output image (.jpg or .png)")
-    add("--people", type=non_negative_int("--people"), default=3, help="persons in the row")
-    add("--seed", type=int, default=0, help="random seed (the image is a function of it)")
-    add("--width", type=non_negative_int("--width"), default=640, help="image width, px")
-    add("--height", type=non_negative_int("--height"), default=480, help="image height, px")
-    add("--quality", type=non_negative_int("--quality"), default=85, help="JPEG quality")
-    args = parser.parse_args(argv)
-    img, _ = people_scene(args.seed, width=args.width, height=args.height, people=args.people)
-    if not cv2.imwrite(str(args.out), img, [cv2.IMWRITE_JPEG_QUALITY, args.quality]):
-        print(f"error: cannot write --out {args.out}", file=sys.stderr)
-        return 2
-    print(f"{args.out}: {args.width}x{args.height}, {args.people} person(s)")
-    return 0
+if __name__ == "__main__":  # python -m training.synthetic_scene (README)
+    from heatpose_cli.synth_scene import main
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

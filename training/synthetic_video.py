@@ -21,17 +21,14 @@ fresh sensor noise per frame.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from models.video_files import write_video, write_y4m
-from training.cli_args import ArgumentParser
 from training.synthetic import background, visibility
 from training.synthetic_people import (
     L_ANK,
@@ -237,38 +234,7 @@ WRITERS: dict[str, Callable[..., int]] = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: write one scene as a video file and its truth JSON; returns the exit status."""
-    parser = ArgumentParser(
-        prog="python -m training.synthetic_video", description=__doc__.splitlines()[0]
-    )
-    add = parser.add_argument
-    add("--scene", required=True, choices=SCENES, help="what happens in the video")
-    add("--out", required=True, type=Path, help="video file: .y4m, .mp4 or .avi")
-    add("--width", type=int, default=320, help="frame width, px (even)")
-    add("--height", type=int, default=240, help="frame height, px (even)")
-    add("--fps", type=float, default=30.0, help="frames per second")
-    add("--speed", type=float, default=96.0, help="walking speed, px/s")
-    add("--seed", type=int, default=0, help="random seed")
-    a = parser.parse_args(argv)
-    if a.out.suffix.lower() not in WRITERS:
-        parser.error(f"--out {a.out}: the suffix must be one of {', '.join(WRITERS)}")
-    if a.width < 64 or a.height < 64 or a.width % 2 or a.height % 2:
-        parser.error("--width and --height must be even and at least 64 pixels")
-    if a.fps <= 0 or a.speed <= 0:
-        parser.error("--fps and --speed must be positive")
-    video = make_video(
-        a.scene, width=a.width, height=a.height, fps=a.fps, speed=a.speed, seed=a.seed
-    )
-    try:
-        n = WRITERS[a.out.suffix.lower()](a.out, video.frames, a.fps)
-        a.out.with_suffix(".json").write_text(json.dumps(truth_to_json(video)))
-    except OSError as e:
-        print(f"error: cannot write --out {a.out}: {e}", file=sys.stderr)
-        return 2
-    print(f"{a.scene}: {n} frames {a.width}x{a.height} at {a.fps:g} fps -> {a.out}")
-    return 0
+if __name__ == "__main__":  # python -m training.synthetic_video (docs)
+    from heatpose_cli.synth_video import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -1,7 +1,7 @@
 """Train a PoseResNet on COCO-format keypoints: ``heatpose train`` or ``python -m training.train``
 (one process), ``torchrun --nproc_per_node=N -m training.train`` (DDP; NCCL on CUDA, gloo on CPU).
 
-Flags (:mod:`training.train_args`) follow torchvision's references; defaults are the published
+Flags (:mod:`heatpose_cli.train`) follow torchvision's references; defaults are the published
 SimpleBaselines/mmpose COCO recipe (ResNet-50 256x192, Adam 5e-4, 500 warm-up iterations, x0.1
 at epochs 170 and 200 of 210, 64 images a process on 8 GPUs = 512). Files in ``--output-dir``:
 ``resume.pt`` (every epoch, atomic), ``last.safetensors`` and ``best.safetensors`` (our model
@@ -53,7 +53,6 @@ from training.resume import (
     save_resume,
 )
 from training.run_log import RunLog, checkpoint_summary, weights_digest
-from training.train_args import parse_args
 from training.transforms import AugmentParams, TopDownTransform
 
 
@@ -267,7 +266,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
 
 
 def run(args: Any) -> int:
-    """Train as the parsed flags say (:func:`training.train_args.parse_args`); exit status
+    """Train as the parsed flags say (:func:`heatpose_cli.train.parse_args`); exit status
     (2 for bad data or files, with one line naming them)."""
     single_threaded_opencv()
     info = init_dist(args.device)
@@ -286,10 +285,7 @@ def run(args: Any) -> int:
         cleanup(info)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m training.train``: the flags of ``heatpose train``; exit status."""
-    return run(parse_args(argv))
+if __name__ == "__main__":  # torchrun -m training.train (deploy files): `heatpose train`
+    from heatpose_cli.train import main
 
-
-if __name__ == "__main__":
     sys.exit(main())

@@ -59,7 +59,7 @@ def model_summary(
         skeleton=[[int(a), int(b)] for a, b in spec.skeleton],
         input_size=Size(width=w, height=h),
         flip_test=bool(options.flip_test),
-        decode=options.decode or predictor.decode_mode,  # type: ignore[arg-type]
+        decode=options.decode_mode or predictor.decode_mode,  # type: ignore[arg-type]
         detection_off=detection_off,
     )
 

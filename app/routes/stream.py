@@ -274,7 +274,7 @@ class Connection:
                 frame.data,
                 name,
                 s.max_image_pixels,
-                limiter=self.service.decode_limiter,
+                limiter=self.service.image_work_limiter,
             )
             plan = self.tracker.plan(image.width, image.height)
             boxes = None if plan.boxes is None else [plan.boxes]

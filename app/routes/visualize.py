@@ -74,7 +74,7 @@ async def visualize(
     raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
     service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
     async with pixel_lease(request, deadline) as pixels:
-        limiter = service.decode_limiter
+        limiter = service.image_work_limiter
         seen = [n is None for n in service.pose_needs(raw_boxes, 1, options)]  # detector's
         (image,) = await read_images([file], service.settings, limiter, lease=pixels, detected=seen)
         (people,) = await service.predict(
@@ -114,7 +114,7 @@ async def _draw(
         return encode_png(out)
 
     check_deadline(deadline, "before rendering")
-    png = await anyio.to_thread.run_sync(draw, limiter=service.decode_limiter)
+    png = await anyio.to_thread.run_sync(draw, limiter=service.image_work_limiter)
     check_deadline(deadline, "while rendering")
     return png
 

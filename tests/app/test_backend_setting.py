@@ -12,10 +12,10 @@ import pytest
 import heatpose_cli
 from app.settings import SettingsError, load_settings
 from app.startup import StartupError
+from heatpose_cli import synth as synthetic
 from models.checkpoint import load
 from models.predictor import Predictor
 from tests.helpers.images import encode
-from training import synthetic
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from app.overlay import box_label
-from app.predict_args import parser
-from app.predict_cli import main as predict_main
 from app.schemas import ImageResult, ModelSummary
+from heatpose_cli.predict import main as predict_main
+from heatpose_cli.predict_flags import parser
 from tests.app.test_api import image
 from tests.app.test_detection import StandIn, upload
 

@@ -82,7 +82,7 @@ async def test_service_runs_the_detector_on_onnxruntime(serve_app, tmp_path: Pat
 def test_predict_cli_takes_an_rtmdet_file(app_checkpoint: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from app.predict_cli import main
+    from heatpose_cli.predict import main
 
     weights = write_rtmdet(tmp_path / "rtmdet_nano.pth")
     image = photos()[2]

@@ -63,7 +63,7 @@ def test_bad_values_are_one_line_naming_the_variable(monkeypatch, var: str, valu
 
 
 def test_serve_refuses_a_bad_device_list_in_one_line(monkeypatch, tmp_path, capsys) -> None:
-    from app.cli import main
+    from heatpose_cli.serve import main
 
     monkeypatch.chdir(tmp_path)  # no .env
     monkeypatch.setenv("HEATPOSE_DEVICE", "cuda:0;cuda:1")

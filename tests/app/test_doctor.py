@@ -1,4 +1,4 @@
-"""``heatpose doctor`` (app/doctor.py): the self-check printed, and its exit status; and the exit
+"""``heatpose doctor`` (heatpose_cli/doctor.py): the self-check printed, and its exit status; and the exit
 status of ``heatpose serve`` when a named acceleration fails its self-check."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def test_serve_exits_2_when_a_named_acceleration_fails(app_checkpoint) -> None:
         "from models import geometry\n"
         "def broken(*a, **k):\n    raise RuntimeError('cropper stand-in')\n"
         "geometry.crop_persons_batched = broken\n"
-        "from app.cli import main\n"
+        "from heatpose_cli.serve import main\n"
         "sys.exit(main(['--port', '0']))\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEATPOSE_")}

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.predict_cli import main
 from app.schemas import ImageResult, ModelSummary
+from heatpose_cli.predict import main
 from models.checkpoint import load
 from models.keypoints import COCO_KEYPOINTS
 from models.predictor import Predictor

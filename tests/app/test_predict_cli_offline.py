@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.predict_cli import main
+from heatpose_cli.predict import main
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """One per-frame logic: ``heatpose predict VIDEO`` and ``WS /v1/stream`` give the same message
 for the same frames and options (detector frames, followed tracks, tracking, smoothing).
 
-The same synthetic video goes (a) as an MP4 through the CLI (``app.predict_cli.main``) and (b)
+The same synthetic video goes (a) as an MP4 through the CLI (``heatpose_cli.predict.main``) and (b)
 frame by frame, as lossless PNGs of the very frames the CLI decoded from that MP4, through a
 stream of the real app (the tiny pose checkpoint of ``conftest.py``; the person detector, when
 there is one, a stand-in that knows the true boxes). Every frame's JSON line must equal the
@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from app.predict_cli import main
-from app.predict_video import probe, read_frames
+from heatpose_cli.predict import main
+from heatpose_cli.predict_video import probe, read_frames
 from models.video_files import write_video
 from tests.app.test_stream import TruthDetector, encode
 from training.synthetic_video import make_video

@@ -11,10 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from models.backends import BACKENDS, BackendError, create, weights_sha256
+from models.backends import BACKENDS, BackendError, create
 from models.checkpoint import ModelBundle, load, save
 from models.export import read_onnx_config
 from models.predictor import Predictor
+from models.weights_digest import weights_sha256
 
 
 def _crops(batch: int, seed: int) -> np.ndarray:

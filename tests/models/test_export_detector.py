@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from heatpose_cli import export as export_cli
 from models import export
 from models.backends import BackendError
 from models.detector_backends import ServedDetector, detector_buckets, served_detector
@@ -134,7 +135,7 @@ def test_tensorrt_without_cuda_is_a_clear_error(nano: RTMDetector, tmp_path: Pat
 def test_heatpose_export_writes_a_detector(tmp_path: Path, capsys) -> None:
     weights = write_rtmdet(tmp_path / "rtmdet_nano.pth")
     out = tmp_path / "detector.onnx"
-    assert export.main([str(weights), "--detector", "--format", "onnx", "--out", str(out)]) == 0
+    assert export_cli.main([str(weights), "--detector", "--format", "onnx", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "person-rtmdet-nano detector, input 320x320" in printed and "NMS outside" in printed
     boxes_diff = float(printed.split("boxes ")[-1].split()[0])
@@ -148,7 +149,7 @@ def test_exporting_a_two_stage_detector_is_one_clear_line(tmp_path: Path, capsys
     weights = tmp_path / "frcnn.pth"
     torch.save(build_torchvision_model("person-frcnn-mbv3").state_dict(), weights)
     out = tmp_path / "x.onnx"
-    assert export.main([str(weights), "--detector", "--format", "onnx", "--out", str(out)]) == 2
+    assert export_cli.main([str(weights), "--detector", "--format", "onnx", "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "only RTMDet detectors" in err[0]
     assert not out.exists()

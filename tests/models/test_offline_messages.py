@@ -27,8 +27,8 @@ def test_offline_hint_gives_the_readme_recipe_that_runs_without_downloads() -> N
 
 
 def test_offline_hint_commands_parse_and_train_from_scratch() -> None:
-    from training.synthetic_args import build_parser as synth_parser
-    from training.train_args import build_parser as train_parser
+    from heatpose_cli.synth import build_parser as synth_parser
+    from heatpose_cli.train import build_parser as train_parser
 
     synth, train = [c for c in suggested_commands(zoo.OFFLINE_HINT) if c[1] in ("synth", "train")]
     synth_parser().parse_args(synth[2:])

@@ -11,13 +11,13 @@ import pytest
 import torch
 
 import heatpose_cli
+from heatpose_cli import synth as synthetic
 from models.backends import BackendError, create
 from models.checkpoint import ModelBundle, save
 from models.export import export_onnx, read_onnx_config
 from models.model_config import ModelConfig
 from models.predictor import Predictor, normalize_crops
 from models.quantize import calibration_crops, quantized_op_types
-from training import synthetic
 
 
 @pytest.fixture(scope="module")

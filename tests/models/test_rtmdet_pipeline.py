@@ -17,7 +17,8 @@ from safetensors import safe_open
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.ops import batched_nms
 
-from models import weights_cli, zoo
+from heatpose_cli import weights as weights_cli
+from models import zoo
 from models.checkpoint import DETECTOR_KEY, read_state_dict
 from models.detector import load_detector
 from models.rtmdet import (

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from heatpose_cli.weights import main
 from models.checkpoint import load, read_config
 from models.network import PoseResNet
-from models.weights_cli import main
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,8 @@ from torchvision.models.detection import (
     KeypointRCNN_ResNet50_FPN_Weights,
 )
 
-from models import weights_cli, zoo
+from heatpose_cli import weights as weights_cli
+from models import zoo
 from models.checkpoint import DETECTOR_KEY, CheckpointError, load, read_state_dict
 from models.detector import ARCHS, PersonDetector, load_detector
 from models.network import PoseResNet

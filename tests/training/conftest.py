@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training import synthetic
+from heatpose_cli import synth as synthetic
 from training.synthetic_video import SyntheticVideo, make_video
 
 

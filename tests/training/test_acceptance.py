@@ -18,12 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from heatpose_cli import train as train_cli
+from heatpose_cli.train import parse_args
 from models.checkpoint import load, read_config
 from models.network import PoseResNet
 from training import train
 from training.engine import evaluate_model
 from training.resume import load_resume
-from training.train_args import parse_args
 
 # a training run; the timeout is generous: the CPUs are shared with other jobs
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -51,9 +52,9 @@ def runs(module_tmp: Callable[[str], Path], make_synthetic) -> dict[str, Path]:
     root = module_tmp("accept")
     data = make_synthetic("accept-data", "--train 8 --val 0 --seed 11 --width 256 --height 192")
     full, resumed = root / "full", root / "resumed"
-    assert train.main([*_argv(data, full), "--keep-resume"]) == 0
+    assert train_cli.main([*_argv(data, full), "--keep-resume"]) == 0
     saved = full / f"resume_epoch{EPOCHS - 1}.pt"
-    assert train.main([*_argv(data, resumed), "--resume", str(saved)]) == 0
+    assert train_cli.main([*_argv(data, resumed), "--resume", str(saved)]) == 0
     return {"data": data, "full": full, "resumed": resumed, "saved": saved}
 
 

@@ -12,18 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from heatpose_cli import eval as evaluate
+from heatpose_cli import eval as evaluate_args
+from heatpose_cli import learning_curve, train
+from heatpose_cli import synth as synthetic
+from heatpose_cli import synth as synthetic_args
+from heatpose_cli import train as train_args
 from models.checkpoint import read_config, save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
-from training import (
-    evaluate,
-    evaluate_args,
-    learning_curve,
-    synthetic,
-    synthetic_args,
-    train,
-    train_args,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 

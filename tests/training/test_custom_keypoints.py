@@ -20,12 +20,14 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from heatpose_cli import synth as synthetic
+from heatpose_cli import train
 from models.checkpoint import ModelBundle, build_model, load, read_config, save
 from models.codec import HeatmapCodec
 from models.keypoints import COCO_KEYPOINTS
 from models.model_config import ModelConfig
 from models.predictor import Predictor
-from training import synthetic, synthetic_animal, train
+from training import synthetic_animal
 from training.evaluate import evaluate
 from training.init_from import copy_weights, load_source
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from training import train
+from heatpose_cli import train
 from training.data_checks import SHOWN, used_image_files
 
 FLAGS = (

@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
+from heatpose_cli import eval as evaluate_module
+from heatpose_cli import synth as synthetic
 from models.checkpoint import load, save
 from models.detector import Detections
 from models.model_config import ModelConfig
@@ -23,8 +25,6 @@ from models.network import PoseResNet
 from models.persons import PersonBoxes
 from models.pipeline import PipelineOptions, PosePipeline
 from models.predictor import Predictor
-from training import evaluate as evaluate_module
-from training import synthetic
 from training.data import load_coco, read_image
 from training.eval_pipeline import coco_options, predict_split
 from training.evaluate import detection_boxes, evaluate
@@ -117,7 +117,7 @@ def test_cli_boxes_detector(data: Path, tmp_path: Path, monkeypatch, capsys) -> 
     codec = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
     save(ckpt, PoseResNet(18, 17), ModelConfig(depth=18, codec_params=codec))
     double = GroundTruthDetector(data, "val", noise=0.06)
-    monkeypatch.setattr(evaluate_module, "load_detector", lambda name, device: double)
+    monkeypatch.setattr("training.evaluate.load_detector", lambda name, device: double)
     out = tmp_path / "out" / "kps.json"
     args = ["--checkpoint", str(ckpt), "--data-path", str(data), "--split", "val", "-j", "0"]
     args += ["--boxes", "detector", "--detector", "x", "--output", str(out), "--device", "cpu"]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from heatpose_cli import eval as evaluate_module
+from heatpose_cli import synth as synthetic
 from models.checkpoint import save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
 from tests.models.lively_rtmdet import write_rtmdet
 from tests.training.test_eval_detector import GroundTruthDetector
-from training import evaluate as evaluate_module
-from training import synthetic
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_auto_is_rtmdet_nano_on_the_cpu(data: Path, tmp_path: Path, monkeypatch,
         asked.append(name)
         return GroundTruthDetector(data, "val", noise=0.06)
 
-    monkeypatch.setattr(evaluate_module, "load_detector", load)
+    monkeypatch.setattr("training.evaluate.load_detector", load)
     assert evaluate_module.main([*eval_args(data, tmp_path, "auto"), "--device", "cpu"]) == 0
     assert asked == ["person-rtmdet-nano"]
     assert "AR100" in capsys.readouterr().out

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from heatpose_cli import train
+from heatpose_cli.train import DEFAULT_OKS_SIGMA, parse_args
 from models.keypoints import COCO_KEYPOINTS
-from training import train
 from training.data import DataError
 from training.keypoint_spec import (
     check_annotations,
@@ -20,7 +21,6 @@ from training.keypoint_spec import (
     spec_for_training,
 )
 from training.synthetic_animal import NAMES as ANIMAL
-from training.train_args import DEFAULT_OKS_SIGMA, parse_args
 
 
 @pytest.mark.parametrize(
@@ -196,7 +196,7 @@ def test_files_override_pairs_sigmas_and_halves(tmp_path: Path) -> None:
 
 def test_person_data_gives_the_coco_spec(tmp_path: Path) -> None:
     root = tmp_path / "data"
-    from training import synthetic
+    from heatpose_cli import synth as synthetic
 
     synthetic.main(
         ["--out", str(root), "--train", "1", "--val", "1", "--width", "64", "--height", "64"]

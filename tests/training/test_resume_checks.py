@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from heatpose_cli import train
 from models.checkpoint import save
 from models.model_config import ModelConfig
 from models.network import PoseResNet
-from training import train
 from training.resume import ResumeError, load_resume, restore_model
 
 

@@ -13,6 +13,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from heatpose_cli import synth
 from models.keypoints import COCO_KEYPOINTS
 from training import synthetic
 from training.synthetic_people import sample_person
@@ -24,7 +25,7 @@ W, H = 320, 240
 def dataset(module_tmp: Callable[[str], Path]) -> Path:
     out = module_tmp("synth")
     argv = ["--out", str(out), "--train", "24", "--val", "6", "--seed", "3"]
-    assert synthetic.main([*argv, "--width", str(W), "--height", str(H)]) == 0
+    assert synth.main([*argv, "--width", str(W), "--height", str(H)]) == 0
     return out
 
 
@@ -110,7 +111,7 @@ def test_visibility_against_hand_built_owner_map() -> None:
 def test_deterministic_for_seed_and_worker_count(tmp_path: Path) -> None:
     def run(out: Path, seed: int, workers: int) -> tuple[str, list[bytes]]:
         argv = ["--out", str(out), "--train", "5", "--val", "0", "--seed", str(seed)]
-        assert synthetic.main([*argv, "--width", "160", "--height", "128", "-j", str(workers)]) == 0
+        assert synth.main([*argv, "--width", "160", "--height", "128", "-j", str(workers)]) == 0
         ann = (out / "annotations" / "person_keypoints_train.json").read_text()
         return ann, [p.read_bytes() for p in sorted((out / "train").glob("*.jpg"))]
 
@@ -149,7 +150,7 @@ def test_bad_flags_are_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], needle: str
 ) -> None:
     with pytest.raises(SystemExit) as e:
-        synthetic.main(["--out", str(tmp_path / "o"), *argv])
+        synth.main(["--out", str(tmp_path / "o"), *argv])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and "\n" not in err and "Traceback" not in err

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
+from heatpose_cli import synth
 from training import synthetic
 from training.synthetic_animal import (
     LB_PAW,
@@ -35,7 +36,7 @@ W, H = 320, 240
 def dataset(module_tmp: Callable[[str], Path]) -> Path:
     out = module_tmp("animals")
     argv = ["--out", str(out), "--train", "24", "--val", "0", "--seed", "5", "--skeleton", "animal"]
-    assert synthetic.main([*argv, "--width", str(W), "--height", str(H)]) == 0
+    assert synth.main([*argv, "--width", str(W), "--height", str(H)]) == 0
     return out
 
 
@@ -76,6 +77,6 @@ def test_pose_facing_sets_left_and_right() -> None:
 
 
 def test_the_command_line_offers_every_skeleton() -> None:
-    from training.synthetic_args import SKELETON_NAMES
+    from heatpose_cli.synth import SKELETON_NAMES
 
     assert tuple(synthetic.SKELETONS) == SKELETON_NAMES

@@ -5,7 +5,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.synthetic_scene import main, people_scene
+from heatpose_cli.synth_scene import main
+from training.synthetic_scene import people_scene
 
 
 def test_people_stand_in_their_own_columns_inside_the_image() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from heatpose_cli import synth_video
 from training import synthetic_video as sv
 
 
@@ -77,7 +78,7 @@ def test_leaving_person_is_absent_then_back(leave: sv.SyntheticVideo) -> None:
 def test_cli_writes_y4m_and_truth_json(tmp_path: Path) -> None:
     out = tmp_path / "clip.y4m"
     argv = ["--scene", "static", "--out", str(out), "--width", "96", "--height", "64", "--fps", "5"]
-    assert sv.main(argv) == 0
+    assert synth_video.main(argv) == 0
     header = out.read_bytes().split(b"\n", 1)[0]
     assert header == b"YUV4MPEG2 W96 H64 F5:1 Ip A1:1 C420jpeg"
     truth = json.loads(out.with_suffix(".json").read_text())
@@ -89,7 +90,7 @@ def test_cli_writes_y4m_and_truth_json(tmp_path: Path) -> None:
 
 def test_cli_names_the_bad_flag(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
-        sv.main(["--scene", "static", "--out", str(tmp_path / "clip.gif")])
+        synth_video.main(["--scene", "static", "--out", str(tmp_path / "clip.gif")])
     assert e.value.code == 2 and "--out" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown scene"):
         sv.make_video("dancing")

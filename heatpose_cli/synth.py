@@ -1,4 +1,4 @@
-"""Command-line flags of ``heatpose synth``, and its entry point.
+"""``heatpose synth``: its flags and its entry point.
 
 OpenCV and numpy are imported only once the flags are parsed, so ``--help`` answers at once;
 :func:`training.synthetic.run` draws and writes the images.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.cli_args import ArgumentParser, non_negative_int
+from heatpose_cli.args import ArgumentParser, non_negative_int
 
 SKELETON_NAMES = ("person", "animal")
 """The figures ``--skeleton`` offers: the keys of :data:`training.synthetic.SKELETONS`."""

@@ -1,4 +1,11 @@
-"""The ``heatpose`` console script: one front door, subcommands imported lazily.
+"""The ``heatpose`` console script: every command line of the project, in one package.
+
+One module per command (``heatpose_cli.serve``, ``.doctor``, ``.predict``, ``.train``,
+``.eval``, ``.synth``, ``.weights``, ``.export``), each with one ``main(argv) -> int``; the
+argument parser they share is :mod:`heatpose_cli.args`. This package imports ``app``,
+``models`` and ``training``; they never import it (``tests/test_quality.py``), except the
+``python -m`` entry points kept for deploy files (``python -m app``, ``torchrun -m
+training.train``), which call the command's ``main`` here.
 
 ``heatpose serve`` imports only the service (never the training code), ``heatpose train``
 only the trainer, and so on: each subcommand's module is imported when it is chosen. Each
@@ -13,14 +20,17 @@ import sys
 
 # subcommand -> (module with main(argv) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("app.cli", "start the inference service (uvicorn)"),
-    "doctor": ("app.doctor", "check the configured request path on this host (new node types)"),
-    "predict": ("app.predict_cli", "keypoints of the persons in images and videos, no server"),
-    "train": ("training.train_args", "train a model (torchrun-compatible)"),
-    "eval": ("training.evaluate_args", "evaluate a checkpoint with COCO OKS AP"),
-    "synth": ("training.synthetic_args", "write a synthetic COCO-format keypoint data set"),
-    "weights": ("models.weights_cli", "list, fetch or import published weights"),
-    "export": ("models.export", "export a checkpoint for ONNX Runtime / TensorRT (ONNX)"),
+    "serve": ("heatpose_cli.serve", "start the inference service (uvicorn)"),
+    "doctor": (
+        "heatpose_cli.doctor",
+        "check the configured request path on this host (new node types)",
+    ),
+    "predict": ("heatpose_cli.predict", "keypoints of the persons in images and videos, no server"),
+    "train": ("heatpose_cli.train", "train a model (torchrun-compatible)"),
+    "eval": ("heatpose_cli.eval", "evaluate a checkpoint with COCO OKS AP"),
+    "synth": ("heatpose_cli.synth", "write a synthetic COCO-format keypoint data set"),
+    "weights": ("heatpose_cli.weights", "list, fetch or import published weights"),
+    "export": ("heatpose_cli.export", "export a checkpoint for ONNX Runtime / TensorRT (ONNX)"),
 }
 
 

@@ -3,9 +3,9 @@
 No server: :class:`models.pipeline.PosePipeline` runs in this process. Images (files, or
 folders searched recursively) give one JSON per image in the ``/predict`` schema (or one COCO
 results file with ``--format coco``) and, with ``--overlay``, the PNG ``/visualize`` draws
-(:mod:`app.predict_images`). Each video gives JSON lines, one per frame, in the stream's message
-schema, with tracking and smoothing, and with ``--overlay`` an annotated MP4
-(:mod:`app.predict_video`).
+(:mod:`heatpose_cli.predict_images`). Each video gives JSON lines, one per frame, in the
+stream's message schema, with tracking and smoothing, and with ``--overlay`` an annotated MP4
+(:mod:`heatpose_cli.predict_video`).
 
 Arguments are parsed before anything heavy is imported, so ``--help`` and flag mistakes
 answer at once; every mistake (a flag value, a missing or unreadable file) ends in one line
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from app.predict_args import PROG, UsageError, check_args, is_cuda, parser
+from heatpose_cli.args import UsageError, report
+from heatpose_cli.predict_flags import PROG, check_args, is_cuda, parser
 
 if TYPE_CHECKING:
     from models.pipeline import Detector, PosePipeline
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None, *, detector: Detector | None = None) -> 
         check_args(args)
         inputs = find_inputs(args.paths)
         if inputs.videos:
-            from app.predict_video import probe
+            from heatpose_cli.predict_video import probe  # OpenCV: after the flags
 
             for video in inputs.videos:
                 probe(video)
@@ -172,14 +173,13 @@ def main(argv: list[str] | None = None, *, detector: Detector | None = None) -> 
         args.out.mkdir(parents=True, exist_ok=True)
         failed = 0
         if inputs.images:
-            from app.predict_images import run_images
+            from heatpose_cli.predict_images import run_images  # torch: after the flags
 
             failed += run_images(pipeline, inputs.images, args)
         for video in inputs.videos:
-            from app.predict_video import run_video
+            from heatpose_cli.predict_video import run_video
 
             run_video(pipeline, video, args)
     except UsageError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+        return report(PROG, e)
     return 2 if failed else 0

@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # imported after parsing: pydantic and the settings cost --help 0.3-0.5 s
     from app.settings import Settings
 
+from heatpose_cli.args import ArgumentParser
+
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """Flags -> settings overrides (only the flags given)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="heatpose serve",
+        formatter_class=argparse.HelpFormatter,  # the defaults are the settings' (HEATPOSE_*)
         description="Serve a pose checkpoint over HTTP. Every HEATPOSE_* variable applies; "
         "flags win over them.",
     )

@@ -1,4 +1,4 @@
-"""Command-line flags of ``heatpose eval``, and its entry point.
+"""``heatpose eval``: its flags and its entry point.
 
 Neither torch nor OpenCV is imported here until the flags are parsed, so ``--help`` and flag
 errors answer at once; :func:`training.evaluate.run` does the work.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heatpose_cli.args import ArgumentParser, non_negative_int
 from models.choices import DECODE_MODES
-from training.cli_args import ArgumentParser, non_negative_int
 
 
 def build_parser() -> ArgumentParser:

@@ -1,4 +1,4 @@
-"""Command-line flags of ``heatpose train`` (torchvision references style), and its entry point.
+"""``heatpose train``: its flags (torchvision references style) and its entry point.
 
 Defaults are the published SimpleBaselines / mmpose COCO recipe (docs/training.md): ResNet-50
 at 256x192, Adam lr 5e-4, 500-iteration linear warm-up from 0.001, x0.1 at epochs 170 and 200
@@ -6,7 +6,8 @@ of 210, batch 64 a process (x 8 GPUs = 512), ImageNet-pretrained backbone, evalu
 epochs.
 
 Neither torch nor the trainer is imported here until the flags are parsed: ``--help`` and flag
-errors answer at once. ``python -m training.train`` (and torchrun) reach the same parser.
+errors answer at once; :func:`training.train.run` does the work. ``python -m training.train``
+(and torchrun) reach the same :func:`main`.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from heatpose_cli.args import ArgumentParser, input_size, non_negative_int
 from models.choices import DECODE_MODES, DEPTHS
-from training.cli_args import ArgumentParser, input_size, non_negative_int
 
 
 def build_parser() -> ArgumentParser:

@@ -33,9 +33,9 @@ import numpy as np
 from tqdm import tqdm
 
 from app.overlay import PALETTE, draw_box, draw_skeleton
-from app.predict_args import UsageError
-from app.predict_images import pipeline_options
 from app.stream_session import frame_message
+from heatpose_cli.args import UsageError
+from heatpose_cli.predict_images import pipeline_options
 from models.keypoints import KeypointSpec
 from models.pipeline import PosePipeline
 from models.smoothing import OneEuroParams, savgol

@@ -24,10 +24,11 @@ from tqdm import tqdm
 from app.errors import ApiError
 from app.intake import DecodedImage, decode_image
 from app.overlay import encode_png, render
-from app.predict_args import PROG, UsageError
 from app.routes.predict import model_summary, person
 from app.service import PredictOptions
 from app.settings import Settings
+from heatpose_cli.args import UsageError
+from heatpose_cli.predict_flags import PROG
 from models.persons import PersonResult
 from models.pipeline import PipelineOptions, PosePipeline
 

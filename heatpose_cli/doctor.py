@@ -17,11 +17,14 @@ import argparse
 import sys
 from typing import Any
 
+from heatpose_cli.args import ArgumentParser
+
 
 def parse_args(argv: list[str]) -> dict[str, Any]:
     """Flags -> settings overrides (only the flags given)."""
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="heatpose doctor",
+        formatter_class=argparse.HelpFormatter,  # the defaults are the settings' (HEATPOSE_*)
         description="Check that the configured request path (nvJPEG decoding, device crops, "
         "the backend, AMP) agrees with the plain one on this host. Every HEATPOSE_* variable "
         "applies; flags win over them. Exit 0: serves as configured; 1: an automatic "

@@ -15,16 +15,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from heatpose_cli.args import ArgumentParser, parse_or_status
 from models.choices import DECODE_MODES, LAYOUTS
-from models.cli_parser import Parser, parse_or_report
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = Parser(
+    parser = ArgumentParser(
         prog="heatpose weights",
         description="List the weight zoo, fetch a zoo model, or import a published .pth.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the weight zoo and what is cached")
     fetch_p = sub.add_parser("fetch", help="download, verify and convert zoo models")
     fetch_p.add_argument(
@@ -70,9 +70,9 @@ def _list() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``heatpose weights`` with ``argv`` (the arguments after ``weights``); exit status."""
-    args = parse_or_report(_parser(), argv)
-    if args is None:
-        return 2
+    args = parse_or_status(_parser(), None if argv is None else list(argv))
+    if isinstance(args, int):
+        return args
     if args.command == "list":  # the table and the cache: no torch, answers at once
         _list()
         return 0

@@ -1,43 +1,16 @@
 """The flags of ``heatpose predict`` and their checks; imports nothing heavy (``--help`` and
-flag mistakes answer at once). A mistake is one line naming the flag, exit status 2."""
+flag mistakes answer at once). A mistake is one line naming the flag, exit status 2
+(:mod:`heatpose_cli.args`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
 
+from heatpose_cli.args import ArgumentParser, UsageError, number
 from models.smoothing import OneEuroParams
 
 PROG = "heatpose predict"
-
-
-class UsageError(Exception):
-    """A bad flag value or input path; the message names it (printed as one line, exit 2)."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
-def _number(kind: type, flag: str, lo: float, hi: float | None = None) -> Callable[[str], Any]:
-    """An argparse ``type``: ``kind`` (int or float) in ``[lo, hi]``; errors name ``flag``."""
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            span = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-            raise argparse.ArgumentTypeError(f"{flag} must be {span}, got {text}")
-        return value
-
-    return parse
 
 
 # (flag, type, least, most, default, help): the numeric flags, images first, then videos
@@ -119,7 +92,7 @@ NUMBERS: dict[str, list[tuple[str, type, float, float | None, float, str]]] = {
 
 def parser() -> argparse.ArgumentParser:
     """The flags of ``heatpose predict``."""
-    p = _Parser(
+    p = ArgumentParser(
         prog=PROG,
         description="Detect persons and their keypoints in images, folders of images and "
         "videos, without a server. Images: one JSON each, /predict's answer for that image: "
@@ -176,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     for title, flags in NUMBERS.items():
         group = p.add_argument_group(title)
         for flag, kind, lo, hi, default, text in flags:
-            group.add_argument(flag, type=_number(kind, flag, lo, hi), default=default, help=text)
+            group.add_argument(flag, type=number(kind, flag, lo, hi), default=default, help=text)
     return p
 
 
