@@ -104,7 +104,8 @@ def infer_body_halves(names: Sequence[str]) -> tuple[tuple[int, ...], tuple[int,
     """Upper and lower half (channel indices) from body-part words in the names, or ``None``
     when either half would have fewer than 2 keypoints. ``front``/``back`` (legs of animals)
     decide before joint words; names without a known word belong to neither half."""
-    upper, lower = [], []
+    upper: list[int] = []
+    lower: list[int] = []
     for i, name in enumerate(names):
         words = _words(name)
         for group, vocabulary in (
@@ -161,7 +162,8 @@ def sigmas_for(
         bad = [n for n, v in given.items() if not isinstance(v, (int, float)) or not v > 0]
         if bad:
             raise DataError(f"--oks-sigmas {path}: the sigma of {bad[0]!r} is not a number > 0")
-    out, source = [], {"file": [], "COCO": [], "default": []}
+    out: list[float] = []
+    source: dict[str, list[str]] = {"file": [], "COCO": [], "default": []}
     for n in names:
         kind = "file" if n in given else "COCO" if n in COCO_SIGMAS else "default"
         out.append(float(given.get(n, COCO_SIGMAS.get(n, default))))

@@ -137,7 +137,8 @@ def render(
     order = sorted(walkers, key=lambda w: w.depth)
     # Sensor noise (std 2): a few fields drawn once and cycled, to keep generation fast.
     noise = [np.rint(rng.normal(0.0, 2.0, size=bg.shape)).astype(np.int16) for _ in range(7)]
-    frames, truth = [], []
+    frames: list[np.ndarray] = []
+    truth: list[list[PersonTruth]] = []
     times = np.arange(num_frames) / fps
     for t in times:
         img = bg.copy()

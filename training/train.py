@@ -137,7 +137,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
     if args.sync_bn and info.distributed:
         model = convert_sync_batchnorm(model, info.device)
     # channels_last everywhere, as models.predictor runs it (evaluation uses that code).
-    model = model.to(info.device, memory_format=torch.channels_last)
+    model = model.to(info.device).to(memory_format=torch.channels_last)
     bare = model
 
     def evaluate_now(results: Path | None = None) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""``heatpose doctor`` (heatpose_cli/doctor.py): the self-check printed, and its exit status; and the exit
-status of ``heatpose serve`` when a named acceleration fails its self-check."""
+"""``heatpose doctor`` (heatpose_cli/doctor.py): the self-check printed, and its exit status;
+and the exit status of ``heatpose serve`` when a named acceleration fails its self-check."""
 
 from __future__ import annotations
 
