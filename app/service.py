@@ -34,7 +34,7 @@ from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.detector_batcher import DetectorBatcher
 from app.intake import DecodedImage
 from app.metrics import Metrics
-from app.reduction import PoseNeed, Reduction, client_boxes, whole_or_given
+from app.reduction import PoseNeed, Reduction
 from app.selfcheck import Report, check_service
 from app.settings import Settings
 from app.startup import (
@@ -46,12 +46,13 @@ from app.startup import (
     served_onnx_sha256,
 )
 from app.warmup import warm_detector, warm_replicas
+from models.box_plan import DetectMode, PipelineError, given_boxes, person_boxes, to_detect
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
 from models.detector_input import check_detectable, shrink_for_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
-from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
+from models.pipeline import Detector, sort_persons
 from models.predictor import Crops, Pixels, Predictor, split
 
 log = logging.getLogger("heatpose.app")
@@ -322,15 +323,14 @@ class PoseService:
         refused later by :meth:`predict`."""
         has = self.detector_batcher is not None
         size = self.model.input_size
-        out: list[PoseNeed | None] = []
-        for i in range(num_images):
-            given = None if boxes is None else boxes[i]
-            try:
-                detected = needs_detection(given, options.detect, has_detector=has)
-            except PipelineError:
-                detected = True
-            out.append(None if detected else PoseNeed(given, size))
-        return out
+        try:
+            seen = set(to_detect(boxes, options.detect, num_images=num_images, has_detector=has))
+        except PipelineError:
+            seen = set(range(num_images))
+        return [
+            None if i in seen else PoseNeed(None if boxes is None else boxes[i], size)
+            for i in range(num_images)
+        ]
 
     # ---------------------------------------------------------------- inference
     async def predict(
@@ -420,7 +420,7 @@ class PoseService:
         def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
             images, decoded = decode_timed()
             maps = [im.scale for im in images]
-            persons = whole_or_given(client_boxes(boxes, maps), maps)
+            persons = person_boxes(given_boxes(boxes, maps), {}, maps)
             pixels = [im.pixels for im in images]
             return images, decoded, self._crop(predictor, pixels, persons)
 
@@ -467,21 +467,18 @@ class PoseService:
     ) -> list[PersonBoxes]:
         """Per image where its persons are, in the decoded image's px: the caller's boxes
         (validated against the original image's size, then mapped by ``maps``), the
-        detector's (images chosen by :func:`models.pipeline.needs_detection`, through the
-        detector batcher), else the whole (original) image.
+        detector's (images chosen by :func:`models.box_plan.to_detect`, through the detector
+        batcher), else the whole (original) image (:mod:`models.box_plan`).
 
         Raises:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
             without a detector. UndetectableImage: an image the detector cannot take
             (:mod:`models.detector_input`). The detector batcher's exceptions (:mod:`app.batcher`).
         """
-        if boxes is not None and len(boxes) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        out = client_boxes(boxes, maps)
+        given = given_boxes(boxes, maps)
         has = self.detector_batcher is not None
-        todo = [
-            i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
-        ]
+        todo = to_detect(given, options.detect, num_images=len(images), has_detector=has)
+        found: dict[int, PersonBoxes] = {}
         if todo:
             assert self.detector_batcher is not None
             for i in todo:  # before the batch: an image it cannot resize fails no one else
@@ -490,17 +487,17 @@ class PoseService:
                 lambda: [shrink_for_detector(images[i]) for i in todo],
                 limiter=self.decode_limiter,
             )  # the detector's input size at most: its float copies stay small
-            found = await self.detector_batcher.submit(
+            detected = await self.detector_batcher.submit(
                 [im for im, _, _ in small],
                 bbox_thr=options.bbox_thr,
                 max_persons=options.max_persons,
                 deadline=deadline,
             )
-            for i, p, (_, fx, fy) in zip(todo, found, small, strict=True):
+            for i, p, (_, fx, fy) in zip(todo, detected, small, strict=True):
                 h, w = images[i].shape[:2]
                 p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
-                out[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
-        return whole_or_given(out, maps)
+                found[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
+        return person_boxes(given, found, maps)
 
     def _crop(
         self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]
