@@ -28,7 +28,7 @@ from models.box_plan import (
     to_detect,
 )
 from models.codec import DecodeMode
-from models.crops import Crops, Pixels, split
+from models.crops import Pixels
 from models.persons import PersonBoxes, PersonResult
 from models.predictor import Predictor
 
@@ -229,19 +229,11 @@ class PosePipeline:
             raise ValueError(f"got {len(images)} images but {len(persons)} person box lists")
         pred = self.predictor
         crops = [pred.crop(im, p) for im, p in zip(images, persons, strict=True)]
-        counts = [len(c) for c in crops]
-        total = sum(counts)
-        if total == 0:
-            return [[] for _ in images]
-        batch = Crops.concat(crops)
-        step = self.max_batch_size or total
-        people: list[PersonResult] = []
-        for start in range(0, total, step):
-            sl = slice(start, start + step)
-            hm = pred.heatmaps(batch.images[sl], options.flip_test)
-            kps, scores = pred.decode(hm, batch.centers[sl], batch.scales[sl], options.decode_mode)
-            hm_np = hm.cpu().numpy() if options.return_heatmaps else None
-            for j in range(len(kps)):
-                heat = None if hm_np is None else hm_np[j]
-                people.append(batch.result(start + j, kps[j], scores[j], heat))
-        return [sort_persons(p) for p in split(people, counts)]
+        found = pred.poses(
+            crops,
+            flip_test=options.flip_test,
+            decode_mode=options.decode_mode,
+            return_heatmaps=options.return_heatmaps,
+            max_batch_size=self.max_batch_size,
+        )
+        return [sort_persons(p) for p in found]
