@@ -1,15 +1,17 @@
 """The running model: checkpoint, :class:`~models.predictor.Predictor`, batcher, readiness.
 
 :class:`PoseService` is what the routes talk to. Its life: :meth:`start` (load the checkpoint,
-build the predictor, warm up, start the batcher; ``ready`` turns true), then requests through
-:meth:`predict`, then :meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop`
-(queued work finishes within the grace period, the device is released).
+build the predictor, warm up, start the batcher; ``ready`` turns true), then requests, then
+:meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop` (queued work finishes
+within the grace period, the device is released).
 
-:meth:`predict` is the one request path: readiness, option defaults, person boxes (the place
-where a person detector plugs in), cropping, one submission of all crops to the batcher, and
-regrouping per image. It raises the batcher's domain exceptions (``NotServing``,
-``QueueFull``, ``DeadlineExceeded``, ``BatchFailed``) and ``BoxError``; :mod:`app.errors` maps
-them to HTTP answers.
+:meth:`infer` is the one call of an upload request (``/predict``, ``/visualize``): readiness
+(checked once), option defaults, the ``boxes`` field, queue room, the pixel lease, decoding
+sized for the crops, then the path :meth:`predict` runs on images already decoded (a stream's
+frames): person boxes (:mod:`models.box_plan`; the detector batcher where a detector plugs
+in), cropping, one submission of all crops to the pose batcher, and regrouping per image. It
+raises the batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
+``BatchFailed``), ``BoxError`` and ``ApiError``; :mod:`app.errors` maps them to HTTP answers.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,11 @@ import numpy as np
 import torch
 
 from app import device_path
+from app.admission import PixelLease
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
+from app.boxes import parse_boxes_field
 from app.detector_batcher import DetectorBatcher
+from app.inference import Answer, UploadRequest, read_uploads
 from app.intake import DecodedImage
 from app.metrics import Metrics
 from app.reduction import PoseNeed, Reduction
@@ -282,20 +287,6 @@ class PoseService:
             raise NotServing(reason or "not ready")
         return self.predictor, self.batcher
 
-    def admit(self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int) -> None:
-        """Shed load before decoding: refuse when the request's crops do not fit the queue.
-
-        The count is the client's boxes, else one per image (a lower bound where a detector
-        finds the persons).
-
-        Raises:
-            NotServing: not ready. QueueFull: no room now (503). OverCapacity: never (413).
-        """
-        _, batcher = self.check_ready()
-        if boxes is None:
-            boxes = [None] * num_images
-        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
-
     def resolve(self, options: PredictOptions) -> PredictOptions:
         """``options`` with every default filled in: the one place the defaults are decided.
 
@@ -333,6 +324,64 @@ class PoseService:
         ]
 
     # ---------------------------------------------------------------- inference
+    async def infer(
+        self,
+        request: UploadRequest,
+        *,
+        finish: Callable[[Answer], Awaitable[Any]] | None = None,
+    ) -> Answer:
+        """One ``/predict`` or ``/visualize`` request, from its parsed HTTP parts to persons:
+        the routes' one service call.
+
+        In order: readiness (checked here, once: 503 before a byte is read), the option
+        defaults (:meth:`resolve`), the route's own model check, the ``boxes`` field's
+        structure, room in the pose queue for the request's crops (503 now, 413 ever), the
+        pixels the images will decode to taken from the pixel budget (:mod:`app.admission`),
+        reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
+        :meth:`predict`'s path. The pixels are given back when the answer (and ``finish``, a
+        rendering that still needs the decoded pixels) is done.
+
+        Raises:
+            ApiError: the route's check, bad boxes, uploads or images (4xx).
+            As :meth:`predict`.
+        """
+        predictor, batcher = self.check_ready()
+        opts = self._resolve(predictor, request.options)
+        if request.check_model is not None:
+            request.check_model(predictor)
+        n = len(request.files)
+        boxes = parse_boxes_field(request.boxes, n, self.settings.max_boxes_per_image)
+        # Shed load before decoding; the client's boxes, else one crop per image (a lower
+        # bound where a detector finds the persons).
+        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
+        needs = self.pose_needs(boxes, n, opts)
+        sized = request.pose_sized
+        lease = PixelLease(request.budget, request.deadline)
+        try:
+            decode = await read_uploads(
+                request.files,
+                self.settings,
+                lease=lease,
+                needs=needs if sized else None,
+                full_size=sized and self.decodes_on_device,
+                detected=[need is None for need in needs],
+            )
+            images, results, decoded = await self._decode_and_infer(
+                predictor,
+                decode,
+                boxes,
+                opts,
+                detected=any(need is None for need in needs),
+                on_device=sized,
+                deadline=request.deadline,
+            )
+            answer = Answer(images, results, opts, predictor, decoded)
+            if finish is not None:
+                answer = replace(answer, rendered=await finish(answer))
+        finally:
+            await lease.release()
+        return answer
+
     async def predict(
         self,
         images: Sequence[Pixels],
@@ -342,7 +391,8 @@ class PoseService:
         deadline: float,
         reductions: Sequence[Reduction] | None = None,
     ) -> list[list[PersonResult]]:
-        """All persons of all images of one request, through the batcher as one job.
+        """All persons of images already decoded (a stream's frames), through the batcher as
+        one job: readiness, then :meth:`_poses`.
 
         Args:
             images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
@@ -370,50 +420,64 @@ class PoseService:
         predictor, _ = self.check_ready()
         opts = self._resolve(predictor, options)
         maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
+        return await self._poses(predictor, images, boxes, opts, deadline=deadline, maps=maps)
+
+    async def _poses(
+        self,
+        predictor: Predictor,
+        images: Sequence[Pixels],
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+        opts: PredictOptions,
+        *,
+        deadline: float,
+        maps: Sequence[Reduction],
+    ) -> list[list[PersonResult]]:
+        """:meth:`predict` past its readiness check (``opts`` resolved): person boxes, crops
+        in a worker thread, the pose batcher."""
         persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.decode_limiter
         )
         return await self._infer(crops, maps, opts, deadline=deadline)
 
-    async def predict_uploads(
+    async def _decode_and_infer(
         self,
+        predictor: Predictor,
         decode: Callable[[], list[DecodedImage]],
-        boxes: Sequence[Sequence[Any] | None] | None,
-        options: PredictOptions,
+        boxes: Sequence[Sequence[Any] | None],
+        opts: PredictOptions,
         *,
-        num_images: int,
+        detected: bool,
+        on_device: bool,
         deadline: float,
     ) -> tuple[list[DecodedImage], list[list[PersonResult]], float]:
-        """:meth:`predict` of uploads still to be ``decode``-d (:func:`app.routes.uploads.
-        read_uploads`): where no image goes to the detector (:meth:`pose_needs`), decoding and
-        cropping run in ONE worker thread (each thread hop costs the event loop and a worker
-        a wake-up); else decoding runs in its own, then :meth:`predict`.
+        """Uploads still to be ``decode``-d (:func:`app.inference.read_uploads`) -> persons.
+
+        Where no image goes to the detector (``detected`` false), decoding and cropping run
+        in ONE worker thread (each thread hop costs the event loop and a worker a wake-up);
+        else decoding runs in its own, then :meth:`_poses`. ``on_device``: the JPEGs may be
+        decoded on the device (:func:`app.device_path.decode`); else with Pillow.
 
         Returns:
             The decoded images, per image its persons (as :meth:`predict`), and the
             ``time.perf_counter()`` at which decoding ended.
-
-        Raises:
-            As :meth:`predict`, and ``decode``'s ``ApiError`` for a bad image.
         """
-        predictor, _ = self.check_ready()
-        opts = self._resolve(predictor, options)
 
         def decode_timed() -> tuple[list[DecodedImage], float]:
-            images = device_path.decode(decode, self.settings, predictor.device)
+            if on_device:
+                images = device_path.decode(decode, self.settings, predictor.device)
+            else:
+                images = decode()
             return images, time.perf_counter()
 
-        if any(need is None for need in self.pose_needs(boxes, num_images, opts)):
+        if detected:
             images, decoded = await anyio.to_thread.run_sync(
                 decode_timed, limiter=self.decode_limiter
             )
-            results = await self.predict(
-                [im.pixels for im in images],
-                boxes,
-                opts,
-                deadline=deadline,
-                reductions=[im.scale for im in images],
+            maps = [im.scale for im in images]
+            pixels = [im.pixels for im in images]
+            results = await self._poses(
+                predictor, pixels, boxes, opts, deadline=deadline, maps=maps
             )
             return images, results, decoded
 
@@ -440,13 +504,16 @@ class PoseService:
     ) -> list[list[PersonResult]]:
         """Every image's ``crops`` through the batcher as one job; persons per image in
         original image px (``maps``), sorted."""
-        _, batcher = self.check_ready()
+        if self.stopping:  # it began while this request was decoding: the queue takes no more
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
         if time.monotonic() >= deadline:
             raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
         counts = [len(c) for c in crops]
         if sum(counts) == 0:
             return [[] for _ in crops]
-        results = await batcher.submit(
+        assert self.batcher is not None
+        results = await self.batcher.submit(
             Crops.concat(crops),
             bool(opts.flip_test),
             deadline=deadline,

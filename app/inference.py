@@ -1,43 +1,85 @@
-"""What ``/predict`` and ``/visualize`` share: reading and decoding the uploaded images.
+"""One inference request as the service takes it: what the routes parsed, and its answer.
 
-:func:`read_images` checks the multipart files (count, content types), reads them and decodes
-them in a worker thread (``anyio.to_thread``), bounded so decoding cannot starve the model's
-thread of CPU. Cropping is the service's (:meth:`app.service.PoseService.predict`).
+:class:`UploadRequest` is what ``/predict`` and ``/visualize`` hand to
+:meth:`app.service.PoseService.infer`, their one service call; :class:`Answer` is what comes
+back for them to render. :func:`read_uploads` is the intake step of that call: the multipart
+files checked (count, content types), read, and their pixels taken from the pixel budget
+before any is decoded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.to_thread
 from fastapi import UploadFile
 
-from app.admission import PixelLease
+from app.admission import PixelBudget, PixelLease
 from app.device_path import Uploads
 from app.errors import ApiError
 from app.intake import DecodedImage, check_content_type, pixels_to_decode
 from app.reduction import PoseNeed
 from app.settings import Settings
 from models.detector_input import detector_pixels
+from models.persons import PersonResult
+
+if TYPE_CHECKING:
+    from app.service import PredictOptions
+    from models.predictor import Predictor
 
 
-async def read_images(
-    files: list[UploadFile],
-    settings: Settings,
-    limiter: anyio.CapacityLimiter | None = None,
-    lease: PixelLease | None = None,
-    needs: Sequence[PoseNeed | None] | None = None,
-    detected: Sequence[bool] | None = None,
-) -> list[DecodedImage]:
-    """Validate, read and decode the uploads of one request (:func:`read_uploads`, then its
-    decoding in a worker thread, bounded by ``limiter``)."""
-    decode_all = await read_uploads(files, settings, lease=lease, needs=needs, detected=detected)
-    return await anyio.to_thread.run_sync(decode_all, limiter=limiter)
+@dataclass(frozen=True)
+class UploadRequest:
+    """One ``/predict`` or ``/visualize`` request, parsed from HTTP but not yet checked
+    further than its query and API key (:func:`app.deps.inference_request`).
+
+    Attributes:
+        files: the multipart ``files`` parts, in upload order.
+        boxes: the raw ``boxes`` form field (:func:`app.boxes.parse_boxes_field`).
+        options: the request's options, unresolved (``None`` = the service's default).
+        deadline: ``time.monotonic()`` deadline of the request.
+        budget: the process-wide pixel budget (:mod:`app.admission`).
+        pose_sized: decode each image for its pose crops (as small as they allow, on the
+            device where ``HEATPOSE_DECODE`` says: ``/predict``); ``False``: Pillow, reduced
+            by ``HEATPOSE_DECODE_MAX_SIDE`` only (``/visualize`` draws on the image).
+        check_model: the route's own check of the served model, after readiness and before
+            anything is read (``/visualize``'s keypoint name); raises ``ApiError``.
+    """
+
+    files: Sequence[UploadFile]
+    boxes: str | None
+    options: PredictOptions
+    deadline: float
+    budget: PixelBudget
+    pose_sized: bool = True
+    check_model: Callable[[Predictor], None] | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What :meth:`app.service.PoseService.infer` found, for the route to render.
+
+    Attributes:
+        images: the decoded images (names, original sizes, pixels maybe reduced).
+        persons: per image its persons, keypoints in original image px, sorted
+            (:func:`models.pipeline.sort_persons`).
+        options: the options used, every default filled in.
+        predictor: the model that answered (keypoint spec, input size, name).
+        decoded: the ``time.perf_counter()`` at which decoding ended.
+        rendered: what the ``finish`` step given to ``infer`` returned (``None`` without one).
+    """
+
+    images: list[DecodedImage]
+    persons: list[list[PersonResult]]
+    options: PredictOptions
+    predictor: Predictor
+    decoded: float
+    rendered: Any = None
 
 
 async def read_uploads(
-    files: list[UploadFile],
+    files: Sequence[UploadFile],
     settings: Settings,
     *,
     lease: PixelLease | None = None,
@@ -46,8 +88,8 @@ async def read_uploads(
     detected: Sequence[bool] | None = None,
 ) -> Callable[[], list[DecodedImage]]:
     """Validate and read the uploads of one request; returns their decoding, for the caller
-    to run in a worker thread (with more work: :meth:`app.service.PoseService.predict_uploads`
-    crops in the same thread): an :class:`app.device_path.Uploads`, Pillow when called, so
+    to run in a worker thread (with more work: :meth:`app.service.PoseService.infer` crops in
+    the same thread): an :class:`app.device_path.Uploads`, Pillow when called, so
     the service may decode the JPEGs on its device instead (``HEATPOSE_DECODE``).
 
     With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
