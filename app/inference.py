@@ -2,9 +2,10 @@
 
 :class:`UploadRequest` is what ``/predict`` and ``/visualize`` hand to
 :meth:`app.service.PoseService.infer`, their one service call; :class:`Answer` is what comes
-back for them to render. :func:`read_uploads` is the intake step of that call: the multipart
-files checked (count, content types), read, and their pixels taken from the pixel budget
-before any is decoded.
+back for them to render. :class:`FrameRequest` is a stream's frame for
+:meth:`app.service.PoseService.infer_frame`. :func:`read_uploads` is the intake step of
+``infer``: the multipart files checked (count, content types), read, and their pixels taken
+from the pixel budget before any is decoded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from models.persons import PersonResult
 if TYPE_CHECKING:
     from app.service import PredictOptions
     from models.predictor import Predictor
+    from models.video_tracking import FramePlan
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,27 @@ class Answer:
     predictor: Predictor
     decoded: float
     rendered: Any = None
+
+
+@dataclass(frozen=True)
+class FrameRequest:
+    """One frame of a WebSocket stream (:mod:`app.routes.stream`), its size already checked.
+
+    Attributes:
+        data, name: the frame's bytes and its name in messages (``frame <seq>``).
+        options: the stream's options, resolved when it opened.
+        deadline: ``time.monotonic()`` deadline of the frame.
+        budget: the process-wide pixel budget (:mod:`app.admission`).
+        plan: where to look in a ``(width, height)`` frame
+            (:meth:`models.video_tracking.VideoTracker.plan`).
+    """
+
+    data: bytes
+    name: str
+    options: PredictOptions
+    deadline: float
+    budget: PixelBudget
+    plan: Callable[[int, int], FramePlan]
 
 
 async def read_uploads(

@@ -7,10 +7,11 @@ within the grace period, the device is released).
 
 :meth:`infer` is the one call of an upload request (``/predict``, ``/visualize``): readiness
 (checked once), option defaults, the ``boxes`` field, queue room, the pixel lease, decoding
-sized for the crops, then the path :meth:`predict` runs on images already decoded (a stream's
-frames): person boxes (:mod:`models.box_plan`; the detector batcher where a detector plugs
-in), cropping, one submission of all crops to the pose batcher, and regrouping per image. It
-raises the batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
+sized for the crops, then :meth:`_poses`. :meth:`infer_frame` is a stream frame's one call:
+pixel lease, decoding, the tracker's plan, readiness, then :meth:`_poses`: person boxes
+(:mod:`models.box_plan`; the detector batcher where a detector plugs in), cropping, one
+submission of all crops to the pose batcher, and regrouping per image. They raise the
+batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
 ``BatchFailed``), ``BoxError`` and ``ApiError``; :mod:`app.errors` maps them to HTTP answers.
 """
 
@@ -23,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -36,8 +37,8 @@ from app.admission import PixelLease
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.boxes import parse_boxes_field
 from app.detector_batcher import DetectorBatcher
-from app.inference import Answer, UploadRequest, read_uploads
-from app.intake import DecodedImage
+from app.inference import Answer, FrameRequest, UploadRequest, read_uploads
+from app.intake import DecodedImage, decode_image, pixels_to_decode
 from app.metrics import Metrics
 from app.reduction import PoseNeed, Reduction
 from app.selfcheck import Report, check_service
@@ -54,11 +55,14 @@ from app.warmup import warm_detector, warm_replicas
 from models.box_plan import DetectMode, PipelineError, given_boxes, person_boxes, to_detect
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
-from models.detector_input import check_detectable, shrink_for_detector
+from models.detector_input import check_detectable, detector_pixels, shrink_for_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
 from models.pipeline import Detector, sort_persons
 from models.predictor import Crops, Pixels, Predictor, split
+
+if TYPE_CHECKING:
+    from models.video_tracking import FramePlan
 
 log = logging.getLogger("heatpose.app")
 
@@ -311,7 +315,7 @@ class PoseService:
         """Per image what its pose crops need from the decode (:class:`app.reduction.PoseNeed`:
         the client's boxes, or the whole image), or ``None`` where the person detector will
         see it (it needs the image at its own scale). Never raises: a bad ``detect`` value is
-        refused later by :meth:`predict`."""
+        refused later by :meth:`_poses`."""
         has = self.detector_batcher is not None
         size = self.model.input_size
         try:
@@ -338,12 +342,12 @@ class PoseService:
         structure, room in the pose queue for the request's crops (503 now, 413 ever), the
         pixels the images will decode to taken from the pixel budget (:mod:`app.admission`),
         reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
-        :meth:`predict`'s path. The pixels are given back when the answer (and ``finish``, a
+        :meth:`_poses`. The pixels are given back when the answer (and ``finish``, a
         rendering that still needs the decoded pixels) is done.
 
         Raises:
             ApiError: the route's check, bad boxes, uploads or images (4xx).
-            As :meth:`predict`.
+            As :meth:`_poses`.
         """
         predictor, batcher = self.check_ready()
         opts = self._resolve(predictor, request.options)
@@ -382,17 +386,59 @@ class PoseService:
             await lease.release()
         return answer
 
-    async def predict(
+    async def infer_frame(
+        self, frame: FrameRequest
+    ) -> tuple[DecodedImage, FramePlan, list[PersonResult]]:
+        """One stream frame, from its bytes to persons: the stream's one service call.
+
+        Its pixels (full size; the detector path's share too when there is a detector) are
+        held in the pixel budget from before decoding until its persons are found, as an
+        upload's; decoding by Pillow (the limits of ``/predict``); then ``frame.plan`` of its
+        size says where to look (boxes or the detector), readiness is checked, and the path of
+        :meth:`infer` after decoding runs.
+
+        Returns:
+            The decoded frame, its plan, and its persons (as :meth:`infer`'s).
+
+        Raises:
+            ApiError: a bad or too large image. As :meth:`infer` otherwise.
+        """
+        lease = PixelLease(frame.budget, frame.deadline)
+        try:
+            pixels = pixels_to_decode(frame.data)
+            detector = self.detector_batcher is not None  # what its path may hold too
+            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
+            image = await anyio.to_thread.run_sync(
+                decode_image,
+                frame.data,
+                frame.name,
+                self.settings.max_image_pixels,
+                limiter=self.decode_limiter,
+            )
+            plan = frame.plan(image.width, image.height)
+            boxes = None if plan.boxes is None else [plan.boxes]
+            predictor, _ = self.check_ready()
+            opts = self._resolve(predictor, replace(frame.options, detect=plan.detect))
+            maps = [Reduction.none(image.pixels)]
+            (found,) = await self._poses(
+                predictor, [image.pixels], boxes, opts, deadline=frame.deadline, maps=maps
+            )
+        finally:
+            await lease.release()
+        return image, plan, found
+
+    async def _poses(
         self,
+        predictor: Predictor,
         images: Sequence[Pixels],
         boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
-        options: PredictOptions,
+        opts: PredictOptions,
         *,
         deadline: float,
-        reductions: Sequence[Reduction] | None = None,
+        maps: Sequence[Reduction],
     ) -> list[list[PersonResult]]:
-        """All persons of images already decoded (a stream's frames), through the batcher as
-        one job: readiness, then :meth:`_poses`.
+        """All persons of decoded images through the batchers as one job, past the readiness
+        check (``opts`` resolved): person boxes, crops in a worker thread, the pose batcher.
 
         Args:
             images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
@@ -400,11 +446,10 @@ class PoseService:
             boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
                 (detected, or the whole image without a detector); ``None`` for the list =
                 ``None`` everywhere.
-            options: unresolved or resolved (:meth:`resolve`) options.
             deadline: ``time.monotonic()`` deadline of the request.
-            reductions: per image how it relates to the original image (a large JPEG decoded
-                at reduced scale, :mod:`app.reduction`); ``boxes`` and the results are in the
-                original's pixels. ``None`` = every image at full size.
+            maps: per image how it relates to the original image (a large JPEG decoded at
+                reduced scale, :mod:`app.reduction`); ``boxes`` and the results are in the
+                original's pixels.
 
         Returns:
             Per image its persons, keypoints in (original) image pixels, sorted by
@@ -417,23 +462,6 @@ class PoseService:
             PipelineError: ``detect=true`` without a detector.
             UndetectableImage: an image for the detector past its aspect-ratio limit.
         """
-        predictor, _ = self.check_ready()
-        opts = self._resolve(predictor, options)
-        maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
-        return await self._poses(predictor, images, boxes, opts, deadline=deadline, maps=maps)
-
-    async def _poses(
-        self,
-        predictor: Predictor,
-        images: Sequence[Pixels],
-        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
-        opts: PredictOptions,
-        *,
-        deadline: float,
-        maps: Sequence[Reduction],
-    ) -> list[list[PersonResult]]:
-        """:meth:`predict` past its readiness check (``opts`` resolved): person boxes, crops
-        in a worker thread, the pose batcher."""
         persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.decode_limiter
@@ -459,7 +487,7 @@ class PoseService:
         decoded on the device (:func:`app.device_path.decode`); else with Pillow.
 
         Returns:
-            The decoded images, per image its persons (as :meth:`predict`), and the
+            The decoded images, per image its persons (as :meth:`_poses`), and the
             ``time.perf_counter()`` at which decoding ended.
         """
 
