@@ -12,8 +12,8 @@ requests). :class:`PixelBudget` holds two budgets, counted in the pixels the ima
   the pixels of all requests being decoded, cropped or rendered at once. A request waits for
   room until its deadline (then 504); one that could never fit gets 413.
 
-A :class:`PixelLease` is one request's share, taken by :func:`app.routes.uploads.read_images`
-and given back when the request ends (:func:`app.deps.pixel_lease` in the routes).
+A :class:`PixelLease` is one request's share, taken by :func:`app.inference.read_uploads`
+and given back when the request ends (:meth:`app.service.PoseService.infer`).
 
 :func:`fit_for_render` bounds ``/visualize``'s rendering (``HEATPOSE_MAX_RENDER_PIXELS``): a
 larger image is drawn at a reduced size, its persons scaled by the same factors.

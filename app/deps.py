@@ -7,21 +7,18 @@ every request (BENCHMARKS.md, "Third set of changes": one query model per infere
   parameter, see :func:`app.errors.unknown_query_message`) and get the rest from plain
   functions: :func:`inference_request` (the service, the API key checked again after
   :class:`app.gate.RequestGate`, ``max_persons`` against ``HEATPOSE_MAX_PERSONS``, the
-  deadline) and :func:`pixel_lease`. The multipart content type is checked by the gate, before
-  the body is read.
+  deadline); the rest is the service's one call (:meth:`app.service.PoseService.infer`).
+  The multipart content type is checked by the gate, before the body is read.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Form, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.admission import PixelLease
 from app.auth import check_api_key
 from app.errors import ApiError
 from app.metrics import ARRIVAL_KEY
@@ -136,13 +133,3 @@ def inference_request(request: Request, query: InferenceQuery) -> tuple[PoseServ
         )
     arrival = request.scope.get(ARRIVAL_KEY, time.monotonic())
     return service, float(arrival) + settings.request_timeout_s
-
-
-@asynccontextmanager
-async def pixel_lease(request: Request, deadline: float) -> AsyncIterator[PixelLease]:
-    """This request's share of the pixel budget (:mod:`app.admission`), given back at its end."""
-    lease = PixelLease(request.app.state.pixel_budget, deadline)
-    try:
-        yield lease
-    finally:
-        await lease.release()

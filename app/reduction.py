@@ -159,33 +159,3 @@ class Reduction:
         if self.factor == 1:
             return people
         return [p.resized(1.0 / self.factor) for p in people]
-
-
-def client_boxes(
-    boxes: Sequence[Sequence[Any] | np.ndarray | None] | None, maps: Sequence[Reduction]
-) -> list[PersonBoxes | None]:
-    """Per image the caller's boxes, validated against the original image's size and
-    mapped to the decoded image's px, or ``None`` where none were given.
-
-    Raises:
-        BoxError: naming the box (``boxes[i][j] = ...``).
-    """
-    out: list[PersonBoxes | None] = []
-    for i, m in enumerate(maps):
-        raw = None if boxes is None else boxes[i]
-        if raw is None:
-            out.append(None)
-        else:
-            given = PersonBoxes.from_client(raw, *m.size, label=f"boxes[{i}]")
-            out.append(m.boxes_in(given))
-    return out
-
-
-def whole_or_given(
-    found: Sequence[PersonBoxes | None], maps: Sequence[Reduction]
-) -> list[PersonBoxes]:
-    """``found`` with the whole (original) image, in decoded px, where it is ``None``."""
-    return [
-        p if p is not None else m.boxes_in(PersonBoxes.whole_image(*m.size))
-        for p, m in zip(found, maps, strict=True)
-    ]

@@ -1,15 +1,18 @@
 """The running model: checkpoint, :class:`~models.predictor.Predictor`, batcher, readiness.
 
 :class:`PoseService` is what the routes talk to. Its life: :meth:`start` (load the checkpoint,
-build the predictor, warm up, start the batcher; ``ready`` turns true), then requests through
-:meth:`predict`, then :meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop`
-(queued work finishes within the grace period, the device is released).
+build the predictor, warm up, start the batcher; ``ready`` turns true), then requests, then
+:meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop` (queued work finishes
+within the grace period, the device is released).
 
-:meth:`predict` is the one request path: readiness, option defaults, person boxes (the place
-where a person detector plugs in), cropping, one submission of all crops to the batcher, and
-regrouping per image. It raises the batcher's domain exceptions (``NotServing``,
-``QueueFull``, ``DeadlineExceeded``, ``BatchFailed``) and ``BoxError``; :mod:`app.errors` maps
-them to HTTP answers.
+:meth:`infer` is the one call of an upload request (``/predict``, ``/visualize``): readiness
+(checked once), option defaults, the ``boxes`` field, queue room, the pixel lease, decoding
+sized for the crops, then :meth:`_poses`. :meth:`infer_frame` is a stream frame's one call:
+pixel lease, decoding, the tracker's plan, readiness, then :meth:`_poses`: person boxes
+(:mod:`models.box_plan`; the detector batcher where a detector plugs in), cropping, one
+submission of all crops to the pose batcher, and regrouping per image. They raise the
+batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
+``BatchFailed``), ``BoxError`` and ``ApiError``; :mod:`app.errors` maps them to HTTP answers.
 """
 
 from __future__ import annotations
@@ -18,10 +21,10 @@ import gc
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -30,11 +33,14 @@ import numpy as np
 import torch
 
 from app import device_path
+from app.admission import PixelLease
 from app.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
+from app.boxes import parse_boxes_field
 from app.detector_batcher import DetectorBatcher
-from app.intake import DecodedImage
+from app.inference import Answer, FrameRequest, UploadRequest, read_uploads
+from app.intake import DecodedImage, decode_image, pixels_to_decode
 from app.metrics import Metrics
-from app.reduction import PoseNeed, Reduction, client_boxes, whole_or_given
+from app.reduction import PoseNeed, Reduction
 from app.selfcheck import Report, check_service
 from app.settings import Settings
 from app.startup import (
@@ -46,13 +52,17 @@ from app.startup import (
     served_onnx_sha256,
 )
 from app.warmup import warm_detector, warm_replicas
+from models.box_plan import DetectMode, PipelineError, given_boxes, person_boxes, to_detect
 from models.checkpoint import CheckpointError, load
 from models.codec import DecodeMode
-from models.detector_input import check_detectable, shrink_for_detector
+from models.detector_input import check_detectable, detector_pixels, shrink_for_detector
 from models.model_config import ModelConfig
 from models.persons import PersonBoxes, PersonResult
-from models.pipeline import DetectMode, Detector, PipelineError, needs_detection, sort_persons
+from models.pipeline import Detector, sort_persons
 from models.predictor import Crops, Pixels, Predictor, split
+
+if TYPE_CHECKING:
+    from models.video_tracking import FramePlan
 
 log = logging.getLogger("heatpose.app")
 
@@ -282,20 +292,6 @@ class PoseService:
             raise NotServing(reason or "not ready")
         return self.predictor, self.batcher
 
-    def admit(self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int) -> None:
-        """Shed load before decoding: refuse when the request's crops do not fit the queue.
-
-        The count is the client's boxes, else one per image (a lower bound where a detector
-        finds the persons).
-
-        Raises:
-            NotServing: not ready. QueueFull: no room now (503). OverCapacity: never (413).
-        """
-        _, batcher = self.check_ready()
-        if boxes is None:
-            boxes = [None] * num_images
-        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
-
     def resolve(self, options: PredictOptions) -> PredictOptions:
         """``options`` with every default filled in: the one place the defaults are decided.
 
@@ -320,30 +316,130 @@ class PoseService:
         """Per image what its pose crops need from the decode (:class:`app.reduction.PoseNeed`:
         the client's boxes, or the whole image), or ``None`` where the person detector will
         see it (it needs the image at its own scale). Never raises: a bad ``detect`` value is
-        refused later by :meth:`predict`."""
+        refused later by :meth:`_poses`."""
         has = self.detector_batcher is not None
         size = self.model.input_size
-        out: list[PoseNeed | None] = []
-        for i in range(num_images):
-            given = None if boxes is None else boxes[i]
-            try:
-                detected = needs_detection(given, options.detect, has_detector=has)
-            except PipelineError:
-                detected = True
-            out.append(None if detected else PoseNeed(given, size))
-        return out
+        try:
+            seen = set(to_detect(boxes, options.detect, num_images=num_images, has_detector=has))
+        except PipelineError:
+            seen = set(range(num_images))
+        return [
+            None if i in seen else PoseNeed(None if boxes is None else boxes[i], size)
+            for i in range(num_images)
+        ]
 
     # ---------------------------------------------------------------- inference
-    async def predict(
+    async def infer(
         self,
+        request: UploadRequest,
+        *,
+        finish: Callable[[Answer], Awaitable[Any]] | None = None,
+    ) -> Answer:
+        """One ``/predict`` or ``/visualize`` request, from its parsed HTTP parts to persons:
+        the routes' one service call.
+
+        In order: readiness (checked here, once: 503 before a byte is read), the option
+        defaults (:meth:`resolve`), the route's own model check, the ``boxes`` field's
+        structure, room in the pose queue for the request's crops (503 now, 413 ever), the
+        pixels the images will decode to taken from the pixel budget (:mod:`app.admission`),
+        reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
+        :meth:`_poses`. The pixels are given back when the answer (and ``finish``, a
+        rendering that still needs the decoded pixels) is done.
+
+        Raises:
+            ApiError: the route's check, bad boxes, uploads or images (4xx).
+            As :meth:`_poses`.
+        """
+        predictor, batcher = self.check_ready()
+        opts = self._resolve(predictor, request.options)
+        if request.check_model is not None:
+            request.check_model(predictor)
+        n = len(request.files)
+        boxes = parse_boxes_field(request.boxes, n, self.settings.max_boxes_per_image)
+        # Shed load before decoding; the client's boxes, else one crop per image (a lower
+        # bound where a detector finds the persons).
+        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
+        needs = self.pose_needs(boxes, n, opts)
+        sized = request.pose_sized
+        lease = PixelLease(request.budget, request.deadline)
+        try:
+            decode = await read_uploads(
+                request.files,
+                self.settings,
+                lease=lease,
+                needs=needs if sized else None,
+                full_size=sized and self.decodes_on_device,
+                detected=[need is None for need in needs],
+            )
+            images, results, decoded = await self._decode_and_infer(
+                predictor,
+                decode,
+                boxes,
+                opts,
+                detected=any(need is None for need in needs),
+                on_device=sized,
+                deadline=request.deadline,
+            )
+            answer = Answer(images, results, opts, predictor, decoded)
+            if finish is not None:
+                answer = replace(answer, rendered=await finish(answer))
+        finally:
+            await lease.release()
+        return answer
+
+    async def infer_frame(
+        self, frame: FrameRequest
+    ) -> tuple[DecodedImage, FramePlan, list[PersonResult]]:
+        """One stream frame, from its bytes to persons: the stream's one service call.
+
+        Its pixels (full size; the detector path's share too when there is a detector) are
+        held in the pixel budget from before decoding until its persons are found, as an
+        upload's; decoding by Pillow (the limits of ``/predict``); then ``frame.plan`` of its
+        size says where to look (boxes or the detector), readiness is checked, and the path of
+        :meth:`infer` after decoding runs.
+
+        Returns:
+            The decoded frame, its plan, and its persons (as :meth:`infer`'s).
+
+        Raises:
+            ApiError: a bad or too large image. As :meth:`infer` otherwise.
+        """
+        lease = PixelLease(frame.budget, frame.deadline)
+        try:
+            pixels = pixels_to_decode(frame.data)
+            detector = self.detector_batcher is not None  # what its path may hold too
+            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
+            image = await anyio.to_thread.run_sync(
+                decode_image,
+                frame.data,
+                frame.name,
+                self.settings.max_image_pixels,
+                limiter=self.image_work_limiter,
+            )
+            plan = frame.plan(image.width, image.height)
+            boxes = None if plan.boxes is None else [plan.boxes]
+            predictor, _ = self.check_ready()
+            opts = self._resolve(predictor, replace(frame.options, detect=plan.detect))
+            maps = [Reduction.none(image.pixels)]
+            (found,) = await self._poses(
+                predictor, [image.pixels], boxes, opts, deadline=frame.deadline, maps=maps
+            )
+        finally:
+            await lease.release()
+        return image, plan, found
+
+    async def _poses(
+        self,
+        predictor: Predictor,
         images: Sequence[Pixels],
         boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
-        options: PredictOptions,
+        opts: PredictOptions,
         *,
         deadline: float,
-        reductions: Sequence[Reduction] | None = None,
+        maps: Sequence[Reduction],
     ) -> list[list[PersonResult]]:
-        """All persons of all images of one request, through the batcher as one job.
+        """All persons of decoded images through the batchers as one job, past the readiness
+        check (``opts`` resolved): person boxes, crops in a worker thread, the pose batcher.
 
         Args:
             images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
@@ -351,11 +447,10 @@ class PoseService:
             boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
                 (detected, or the whole image without a detector); ``None`` for the list =
                 ``None`` everywhere.
-            options: unresolved or resolved (:meth:`resolve`) options.
             deadline: ``time.monotonic()`` deadline of the request.
-            reductions: per image how it relates to the original image (a large JPEG decoded
-                at reduced scale, :mod:`app.reduction`); ``boxes`` and the results are in the
-                original's pixels. ``None`` = every image at full size.
+            maps: per image how it relates to the original image (a large JPEG decoded at
+                reduced scale, :mod:`app.reduction`); ``boxes`` and the results are in the
+                original's pixels.
 
         Returns:
             Per image its persons, keypoints in (original) image pixels, sorted by
@@ -368,60 +463,57 @@ class PoseService:
             PipelineError: ``detect=true`` without a detector.
             UndetectableImage: an image for the detector past its aspect-ratio limit.
         """
-        predictor, _ = self.check_ready()
-        opts = self._resolve(predictor, options)
-        maps = list(reductions) if reductions else [Reduction.none(im) for im in images]
         persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
         crops = await anyio.to_thread.run_sync(
             self._crop, predictor, images, persons, limiter=self.image_work_limiter
         )
         return await self._infer(crops, maps, opts, deadline=deadline)
 
-    async def predict_uploads(
+    async def _decode_and_infer(
         self,
+        predictor: Predictor,
         decode: Callable[[], list[DecodedImage]],
-        boxes: Sequence[Sequence[Any] | None] | None,
-        options: PredictOptions,
+        boxes: Sequence[Sequence[Any] | None],
+        opts: PredictOptions,
         *,
-        num_images: int,
+        detected: bool,
+        on_device: bool,
         deadline: float,
     ) -> tuple[list[DecodedImage], list[list[PersonResult]], float]:
-        """:meth:`predict` of uploads still to be ``decode``-d (:func:`app.routes.uploads.
-        read_uploads`): where no image goes to the detector (:meth:`pose_needs`), decoding and
-        cropping run in ONE worker thread (each thread hop costs the event loop and a worker
-        a wake-up); else decoding runs in its own, then :meth:`predict`.
+        """Uploads still to be ``decode``-d (:func:`app.inference.read_uploads`) -> persons.
+
+        Where no image goes to the detector (``detected`` false), decoding and cropping run
+        in ONE worker thread (each thread hop costs the event loop and a worker a wake-up);
+        else decoding runs in its own, then :meth:`_poses`. ``on_device``: the JPEGs may be
+        decoded on the device (:func:`app.device_path.decode_images`); else with Pillow.
 
         Returns:
-            The decoded images, per image its persons (as :meth:`predict`), and the
+            The decoded images, per image its persons (as :meth:`_poses`), and the
             ``time.perf_counter()`` at which decoding ended.
-
-        Raises:
-            As :meth:`predict`, and ``decode``'s ``ApiError`` for a bad image.
         """
-        predictor, _ = self.check_ready()
-        opts = self._resolve(predictor, options)
 
         def decode_timed() -> tuple[list[DecodedImage], float]:
-            images = device_path.decode_images(decode, self.settings, predictor.device)
+            if on_device:
+                images = device_path.decode_images(decode, self.settings, predictor.device)
+            else:
+                images = decode()
             return images, time.perf_counter()
 
-        if any(need is None for need in self.pose_needs(boxes, num_images, opts)):
+        if detected:
             images, decoded = await anyio.to_thread.run_sync(
                 decode_timed, limiter=self.image_work_limiter
             )
-            results = await self.predict(
-                [im.pixels for im in images],
-                boxes,
-                opts,
-                deadline=deadline,
-                reductions=[im.scale for im in images],
+            maps = [im.scale for im in images]
+            pixels = [im.pixels for im in images]
+            results = await self._poses(
+                predictor, pixels, boxes, opts, deadline=deadline, maps=maps
             )
             return images, results, decoded
 
         def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
             images, decoded = decode_timed()
             maps = [im.scale for im in images]
-            persons = whole_or_given(client_boxes(boxes, maps), maps)
+            persons = person_boxes(given_boxes(boxes, maps), {}, maps)
             pixels = [im.pixels for im in images]
             return images, decoded, self._crop(predictor, pixels, persons)
 
@@ -441,13 +533,16 @@ class PoseService:
     ) -> list[list[PersonResult]]:
         """Every image's ``crops`` through the batcher as one job; persons per image in
         original image px (``maps``), sorted."""
-        _, batcher = self.check_ready()
+        if self.stopping:  # it began while this request was decoding: the queue takes no more
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
         if time.monotonic() >= deadline:
             raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
         counts = [len(c) for c in crops]
         if sum(counts) == 0:
             return [[] for _ in crops]
-        results = await batcher.submit(
+        assert self.batcher is not None
+        results = await self.batcher.submit(
             Crops.concat(crops),
             bool(opts.flip_test),
             deadline=deadline,
@@ -468,21 +563,18 @@ class PoseService:
     ) -> list[PersonBoxes]:
         """Per image where its persons are, in the decoded image's px: the caller's boxes
         (validated against the original image's size, then mapped by ``maps``), the
-        detector's (images chosen by :func:`models.pipeline.needs_detection`, through the
-        detector batcher), else the whole (original) image.
+        detector's (images chosen by :func:`models.box_plan.to_detect`, through the detector
+        batcher), else the whole (original) image (:mod:`models.box_plan`).
 
         Raises:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
             without a detector. UndetectableImage: an image the detector cannot take
             (:mod:`models.detector_input`). The detector batcher's exceptions (:mod:`app.batcher`).
         """
-        if boxes is not None and len(boxes) != len(images):
-            raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        out = client_boxes(boxes, maps)
+        given = given_boxes(boxes, maps)
         has = self.detector_batcher is not None
-        todo = [
-            i for i, b in enumerate(out) if needs_detection(b, options.detect, has_detector=has)
-        ]
+        todo = to_detect(given, options.detect, num_images=len(images), has_detector=has)
+        found: dict[int, PersonBoxes] = {}
         if todo:
             assert self.detector_batcher is not None
             for i in todo:  # before the batch: an image it cannot resize fails no one else
@@ -491,17 +583,17 @@ class PoseService:
                 lambda: [shrink_for_detector(images[i]) for i in todo],
                 limiter=self.image_work_limiter,
             )  # the detector's input size at most: its float copies stay small
-            found = await self.detector_batcher.submit(
+            detected = await self.detector_batcher.submit(
                 [im for im, _, _ in small],
                 bbox_thr=options.bbox_thr,
                 max_persons=options.max_persons,
                 deadline=deadline,
             )
-            for i, p, (_, fx, fy) in zip(todo, found, small, strict=True):
+            for i, p, (_, fx, fy) in zip(todo, detected, small, strict=True):
                 h, w = images[i].shape[:2]
                 p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
-                out[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
-        return whole_or_given(out, maps)
+                found[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
+        return person_boxes(given, found, maps)
 
     def _crop(
         self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]

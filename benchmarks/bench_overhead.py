@@ -105,12 +105,12 @@ from app.intake import DecodedImage as _Decoded
 _PIXELS = _np.zeros((480, 640, 3), _np.uint8)
 
 
-async def _no_inference(self, decode, boxes, options, *, num_images, deadline):
-    images = [_Decoded(_PIXELS, f"{i}.jpg", "JPEG") for i in range(num_images)]
+async def _no_inference(self, predictor, decode, boxes, options, **_kwargs):
+    images = [_Decoded(_PIXELS, f"{i}.jpg", "JPEG") for i in range(len(boxes))]
     return images, [[] for _ in images], _time.perf_counter()
 
 
-_service.PoseService.predict_uploads = _no_inference
+_service.PoseService._decode_and_infer = _no_inference
 """
 
 ASGI_FLOOR = """

@@ -1,7 +1,8 @@
 """Pipeline: whole images -> person boxes (client's, a detector's or the image) -> poses.
 
-The semantics of "which images are detected, which boxes are kept, how persons are ordered,
-which keypoints count as visible" live here once: :class:`PosePipeline` composes them
+The semantics of "which boxes are kept, how persons are ordered, which keypoints count as
+visible" live here once, "which boxes each image gets" in :mod:`models.box_plan` (re-exported
+here): :class:`PosePipeline` composes them
 synchronously for the CLI and evaluation, and the service runs the same functions around its
 two batchers (detector stage, pose stage), so what is measured offline is what is served.
 
@@ -13,12 +14,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from models.box_plan import (
+    DetectMode,
+    FullSize,
+    PipelineError,
+    given_boxes,
+    needs_detection,
+    person_boxes,
+    to_detect,
+)
 from models.codec import DecodeMode
-from models.crops import Crops, Pixels, split
+from models.crops import Pixels
 from models.persons import PersonBoxes, PersonResult
 from models.predictor import Predictor
 
@@ -36,15 +46,6 @@ __all__ = [
     "needs_detection",
     "sort_persons",
 ]
-
-DetectMode = Literal["auto", "true", "false"]
-"""``auto``: detect only in images without client boxes (when there is a detector); ``true``:
-detect in every image (the detector's boxes replace the client's); ``false``: never detect
-(images without client boxes are one whole-image person)."""
-
-
-class PipelineError(ValueError):
-    """A request the pipeline cannot serve as asked (``detect="true"`` without a detector)."""
 
 
 class Detector(Protocol):
@@ -100,31 +101,6 @@ def detections_to_boxes(det: Detections, *, max_persons: int) -> PersonBoxes:
     scores, boxes = scores[keep], boxes[keep]
     order = np.argsort(-scores, kind="stable")[: max(max_persons, 0)]
     return PersonBoxes(boxes[order], scores[order], "detector")
-
-
-def needs_detection(
-    client_boxes: PersonBoxes | np.ndarray | Sequence[object] | None,
-    detect: DetectMode,
-    *,
-    has_detector: bool,
-) -> bool:
-    """Whether one image goes to the detector.
-
-    ``auto``: when the client gave no boxes and there is a detector; ``true``: always;
-    ``false``: never.
-
-    Raises:
-        PipelineError: ``detect="true"`` without a detector; an unknown ``detect`` value.
-    """
-    if detect == "false":
-        return False
-    if detect == "true":
-        if not has_detector:
-            raise PipelineError("detect=true but no person detector is loaded")
-        return True
-    if detect == "auto":
-        return client_boxes is None and has_detector
-    raise PipelineError(f"detect must be auto, true or false, got {detect!r}")
 
 
 def keypoint_visible(
@@ -188,13 +164,14 @@ class PosePipeline:
         Raises:
             PipelineError: see :func:`needs_detection`; ``BoxError`` for bad client boxes.
         """
+        frames = [FullSize.of(image) for image in images]
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
-        given = [None if boxes is None else boxes[i] for i in range(len(images))]
         has = self.detector is not None
-        todo = [
-            i for i, b in enumerate(given) if needs_detection(b, options.detect, has_detector=has)
-        ]
+        todo = to_detect(boxes, options.detect, num_images=len(images), has_detector=has)
+        # an image the detector sees keeps none of the client's boxes (so none is validated)
+        kept = None if boxes is None else [None if i in todo else b for i, b in enumerate(boxes)]
+        given = given_boxes(kept, frames)
         found: dict[int, PersonBoxes] = {}
         step = self.detector_batch_size or max(len(todo), 1)
         for start in range(0, len(todo), step):
@@ -208,19 +185,7 @@ class PosePipeline:
             )
             for i, det in zip(chunk, dets, strict=True):
                 found[i] = detections_to_boxes(det, max_persons=options.max_persons)
-        out = []
-        for i, image in enumerate(images):
-            height, width = image.shape[:2]
-            raw = given[i]
-            if i in found:
-                out.append(found[i])
-            elif raw is None:
-                out.append(PersonBoxes.whole_image(width, height))
-            elif isinstance(raw, PersonBoxes):
-                out.append(raw)
-            else:
-                out.append(PersonBoxes.from_client(raw, width, height, label=f"boxes[{i}]"))
-        return out
+        return person_boxes(given, found, frames)
 
     def __call__(
         self,
@@ -264,19 +229,11 @@ class PosePipeline:
             raise ValueError(f"got {len(images)} images but {len(persons)} person box lists")
         pred = self.predictor
         crops = [pred.crop(im, p) for im, p in zip(images, persons, strict=True)]
-        counts = [len(c) for c in crops]
-        total = sum(counts)
-        if total == 0:
-            return [[] for _ in images]
-        batch = Crops.concat(crops)
-        step = self.max_batch_size or total
-        people: list[PersonResult] = []
-        for start in range(0, total, step):
-            sl = slice(start, start + step)
-            hm = pred.heatmaps(batch.images[sl], options.flip_test)
-            kps, scores = pred.decode(hm, batch.centers[sl], batch.scales[sl], options.decode_mode)
-            hm_np = hm.cpu().numpy() if options.return_heatmaps else None
-            for j in range(len(kps)):
-                heat = None if hm_np is None else hm_np[j]
-                people.append(batch.result(start + j, kps[j], scores[j], heat))
-        return [sort_persons(p) for p in split(people, counts)]
+        found = pred.poses(
+            crops,
+            flip_test=options.flip_test,
+            decode_mode=options.decode_mode,
+            return_heatmaps=options.return_heatmaps,
+            max_batch_size=self.max_batch_size,
+        )
+        return [sort_persons(p) for p in found]

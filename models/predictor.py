@@ -1,8 +1,9 @@
 """Predictor: images + person boxes -> keypoints in image pixels.
 
-The one inference path: the training evaluation and the service both call it, so what is
-measured offline is what is served. Three stages, composed by :meth:`Predictor.predict`
-and called one by one by the service's dynamic batcher:
+The pose stages of the one inference path: :class:`models.pipeline.PosePipeline` (the offline
+CLI, the training evaluation) runs them through :meth:`Predictor.poses`, the service's dynamic
+batcher calls them one by one, so what is measured offline is what is served. Three stages,
+each written once here:
 
 1. :meth:`crop` (cv2 on the CPU, per image) or :meth:`crop_many` (also: all images at once,
    one batched warp on the device): boxes -> regions -> uint8 RGB crops of the input size.
@@ -271,7 +272,8 @@ class Predictor:
         flip_test: bool | None = None,
         decode_mode: str | None = None,
     ) -> list[list[PersonResult]]:
-        """Keypoints of every person in every image, with one forward pass for all crops.
+        """Keypoints of every person in every image, with one forward pass for all crops:
+        :meth:`crop` per image, then :meth:`poses`.
 
         Args:
             images: ``(H, W, 3)`` uint8 RGB arrays.
@@ -286,17 +288,48 @@ class Predictor:
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"got {len(images)} images but {len(boxes)} box lists")
         crops = [self.crop(im, None if boxes is None else boxes[i]) for i, im in enumerate(images)]
+        return self.poses(
+            crops, flip_test=flip_test, decode_mode=decode_mode, return_heatmaps=return_heatmaps
+        )
+
+    def poses(
+        self,
+        crops: Sequence[Crops],
+        *,
+        flip_test: bool | None = None,
+        decode_mode: str | None = None,
+        return_heatmaps: bool = False,
+        max_batch_size: int | None = None,
+    ) -> list[list[PersonResult]]:
+        """Stages 2 and 3 over every image's crops (stage 1's output): forward passes of at
+        most ``max_batch_size`` crops (``None``: all in one), decoding, persons regrouped per
+        image. The service's batcher calls the same stages one by one
+        (:mod:`app.batch_worker`), batching crops across requests.
+
+        Args:
+            crops: per image its :class:`~models.crops.Crops` (maybe none).
+            flip_test, decode_mode: ``None`` = this predictor's defaults.
+            return_heatmaps: keep each person's ``(K, H, W)`` heatmaps in the result.
+
+        Returns:
+            Per image, per crop (in crop order) a :class:`~models.persons.PersonResult`,
+            keypoints in image pixels.
+        """
         counts = [len(c) for c in crops]
-        if sum(counts) == 0:
-            return [[] for _ in images]
+        total = sum(counts)
+        if total == 0:
+            return [[] for _ in crops]
         batch = Crops.concat(crops)
-        hm = self.heatmaps(batch.images, flip_test)
-        kps, scores = self.decode(hm, batch.centers, batch.scales, decode_mode)
-        hm_np = hm.cpu().numpy() if return_heatmaps else None
-        people = [
-            batch.result(j, kps[j], scores[j], None if hm_np is None else hm_np[j])
-            for j in range(len(batch))
-        ]
+        step = max_batch_size or total
+        people: list[PersonResult] = []
+        for start in range(0, total, step):
+            sl = slice(start, start + step)
+            hm = self.heatmaps(batch.images[sl], flip_test)
+            kps, scores = self.decode(hm, batch.centers[sl], batch.scales[sl], decode_mode)
+            hm_np = hm.cpu().numpy() if return_heatmaps else None
+            for j in range(len(kps)):
+                heat = None if hm_np is None else hm_np[j]
+                people.append(batch.result(start + j, kps[j], scores[j], heat))
         return split(people, counts)
 
 

@@ -1,6 +1,7 @@
 """``POST /predict``: images (+ optional person boxes) -> keypoints as JSON.
 
-The route parses HTTP and renders; :meth:`app.service.PoseService.predict` does the rest.
+The route parses HTTP, makes one service call (:meth:`app.service.PoseService.infer`) and
+renders its answer.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import numpy as np
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import Field
 
-from app.boxes import parse_boxes_field
-from app.deps import BoxesParam, InferenceQuery, inference_request, pixel_lease
+from app.deps import BoxesParam, InferenceQuery, inference_request
 from app.errors import error_responses
-from app.routes.uploads import read_uploads
+from app.inference import UploadRequest
 from app.schemas import (
     Heatmaps,
     ImageResult,
@@ -109,21 +109,16 @@ async def predict(
     and their K keypoints."""
     start = time.perf_counter()
     service, deadline = inference_request(request, query)
-    options = service.resolve(query.options(heatmaps=query.heatmaps))
-    settings = service.settings
-    raw_boxes = parse_boxes_field(boxes, len(files), settings.max_boxes_per_image)
-    service.admit(raw_boxes, len(files))  # 503/413 before decoding when the crops cannot fit
-    # Images the detector will not see are decoded as small as their crops allow, and cropped
-    # in the same worker thread.
-    needs = service.pose_needs(raw_boxes, len(files), options)
-    async with pixel_lease(request, deadline) as pixels:
-        full = service.decodes_on_device
-        decode_all = await read_uploads(files, settings, lease=pixels, needs=needs, full_size=full)
-        images, results, decoded = await service.predict_uploads(
-            decode_all, raw_boxes, options, num_images=len(files), deadline=deadline
-        )
-    inferred = time.perf_counter()
-    predictor = service.model
+    job = UploadRequest(
+        files,
+        boxes,
+        query.options(heatmaps=query.heatmaps),
+        deadline=deadline,
+        budget=request.app.state.pixel_budget,
+    )
+    found = await service.infer(job)
+    inferred, decoded = time.perf_counter(), found.decoded
+    predictor, options = found.predictor, found.options
     names = predictor.spec.names
     answer = [
         ImageResult(
@@ -134,7 +129,7 @@ async def predict(
                 person(names, r, query.kpt_thr, image_size=(img.width, img.height)) for r in people
             ],
         )
-        for img, people in zip(images, results, strict=True)
+        for img, people in zip(found.images, found.persons, strict=True)
     ]
     total = time.perf_counter()
     timing = Timing(

@@ -14,10 +14,10 @@ Protocol (docs/streaming.md, "WS /v1/stream"):
   "seq"}}`` for a frame (or a text message) that could not be used; the stream goes on.
 
 Two tasks per connection: the receiver puts frames into a :class:`FrameSlot` (latest wins) and
-the worker decodes (holding the frame's pixels in the process-wide pixel budget of ``/predict``),
-infers (``PoseService.predict``: the batchers shared with ``/predict``), tracks and smooths
-(:class:`models.video_tracking.VideoTracker`, as ``heatpose predict VIDEO``) and sends. The
-worker awaits each send, so at most one answer is in flight per stream.
+the worker has the service decode and infer each (``PoseService.infer_frame``: the frame's
+pixels held in the process-wide pixel budget of ``/predict``, the batchers shared with it),
+tracks and smooths (:class:`models.video_tracking.VideoTracker`, as ``heatpose predict VIDEO``)
+and sends. The worker awaits each send, so at most one answer is in flight per stream.
 """
 
 from __future__ import annotations
@@ -28,17 +28,15 @@ import hmac
 import json
 import math
 import time
-from dataclasses import replace
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from app.admission import PixelBudget, PixelLease
+from app.admission import PixelBudget
 from app.auth import STREAM_PROTOCOL, key_from_subprotocols, presented_key
 from app.batcher import NotServing
 from app.errors import DOMAIN_ERRORS, ApiError, http_error
-from app.intake import decode_image, pixels_to_decode
+from app.inference import FrameRequest
 from app.service import PoseService, PredictOptions
 from app.stream_session import (
     Frame,
@@ -49,7 +47,6 @@ from app.stream_session import (
     parse_stream_params,
 )
 from app.streams import StreamRegistry
-from models.detector_input import detector_pixels
 from models.video_tracking import VideoTracker
 
 router = APIRouter(tags=["inference"])
@@ -264,24 +261,10 @@ class Connection:
                 "(HEATPOSE_MAX_UPLOAD_BYTES)",
             )
         deadline = frame.arrival + s.request_timeout_s
-        lease = PixelLease(self.budget, deadline)
-        try:
-            pixels = pixels_to_decode(frame.data)
-            detector = self.service.detector_batcher is not None  # what its path may hold too
-            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
-            image = await anyio.to_thread.run_sync(
-                decode_image,
-                frame.data,
-                name,
-                s.max_image_pixels,
-                limiter=self.service.image_work_limiter,
-            )
-            plan = self.tracker.plan(image.width, image.height)
-            boxes = None if plan.boxes is None else [plan.boxes]
-            options = replace(self.options, detect=plan.detect)
-            (found,) = await self.service.predict([image.pixels], boxes, options, deadline=deadline)
-        finally:
-            await lease.release()
+        request = FrameRequest(
+            frame.data, name, self.options, deadline, self.budget, plan=self.tracker.plan
+        )
+        image, plan, found = await self.service.infer_frame(request)
         persons = self.tracker.update(plan, found, timestamp_s=frame.ts_ms / 1000.0)
         size = (image.width, image.height)
         names, kpt_thr = self.service.model.spec.names, self.params.kpt_thr

@@ -1,9 +1,10 @@
 """``POST /visualize``: one image -> a PNG with heatmaps and/or the skeleton drawn over it.
 
-The route parses HTTP and renders; :meth:`app.service.PoseService.predict` does the rest.
-Rendering runs like decoding: on a worker thread under the service's limiter, with the
-request's pixels still leased (:mod:`app.admission`) and within its deadline (checked before
-and after: a request whose deadline passed gets 504 without, or instead of, its PNG).
+The route parses HTTP, makes one service call (:meth:`app.service.PoseService.infer`) and
+renders its answer. Rendering runs like decoding: on a worker thread under the service's
+limiter, with the request's pixels still leased (:mod:`app.admission`) and within its deadline
+(checked before and after: a request whose deadline passed gets 504 without, or instead of,
+its PNG).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from pydantic import Field
 
 from app.admission import fit_for_render
 from app.batcher import DeadlineExceeded
-from app.boxes import parse_boxes_field
-from app.deps import BoxesParam, InferenceQuery, inference_request, pixel_lease
+from app.deps import BoxesParam, InferenceQuery, inference_request
 from app.errors import ApiError, error_responses
+from app.inference import Answer, UploadRequest
 from app.intake import DecodedImage
 from app.overlay import Mode, encode_png, render
-from app.routes.uploads import read_images
 from app.service import PoseService
 from models.persons import PersonResult
+from models.predictor import Predictor
 
 router = APIRouter(tags=["inference"])
 
@@ -61,27 +62,30 @@ async def visualize(
     hot, each person's box (index, score) and skeleton in its own colour."""
     service, deadline = inference_request(request, query)
     mode, keypoint = query.mode, query.keypoint
-    want = query.options(heatmaps=mode != "skeleton")
-    options = service.resolve(want)
-    predictor = service.model
-    names = predictor.spec.names
-    channel = None
-    if keypoint is not None:
-        if keypoint not in names:
+
+    def check_keypoint(predictor: Predictor) -> None:
+        names = predictor.spec.names
+        if keypoint is not None and keypoint not in names:
             message = f"keypoint {keypoint!r} is not one of {', '.join(names)}"
             raise ApiError(422, "unknown_keypoint", message)
-        channel = names.index(keypoint)
-    raw_boxes = parse_boxes_field(boxes, 1, service.settings.max_boxes_per_image)
-    service.admit(raw_boxes, 1)  # 503/413 before decoding when the crops cannot fit
-    async with pixel_lease(request, deadline) as pixels:
-        limiter = service.image_work_limiter
-        seen = [n is None for n in service.pose_needs(raw_boxes, 1, options)]  # detector's
-        (image,) = await read_images([file], service.settings, limiter, lease=pixels, detected=seen)
-        (people,) = await service.predict(
-            [image.pixels], raw_boxes, options, deadline=deadline, reductions=[image.scale]
-        )
-        png = await _draw(service, image, people, query, channel=channel, deadline=deadline)
-    return Response(png, media_type="image/png")
+
+    async def draw(answer: Answer) -> bytes:
+        names = answer.predictor.spec.names
+        channel = None if keypoint is None else names.index(keypoint)
+        (image,), (people,) = answer.images, answer.persons
+        return await _draw(service, image, people, query, channel=channel, deadline=deadline)
+
+    job = UploadRequest(
+        [file],
+        boxes,
+        query.options(heatmaps=mode != "skeleton"),
+        deadline=deadline,
+        budget=request.app.state.pixel_budget,
+        pose_sized=False,  # drawn on the image: decoded by Pillow, not for the crops alone
+        check_model=check_keypoint,
+    )
+    answer = await service.infer(job, finish=draw)  # drawn while its pixels are still leased
+    return Response(answer.rendered, media_type="image/png")
 
 
 async def _draw(
