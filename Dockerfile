@@ -69,7 +69,7 @@ COPY --from=builder /opt/venv /opt/venv
 
 # Fail the build, not the first start, when a shared library is missing from the slim base
 # (opencv-python-headless needs no libGL; torch bundles libgomp).
-RUN python -c "import cv2, torch, torchvision, pycocotools.coco, app.main, models.zoo" \
+RUN python -c "import cv2, torch, torchvision, pycocotools.coco, app.main, models.weights.zoo" \
  && heatpose --help > /dev/null
 
 USER 10001:10001

@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.batcher import (
+    from app.engine.batcher import (
         Batcher,
         BatchFailed,
         BatchQueue,
@@ -18,27 +18,27 @@ if TYPE_CHECKING:
         NotServing,
         QueueFull,
     )
-    from app.detector_batcher import DetectorBatcher
-    from app.errors import ApiError, http_error
+    from app.engine.detector_batcher import DetectorBatcher
+    from app.engine.service import PoseService, PredictOptions
+    from app.engine.startup import StartupError
+    from app.http.errors import ApiError, http_error
     from app.main import create_app
-    from app.service import PoseService, PredictOptions
     from app.settings import Settings, SettingsError, load_settings
-    from app.startup import StartupError
 
 _OWNERS = {
-    "BatchFailed": "app.batcher",
-    "Batcher": "app.batcher",
-    "BatchQueue": "app.batcher",
-    "DetectorBatcher": "app.detector_batcher",
-    "DeadlineExceeded": "app.batcher",
-    "NotServing": "app.batcher",
-    "QueueFull": "app.batcher",
-    "ApiError": "app.errors",
-    "http_error": "app.errors",
+    "BatchFailed": "app.engine.batcher",
+    "Batcher": "app.engine.batcher",
+    "BatchQueue": "app.engine.batcher",
+    "DetectorBatcher": "app.engine.detector_batcher",
+    "DeadlineExceeded": "app.engine.batcher",
+    "NotServing": "app.engine.batcher",
+    "QueueFull": "app.engine.batcher",
+    "ApiError": "app.http.errors",
+    "http_error": "app.http.errors",
     "create_app": "app.main",
-    "PoseService": "app.service",
-    "PredictOptions": "app.service",
-    "StartupError": "app.startup",
+    "PoseService": "app.engine.service",
+    "PredictOptions": "app.engine.service",
+    "StartupError": "app.engine.startup",
     "Settings": "app.settings",
     "SettingsError": "app.settings",
     "load_settings": "app.settings",

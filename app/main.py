@@ -8,7 +8,7 @@ Lifespan: load and warm up the model, start the batcher (``/ready`` turns true);
 ``/ready`` turns false at once while requests are still served for ``HEATPOSE_DRAIN_DELAY_S``;
 then uvicorn stops accepting connections and waits for in-flight requests
 (``--timeout-graceful-shutdown``); requests it cancels when that runs out get the JSON 503
-``shutting_down`` (:class:`app.connections.ShutdownGuard`); then the batcher drains and the
+``shutting_down`` (:class:`app.http.connections.ShutdownGuard`); then the batcher drains and the
 device is released.
 """
 
@@ -27,24 +27,24 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.admission import PixelBudget
-from app.connections import ShutdownGuard
-from app.errors import install_error_handlers
-from app.gate import RequestGate
-from app.limits import BodySizeLimitMiddleware
-from app.logs import configure_logging
-from app.metrics import Metrics, MetricsMiddleware
-from app.multiprocess_metrics import mark_worker_dead
-from app.redaction import install_redaction
-from app.routes import ops, predict, stream, visualize
-from app.routes.docs import install_docs
-from app.routes.page import install_page
-from app.service import PoseService
+from app.engine.service import PoseService
+from app.engine.startup import StartupError
+from app.http.connections import ShutdownGuard
+from app.http.errors import install_error_handlers
+from app.http.gate import RequestGate
+from app.http.limits import BodySizeLimitMiddleware
+from app.http.redaction import install_redaction
+from app.http.routes import ops, predict, stream, visualize
+from app.http.routes.docs import install_docs
+from app.http.routes.page import install_page
+from app.http.startup_failure import StartupFailureLine
+from app.intake.admission import PixelBudget
+from app.observability.logs import configure_logging
+from app.observability.metrics import Metrics, MetricsMiddleware
+from app.observability.multiprocess_metrics import mark_worker_dead
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
-from app.startup import StartupError
-from app.startup_failure import StartupFailureLine
-from app.streams import StreamRegistry
-from models.pipeline import Detector
+from app.streams.streams import StreamRegistry
+from models.inference.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
 
@@ -63,8 +63,8 @@ def _chain_sigterm(
 ) -> Callable[[], None]:
     """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests and streams are
     still served for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``); then the WebSocket streams answer
-    their current frame (or abandon it after ``app.streams.STREAM_FINISH_S``) and close (1001),
-    and the previous handler (uvicorn's) runs: the
+    their current frame (or abandon it after ``app.streams.streams.STREAM_FINISH_S``) and close
+    (1001), and the previous handler (uvicorn's) runs: the
     listener closes and in-flight work gets the grace period. A second SIGTERM skips the rest
     of the delay.
 
@@ -128,7 +128,9 @@ def create_app(settings: Settings, *, detector: Detector | None = None) -> FastA
         try:
             try:
                 await service.start()
-            except StartupError as e:  # one line, logged by the server (app/startup_failure.py)
+            except (
+                StartupError
+            ) as e:  # one line, logged by the server (app/http/startup_failure.py)
                 application.state.startup_error = " ".join(str(e).split())
                 raise
             yield

@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.devices import parse_buckets, parse_devices
-from models.choices import DecodeMode
-from models.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
+from app.engine.devices import parse_buckets, parse_devices
+from models.runtime.choices import DecodeMode
+from models.weights.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
 
 ENV_PREFIX = "HEATPOSE_"
 OTHER_VARIABLES = ("HEATPOSE_HOME", "HEATPOSE_WEIGHTS_URL")
@@ -43,8 +43,8 @@ class Settings(BaseSettings):
 
     checkpoint: str = Field(
         DEFAULT_CHECKPOINT,
-        description="A .safetensors checkpoint written by models.checkpoint.save, or a zoo name "
-        "(fetched and cached under HEATPOSE_HOME on first start). Default: the published DARK "
+        description="A .safetensors checkpoint written by models.weights.checkpoint.save, or a zoo "
+        "name (fetched and cached under HEATPOSE_HOME on first start). Default: the published DARK "
         "ResNet-50 COCO 256x192 weights.",
     )
     device: str = Field(
@@ -66,8 +66,8 @@ class Settings(BaseSettings):
     )
     backend: Literal["torch", "onnxruntime", "tensorrt", "compile"] = Field(
         "torch",
-        description="Who runs the forward pass (models/backends.py): torch, onnxruntime (pip "
-        "install 'heatpose[onnx]'; CUDA: 'heatpose[gpu]'), tensorrt (CUDA only) or compile.",
+        description="Who runs the forward pass (models/runtime/backends.py): torch, onnxruntime "
+        "(pip install 'heatpose[onnx]'; CUDA: 'heatpose[gpu]'), tensorrt (CUDA only) or compile.",
     )
     crop: Literal["auto", "cv2", "device"] = Field(
         "auto",
@@ -237,8 +237,8 @@ class Settings(BaseSettings):
     warmup: bool = Field(
         True,
         description="Before /ready turns true, run the forward pass at every batch size the "
-        "service forms (each batch bucket; compile: 1, 2, 4, ...; app/warmup.py); false: one "
-        "pass of one crop only.",
+        "service forms (each batch bucket; compile: 1, 2, 4, ...; app/engine/warmup.py); false: "
+        "one pass of one crop only.",
     )
     max_streams: int = Field(
         16, ge=0, le=100_000, description="Most open WS /v1/stream connections; beyond it 1013."

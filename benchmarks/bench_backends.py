@@ -3,7 +3,7 @@
 ResNet-50 at 256x192 (w 192, h 256) with random weights, batch 8, on this machine's CPU
 (``--device cuda``: on the GPU, where ``tensorrt`` is a backend too):
 ``torch`` (channels_last, as the Predictor runs it), ``onnxruntime`` (CPU execution provider)
-and ``compile`` (``torch.compile``), each called through :func:`models.backends.create` with
+and ``compile`` (``torch.compile``), each called through :func:`models.runtime.backends.create` with
 the Predictor's own input (normalised float32, channels_last), so the backends' own
 conversions are counted. The machine is shared, so the backends are measured in interleaved
 rounds and the median images/s is reported; one-off costs (ONNX export, compilation) are
@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.backends import create  # noqa: E402
-from models.checkpoint import build_model  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from models.runtime.backends import create  # noqa: E402
+from models.weights.checkpoint import build_model  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 
 
 def images_per_s(forward, x: torch.Tensor, seconds: float) -> float:

@@ -38,7 +38,7 @@ def random_detector(path: Path) -> Path:
     """A random-weight ``person-frcnn-mbv3`` state dict (torchvision's layout) at ``path``."""
     import torch
 
-    from models.detector import build_torchvision_model
+    from models.detection.detector import build_torchvision_model
 
     torch.manual_seed(0)
     torch.save(build_torchvision_model("person-frcnn-mbv3").state_dict(), path)

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from models.codec import DECODE_MODES, HeatmapCodec
+from models.pose.codec import DECODE_MODES, HeatmapCodec
 
 
 def loop_dark(heatmaps: np.ndarray, kernel: int = 11) -> np.ndarray:

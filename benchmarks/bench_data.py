@@ -2,7 +2,7 @@
 
 One sample = JPEG decode (cv2) of a synthetic 640x480 image, the full training augmentation of
 the published recipe (flip, half-body, shift/scale/rotation, affine warp through
-models.geometry) and target encoding through models.codec (17 heatmaps). Run:
+models.pose.geometry) and target encoding through models.pose.codec (17 heatmaps). Run:
 
     python benchmarks/bench_data.py [--samples 600] [--workers 0 1 2] [--input-size 256x192]
 
@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from heatpose_cli.args import input_size
-from models.codec import HeatmapCodec
-from models.keypoints import COCO_KEYPOINTS
-from training.data import CocoKeypoints, worker_init
-from training.synthetic import write_split
-from training.transforms import AugmentParams, TopDownTransform
+from models.pose.codec import HeatmapCodec
+from models.pose.keypoints import COCO_KEYPOINTS
+from training.data.data import CocoKeypoints, worker_init
+from training.data.transforms import AugmentParams, TopDownTransform
+from training.synthetic.dataset import write_split
 
 
 def dataset(data: Path, size: tuple[int, int], images: int) -> CocoKeypoints:

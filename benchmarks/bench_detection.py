@@ -48,13 +48,13 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_service import free_port, run_load, start_server, stop_server  # noqa: E402
 from torchvision.models.detection import keypointrcnn_resnet50_fpn  # noqa: E402
 
-from models.checkpoint import build_model, save  # noqa: E402
-from models.detector import PersonDetector, build_torchvision_model  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from models.rtmdet import ARCH_SPECS, RTMDET_ARCHS, RTMDetector  # noqa: E402
-from models.rtmdet_net import RTMDetNet  # noqa: E402
-from training.synthetic import background  # noqa: E402
-from training.synthetic_people import draw_person, sample_person  # noqa: E402
+from models.detection.detector import PersonDetector, build_torchvision_model  # noqa: E402
+from models.detection.rtmdet import ARCH_SPECS, RTMDET_ARCHS, RTMDetector  # noqa: E402
+from models.detection.rtmdet_net import RTMDetNet  # noqa: E402
+from models.weights.checkpoint import build_model, save  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
+from training.synthetic.dataset import background  # noqa: E402
+from training.synthetic.synthetic_people import draw_person, sample_person  # noqa: E402
 
 
 def three_people_jpeg(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:

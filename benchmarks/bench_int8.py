@@ -2,9 +2,10 @@
 
 1. Accuracy: a small model trained on a synthetic split (``--checkpoint``; made with the
    commands below, a few minutes on the CPU) is exported as fp32 ONNX and as INT8 (QDQ,
-   per-channel, calibrated on ``--calibration`` crops of the train split, ``models/quantize.py``),
-   and the project's evaluation (``training.evaluate.evaluate``: pycocotools keypoint AP,
-   ground-truth boxes, flip test) runs each through the ``onnxruntime`` backend on the val split.
+   per-channel, calibrated on ``--calibration`` crops of the train split,
+   ``models/runtime/quantize.py``), and the project's evaluation (``training.evaluate.evaluate``:
+   pycocotools keypoint AP, ground-truth boxes, flip test) runs each through the ``onnxruntime``
+   backend on the val split.
 2. Speed: the ONNX Runtime CPU forward of R18 and R50 at 256x192 (random weights, INT8
    calibrated on crops of the same data), batch ``--batch``, fp32 and INT8 in interleaved rounds,
    median images/s.
@@ -35,11 +36,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import ModelBundle, build_model, load  # noqa: E402
-from models.export import export_onnx  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from models.predictor import Predictor  # noqa: E402
-from models.quantize import calibration_crops, quantize_onnx  # noqa: E402
+from models.inference.predictor import Predictor  # noqa: E402
+from models.runtime.export import export_onnx  # noqa: E402
+from models.runtime.quantize import calibration_crops, quantize_onnx  # noqa: E402
+from models.weights.checkpoint import ModelBundle, build_model, load  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 
 

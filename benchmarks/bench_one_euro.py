@@ -21,7 +21,7 @@ import argparse
 
 import numpy as np
 
-from models.smoothing import OneEuroFilter, OneEuroParams
+from models.video.smoothing import OneEuroFilter, OneEuroParams
 
 FPS = (15.0, 30.0, 60.0)
 SPEEDS = (30.0, 60.0, 120.0, 240.0, 480.0)

@@ -1,7 +1,7 @@
 """The request path's own cost: the service with an instant model (issue 13, section 1).
 
 The running service (``python -m app``, uvicorn, real HTTP on loopback) with its forward pass
-replaced by an instant one: in the server process(es) only, ``models.backends.create`` is
+replaced by an instant one: in the server process(es) only, ``models.runtime.backends.create`` is
 wrapped so that the Predictor's forward call returns zero heatmaps of the right shape
 ``(B, K, H, W)`` at once. The stand-in is installed through a ``sitecustomize`` module that
 this script writes into a temporary directory on the servers' ``PYTHONPATH`` (so uvicorn's
@@ -22,7 +22,7 @@ interleaved rounds, so a change is compared with its base in one run. ``--worker
 the service with ``heatpose serve --workers N``. ``--devices 'cpu|cpu,cpu'`` compares
 ``HEATPOSE_DEVICE`` values (``|``-separated; ``cpu,cpu`` = two batch workers with a model
 replica each). ``--env 'HEATPOSE_CROP=cv2|HEATPOSE_CROP=device,HEATPOSE_DECODE=torch'`` compares
-sets of other settings the same way (e.g. the on-device request path, app/device_path.py).
+sets of other settings the same way (e.g. the on-device request path, app/intake/device_path.py).
 ``--model r18`` (or ``r50``) serves a real ResNet with random weights instead of
 the instant stand-in; ``--model http-only`` answers every image with nobody in it without
 decoding, cropping or inferring (what the HTTP layer costs alone); ``--model asgi-floor``
@@ -69,13 +69,13 @@ from bench_service import (  # noqa: E402
     wait_ready,
 )
 
-from models.checkpoint import build_model, save  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from models.weights.checkpoint import build_model, save  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 
 SITECUSTOMIZE = '''
 """Benchmark-only: the Predictor's forward call returns zero heatmaps at once."""
 import torch
-import models.backends as _backends
+import models.runtime.backends as _backends
 
 
 def _instant_create(name, model, config, *, device, **_options):
@@ -99,8 +99,8 @@ import time as _time
 
 import numpy as _np
 
-import app.service as _service
-from app.intake import DecodedImage as _Decoded
+import app.engine.service as _service
+from app.intake.uploads import DecodedImage as _Decoded
 
 _PIXELS = _np.zeros((480, 640, 3), _np.uint8)
 
@@ -146,9 +146,9 @@ _main.create_app = _floor_app
 # py-spy stacks -> request-path stages: a sample goes to the stage of its innermost frame that
 # matches one (checked in this order); start-up and idle (waiting) samples are left out.
 STAGES = [
-    ("JPEG decode (Pillow, app/intake.py)", ["decode_image", "PIL/"]),
+    ("JPEG decode (Pillow, app/intake/uploads.py)", ["decode_image", "PIL/"]),
     ("crop (cv2.warpAffine)", ["Predictor.crop", "geometry.py"]),
-    ("heatmap decode (DARK, models/codec.py)", ["codec.py", "Predictor.decode"]),
+    ("heatmap decode (DARK, models/pose/codec.py)", ["codec.py", "Predictor.decode"]),
     ("normalise + instant forward + flip merge", ["Predictor.heatmaps", "normalize_crops"]),
     ("batcher (queue, stack, results)", ["batcher.py", "batch_worker.py"]),
     ("multipart parsing", ["multipart", "formparsers", "UploadFile", "datastructures.py"]),
@@ -160,7 +160,14 @@ STAGES = [
     ("thread hops (anyio.to_thread, executor)", ["anyio/", "futures/", "threading.py"]),
     (
         "HTTP, routing, middleware, dependencies",
-        ["uvicorn/", "starlette/", "fastapi/", "app/limits.py", "app/deps.py", "app/auth.py"],
+        [
+            "uvicorn/",
+            "starlette/",
+            "fastapi/",
+            "app/http/limits.py",
+            "app/http/deps.py",
+            "app/http/auth.py",
+        ],
     ),
 ]
 _IDLE = ("Condition.wait", "_worker (concurrent/futures/thread.py:81)", "WorkerThread.run (anyio")

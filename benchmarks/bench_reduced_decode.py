@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from bench_shed import photo_jpeg  # noqa: E402
 from loopback_server import random_checkpoint, serve  # noqa: E402
 
-from app.reduction import jpeg_reduction  # noqa: E402
+from app.intake.reduction import jpeg_reduction  # noqa: E402
 
 
 def vm_hwm_mb(pid: int) -> float:

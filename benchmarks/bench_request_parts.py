@@ -4,13 +4,13 @@
 stages apart, each timed with ``time.process_time`` over many calls in one process with one
 torch thread, for a 640x480 one-person JPEG (the issue's case) and the ResNet 256x192 input:
 
-- JPEG decode (``app.intake.decode_image``, reduced as the service decodes it for one
+- JPEG decode (``app.intake.uploads.decode_image``, reduced as the service decodes it for one
   whole-image person),
 - the crop (``Predictor.crop``, cv2),
 - the network input and flip test around an instant forward (``Predictor.heatmaps`` with the
   forward call replaced by zeros of the right shape), per crop, at batch sizes 1, 6 and 16,
 - heatmap decoding (DARK, the numpy engine the service uses for small CPU batches), per crop,
-- the JSON answer for one person (``app.routes.predict``'s rendering).
+- the JSON answer for one person (``app.http.routes.predict``'s rendering).
 
 ``--roots base=/path,new=/path`` runs the same measurements on other checkouts (each in its own
 process, e.g. ``git worktree add /tmp/base <commit>``) and prints them side by side.
@@ -50,16 +50,16 @@ def measure(seconds: float) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
-    from app.intake import decode_image
-    from app.reduction import PoseNeed
-    from app.routes.predict import model_summary, person
-    from app.schemas import ImageResult, PredictResponse, Timing
-    from app.service import PredictOptions
+    from app.engine.service import PredictOptions
+    from app.http.routes.predict import model_summary, person
+    from app.http.schemas import ImageResult, PredictResponse, Timing
+    from app.intake.reduction import PoseNeed
+    from app.intake.uploads import decode_image
     from app.settings import Settings
-    from models.checkpoint import ModelBundle, build_model
-    from models.model_config import ModelConfig
-    from models.persons import PersonBoxes
-    from models.predictor import Crops, Predictor
+    from models.inference.predictor import Crops, Predictor
+    from models.pose.persons import PersonBoxes
+    from models.weights.checkpoint import ModelBundle, build_model
+    from models.weights.model_config import ModelConfig
 
     # Last: bench_service puts this script's checkout first on sys.path; the measured
     # checkout's modules are imported above (from PYTHONPATH) and stay the ones used.
@@ -129,10 +129,10 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        import models.predictor
+        import models.inference.predictor
 
         stages = measure(args.seconds)
-        print(json.dumps({"stages": stages, "predictor": models.predictor.__file__}))
+        print(json.dumps({"stages": stages, "predictor": models.inference.predictor.__file__}))
         return
     results: dict[str, dict[str, float]] = {}
     for item in args.roots.split(","):

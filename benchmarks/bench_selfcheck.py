@@ -1,4 +1,4 @@
-"""Start-up self-check (app/selfcheck.py): its time within the service's start-up.
+"""Start-up self-check (app/engine/selfcheck.py): its time within the service's start-up.
 
 A checkpoint of ``--depth`` at ``--input`` with random weights (nothing downloaded) is started
 ``--runs`` times as the service starts (``PoseService.start``: load, warm-up, detector none,
@@ -24,12 +24,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.metrics import Metrics  # noqa: E402
-from app.service import PoseService  # noqa: E402
+from app.engine.service import PoseService  # noqa: E402
+from app.observability.metrics import Metrics  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from models.checkpoint import build_model, save  # noqa: E402
-from models.codec import HeatmapCodec  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from models.pose.codec import HeatmapCodec  # noqa: E402
+from models.weights.checkpoint import build_model, save  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 
 
 async def start_once(settings: Settings) -> tuple[float, float]:

@@ -43,8 +43,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import build_model, save  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
+from models.weights.checkpoint import build_model, save  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 
 
 @dataclass

@@ -57,10 +57,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench_service import free_port, raw_model, start_server, stop_server  # noqa: E402
 
-from models.checkpoint import build_model, save  # noqa: E402
-from models.detector import build_torchvision_model  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from training.synthetic_video import make_video  # noqa: E402
+from models.detection.detector import build_torchvision_model  # noqa: E402
+from models.weights.checkpoint import build_model, save  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
+from training.synthetic.synthetic_video import make_video  # noqa: E402
 
 
 @dataclass
@@ -86,7 +86,7 @@ class StreamLoad:
 
 
 def video_jpegs(n: int = 60) -> list[bytes]:
-    """``n`` 640x480 JPEG frames of one person walking (training/synthetic_video.py)."""
+    """``n`` 640x480 JPEG frames of one person walking (training/synthetic/synthetic_video.py)."""
     video = make_video("constant_speed", width=640, height=480, speed=192)
     out = []
     for f in video.frames[:n]:

@@ -1,4 +1,4 @@
-"""Start-up warm-up of the ``compile`` backend (models/warmup.py): graphs and seconds.
+"""Start-up warm-up of the ``compile`` backend (models/runtime/warmup.py): graphs and seconds.
 
 A Predictor with ``backend="compile"`` (and optional batch buckets) is warmed for forward
 batches up to ``--max-forward`` (the service: 2 x HEATPOSE_MAX_BATCH_SIZE); the time of each
@@ -24,11 +24,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import ModelBundle, build_model  # noqa: E402
-from models.codec import HeatmapCodec  # noqa: E402
-from models.model_config import ModelConfig  # noqa: E402
-from models.predictor import Predictor  # noqa: E402
-from models.warmup import warm_up  # noqa: E402
+from models.inference.predictor import Predictor  # noqa: E402
+from models.pose.codec import HeatmapCodec  # noqa: E402
+from models.runtime.warmup import warm_up  # noqa: E402
+from models.weights.checkpoint import ModelBundle, build_model  # noqa: E402
+from models.weights.model_config import ModelConfig  # noqa: E402
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import torch
 
-from models.checkpoint import build_model, save
-from models.codec import HeatmapCodec
-from models.model_config import ModelConfig
+from models.pose.codec import HeatmapCodec
+from models.weights.checkpoint import build_model, save
+from models.weights.model_config import ModelConfig
 
 
 def random_checkpoint(path: Path) -> Path:

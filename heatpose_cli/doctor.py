@@ -2,8 +2,8 @@
 
 It starts the service as ``heatpose serve`` would (every ``HEATPOSE_*`` setting applies; flags
 win), without a server: checkpoint, detector, devices, warm-up and the self-check
-(:mod:`app.selfcheck`), then prints per row what was tried, what answered, the difference from
-the plain path and the time, and stops the service again.
+(:mod:`app.engine.selfcheck`), then prints per row what was tried, what answered, the difference
+from the plain path and the time, and stops the service again.
 
 Exit status: 0 the configured path serves as configured; 1 an acceleration the service chose
 failed or disagreed (``heatpose serve`` would turn it off and serve on the plain path); 2 the
@@ -45,7 +45,8 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 
 
 def report_lines(checks: list[Any], seconds: float) -> list[str]:
-    """The printed table: one block per row of the self-check (:class:`app.selfcheck.Check`)."""
+    """The printed table: one block per row of the self-check
+    (:class:`app.engine.selfcheck.Check`)."""
     lines = []
     for c in checks:
         took = f"{c.seconds:.2f} s" if c.state != "unused" else "-"
@@ -77,9 +78,9 @@ def _doctor(settings: Any) -> int:
 
     import anyio
 
-    from app.metrics import Metrics
-    from app.service import PoseService
-    from app.startup import StartupError
+    from app.engine.service import PoseService
+    from app.engine.startup import StartupError
+    from app.observability.metrics import Metrics
 
     logging.getLogger("heatpose").setLevel(logging.ERROR)  # the table says it all
     service = PoseService(settings, Metrics())

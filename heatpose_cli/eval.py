@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from heatpose_cli.args import ArgumentParser, non_negative_int
-from models.choices import DECODE_MODES
+from models.runtime.choices import DECODE_MODES
 
 
 def build_parser() -> ArgumentParser:

@@ -4,8 +4,9 @@
     heatpose export CHECKPOINT --format onnx --out X.onnx --int8 --calibration-data DIR
     heatpose export person-rtmdet-nano --format onnx --out detector.onnx
 
-The artifacts are :mod:`models.export` (pose), :mod:`models.detector_export` (detectors) and
-:mod:`models.quantize` (INT8). Flags are parsed before torch or onnx is imported, so
+The artifacts are :mod:`models.runtime.export` (pose), :mod:`models.detection.detector_export`
+(detectors) and
+:mod:`models.runtime.quantize` (INT8). Flags are parsed before torch or onnx is imported, so
 ``--help`` stays instant; a mistake is one line naming the flag, exit status 2.
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from heatpose_cli.args import ArgumentParser, number, parse_or_status
-from models.export import (  # torch and onnx are imported by its functions, not by it
+from models.runtime.export import (  # torch and onnx are imported by its functions, not by it
     DEFAULT_OPSET,
     FORMATS,
     OPSETS,
@@ -35,14 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "checkpoint",
-        help="a .safetensors pose checkpoint (models.checkpoint.save), or a person detector: "
-        "an RTMDet zoo name (person-rtmdet-nano, person-rtmdet-m) or, with --detector, a file",
+        help="a .safetensors pose checkpoint (models.weights.checkpoint.save), or a person "
+        "detector: an RTMDet zoo name (person-rtmdet-nano, person-rtmdet-m) or, with --detector, "
+        "a file",
     )
     p.add_argument(
         "--detector",
         action="store_true",
         help="CHECKPOINT is a person detector's weights file (static input, NMS outside the "
-        "graph; models/detector_export.py)",
+        "graph; models/detection/detector_export.py)",
     )
     p.add_argument("--format", choices=FORMATS, required=True, help="the output format")
     p.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
@@ -59,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the onnxruntime parity check against the torch model",
     )
-    q = p.add_argument_group("INT8 (models/quantize.py: ONNX Runtime static quantization, CPU)")
+    q = p.add_argument_group(
+        "INT8 (models/runtime/quantize.py: ONNX Runtime static quantization, CPU)"
+    )
     q.add_argument("--int8", action="store_true", help="write a QDQ INT8 model (needs onnx)")
     q.add_argument(
         "--calibration-data",
@@ -104,12 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # parser.error: the line is printed
         return int(e.code or 2)
     # after parsing: torch and onnx only for real work, not for --help
-    from models.checkpoint import CheckpointError, load
-    from models.quantize import CalibrationError
+    from models.runtime.quantize import CalibrationError
+    from models.weights.checkpoint import CheckpointError, load
 
     try:
         if args.detector or _is_zoo_detector(args.checkpoint):
-            from models.zoo import ZooError
+            from models.weights.zoo import ZooError
 
             try:
                 return _export_detector(args)
@@ -130,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _is_zoo_detector(name: str) -> bool:
-    from models.zoo import ENTRIES
+    from models.weights.zoo import ENTRIES
 
     entry = ENTRIES.get(name)
     return entry is not None and entry.kind == "detector"
@@ -138,8 +142,8 @@ def _is_zoo_detector(name: str) -> bool:
 
 def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
     """The fp32 export (a temporary file), calibration crops, the INT8 file; prints a summary."""
-    from models.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
-    from models.weights_digest import weights_sha256
+    from models.runtime.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
+    from models.weights.weights_digest import weights_sha256
 
     crops = calibration_crops(
         bundle, args.calibration_data, count=args.calibration, split=args.calibration_split
@@ -161,8 +165,8 @@ def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
 def _export_detector(args: argparse.Namespace) -> int:
     """``heatpose export DETECTOR``: a zoo detector name or weights file -> ``--out`` ONNX;
     prints what was written and (unless ``--no-verify``) the parity with torch."""
-    from models.detector import load_detector
-    from models.detector_export import (
+    from models.detection.detector import load_detector
+    from models.detection.detector_export import (
         NMS_PLACE,
         detector_max_abs_diff,
         export_detector_onnx,

@@ -1,4 +1,5 @@
-"""``python -m training.learning_curve``: the command line of :mod:`training.learning_curve`."""
+"""``python -m training.loop.learning_curve``: the command line of
+:mod:`training.loop.learning_curve`."""
 
 from __future__ import annotations
 
@@ -6,13 +7,13 @@ import json
 from pathlib import Path
 
 from heatpose_cli.args import ArgumentParser
-from training.learning_curve import __doc__ as DESCRIPTION
-from training.learning_curve import plot, read_metrics
+from training.loop.learning_curve import __doc__ as DESCRIPTION
+from training.loop.learning_curve import plot, read_metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 for a missing or unreadable file)."""
-    parser = ArgumentParser(prog="python -m training.learning_curve", description=DESCRIPTION)
+    parser = ArgumentParser(prog="python -m training.loop.learning_curve", description=DESCRIPTION)
     parser.add_argument("metrics", type=Path, help="a run's metrics.jsonl")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--title", default="", help="figure title")

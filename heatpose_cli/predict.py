@@ -1,6 +1,6 @@
 """``heatpose predict``: the detector + pose pipeline over image files, folders and videos.
 
-No server: :class:`models.pipeline.PosePipeline` runs in this process. Images (files, or
+No server: :class:`models.inference.pipeline.PosePipeline` runs in this process. Images (files, or
 folders searched recursively) give one JSON per image in the ``/predict`` schema (or one COCO
 results file with ``--format coco``) and, with ``--overlay``, the PNG ``/visualize`` draws
 (:mod:`heatpose_cli.predict_images`). Each video gives JSON lines, one per frame, in the
@@ -24,7 +24,7 @@ from heatpose_cli.args import UsageError, report
 from heatpose_cli.predict_flags import PROG, check_args, is_cuda, parser
 
 if TYPE_CHECKING:
-    from models.pipeline import Detector, PosePipeline
+    from models.inference.pipeline import Detector, PosePipeline
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".y4m"})
@@ -99,18 +99,18 @@ def pick_device(device: str) -> str:
 
 def load_detector(name: str, device: str) -> Detector | None:
     """``--detector`` -> a person detector, or ``None`` for ``none`` (``auto`` as the service:
-    :func:`app.startup.detector_name`; when its weights cannot be had, ``None`` and one line on
-    stderr saying so, :mod:`models.detector_choice`).
+    :func:`app.engine.startup.detector_name`; when its weights cannot be had, ``None`` and one line
+    on stderr saying so, :mod:`models.detection.detector_choice`).
 
     Raises:
         UsageError: a detector named explicitly with an unknown name, weights that cannot be
             fetched, or a file that is not a detector's state dict.
     """
-    from app.startup import detector_name
-    from models.checkpoint import CheckpointError
-    from models.detector import load_detector as load
-    from models.detector_choice import load_or_reason
-    from models.zoo import ZooError
+    from app.engine.startup import detector_name
+    from models.detection.detector import load_detector as load
+    from models.detection.detector_choice import load_or_reason
+    from models.weights.checkpoint import CheckpointError
+    from models.weights.zoo import ZooError
 
     chosen = detector_name(name, device)
     if chosen is None:
@@ -133,10 +133,10 @@ def build_pipeline(args: argparse.Namespace, detector: Detector | None = None) -
     Raises:
         UsageError: a checkpoint or detector that cannot be had, a missing CUDA device.
     """
-    from models.checkpoint import CheckpointError, load
-    from models.pipeline import PosePipeline
-    from models.predictor import Predictor
-    from models.zoo import DEFAULT_MODEL, ZooError, resolve
+    from models.inference.pipeline import PosePipeline
+    from models.inference.predictor import Predictor
+    from models.weights.checkpoint import CheckpointError, load
+    from models.weights.zoo import DEFAULT_MODEL, ZooError, resolve
 
     device = pick_device(args.device)
     name = args.checkpoint or DEFAULT_MODEL

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from heatpose_cli.args import ArgumentParser, UsageError, number
-from models.smoothing import OneEuroParams
+from models.video.smoothing import OneEuroParams
 
 PROG = "heatpose predict"
 

@@ -1,7 +1,7 @@
 """``heatpose predict`` on images: one JSON per image (``/predict``'s schema), overlay PNGs, or
 one COCO keypoint results file.
 
-Images are decoded as the service decodes uploads (:func:`app.intake.decode_image`: EXIF
+Images are decoded as the service decodes uploads (:func:`app.intake.uploads.decode_image`: EXIF
 orientation applied, the same pixel limit), so coordinates mean the same thing here and there:
 ``(x, y)`` pixels of the image as displayed. They go through the pipeline ``--batch-size`` at a
 time (one detector pass, then pose passes of at most ``--batch-size`` crops).
@@ -21,16 +21,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from app.errors import ApiError
-from app.intake import DecodedImage, decode_image
-from app.overlay import encode_png, render
-from app.routes.predict import model_summary, person
-from app.service import PredictOptions
+from app.engine.service import PredictOptions
+from app.http.errors import ApiError
+from app.http.routes.predict import model_summary, person
+from app.intake.uploads import DecodedImage, decode_image
+from app.render.overlay import encode_png, render
 from app.settings import Settings
 from heatpose_cli.args import UsageError
 from heatpose_cli.predict_flags import PROG
-from models.persons import PersonResult
-from models.pipeline import PipelineOptions, PosePipeline
+from models.inference.pipeline import PipelineOptions, PosePipeline
+from models.pose.persons import PersonResult
 
 COCO_FILE = "coco_results.json"
 RESCORE_THR = 0.2

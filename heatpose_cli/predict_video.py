@@ -1,16 +1,16 @@
 """``heatpose predict`` on a video: tracked, smoothed persons as JSON lines, an annotated MP4.
 
 Frames are read with OpenCV and go through the pipeline one at a time with the per-frame logic
-of a ``WS /v1/stream`` stream (:class:`models.video_tracking.VideoTracker`): the detector runs
+of a ``WS /v1/stream`` stream (:class:`models.video.video_tracking.VideoTracker`): the detector runs
 every ``--det-interval`` frames (and whenever no track can be followed); in between each track
 is cropped from the box its previous keypoints span, enlarged 1.25x. Every person gets a track
 id and, with ``--smoothing one_euro``, its keypoints are filtered causally by the frames'
 timestamps (``ts_ms = seq * 1000 / fps``). With ``--smoothing savgol`` the tracks are kept raw
 and each track's contiguous runs of frames are smoothed afterwards by the non-causal
-Savitzky-Golay filter of :mod:`models.smoothing`.
+Savitzky-Golay filter of :mod:`models.video.smoothing`.
 
 ``NAME.jsonl`` has one line per frame, the stream's answer message
-(:func:`app.stream_session.frame_message`) without the live-only ``latency_ms`` and
+(:func:`app.streams.stream_session.frame_message`) without the live-only ``latency_ms`` and
 ``dropped``: ``seq``, ``ts_ms``, ``width``, ``height``, ``persons: [{track_id, bbox,
 bbox_score, score, keypoints: [{name, x, y, score, visible}]}]`` (image px; ``bbox_score``: the
 track's box score at its last detection, null without a detector). The same frames and options
@@ -32,15 +32,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from app.overlay import PALETTE, draw_box, draw_skeleton
-from app.stream_session import frame_message
+from app.render.overlay import PALETTE, draw_box, draw_skeleton
+from app.streams.stream_session import frame_message
 from heatpose_cli.args import UsageError
 from heatpose_cli.predict_images import pipeline_options
-from models.keypoints import KeypointSpec
-from models.pipeline import PosePipeline
-from models.smoothing import OneEuroParams, savgol
-from models.video_files import write_video
-from models.video_tracking import FramePerson, TrackingOptions, VideoTracker
+from models.inference.pipeline import PosePipeline
+from models.pose.keypoints import KeypointSpec
+from models.video.smoothing import OneEuroParams, savgol
+from models.video.video_files import write_video
+from models.video.video_tracking import FramePerson, TrackingOptions, VideoTracker
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def draw_tracks(
     frame: np.ndarray, persons: Sequence[FramePerson], spec: KeypointSpec, kpt_thr: float
 ) -> np.ndarray:
     """``frame (H, W, 3)`` uint8 RGB with each track's box, ``#id`` (and detector score) and
-    skeleton in its colour (:data:`app.overlay.PALETTE` by track id)."""
+    skeleton in its colour (:data:`app.render.overlay.PALETTE` by track id)."""
     out = frame.copy()
     for p in persons:
         colour = PALETTE[p.track_id % len(PALETTE)]

@@ -51,7 +51,7 @@ def parse_args(argv: list[str]) -> dict[str, Any]:
 def connection_options(settings: Settings) -> dict[str, Any]:
     """The connection budgets as ``uvicorn.Config`` options (see docs/architecture.md for the
     flags ``uvicorn app.main:app`` users pass themselves)."""
-    from app.connections import budgeted_protocol
+    from app.http.connections import budgeted_protocol
 
     return {
         "http": budgeted_protocol(settings.header_timeout_s, settings.max_header_bytes),
@@ -75,17 +75,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn  # after argument parsing: --help stays fast
 
-    from app.logs import configure_logging
-    from app.main import create_app
-    from app.startup import (
+    from app.engine.startup import (
         StartupError,
         detector_name,
         pick_device,
         resolve_checkpoint,
         resolve_detector,
     )
-    from app.startup_failure import exit_status
-    from models.checkpoint import CheckpointError, verify
+    from app.http.startup_failure import exit_status
+    from app.main import create_app
+    from app.observability.logs import configure_logging
+    from models.weights.checkpoint import CheckpointError, verify
 
     try:
         device = pick_device(settings.device)
@@ -134,10 +134,10 @@ def _run_workers(
 ) -> int:
     """``--workers N``: uvicorn's process supervisor, each worker building the app from the
     environment (the flags are passed on as ``HEATPOSE_*``), metrics shared through
-    ``PROMETHEUS_MULTIPROC_DIR`` (:mod:`app.multiprocess_metrics`)."""
+    ``PROMETHEUS_MULTIPROC_DIR`` (:mod:`app.observability.multiprocess_metrics`)."""
     import uvicorn
 
-    from app.multiprocess_metrics import multiprocess_dir
+    from app.observability.multiprocess_metrics import multiprocess_dir
     from app.settings import ENV_PREFIX
 
     for key, value in overrides.items():
@@ -145,7 +145,7 @@ def _run_workers(
     # The workers are spawned: the protocol class goes by name and reads its budgets from here.
     os.environ[ENV_PREFIX + "HEADER_TIMEOUT_S"] = str(header_timeout_s)
     os.environ[ENV_PREFIX + "MAX_HEADER_BYTES"] = str(max_header_bytes)
-    options = {**options, "http": "app.connections:WorkerHttpProtocol"}
+    options = {**options, "http": "app.http.connections:WorkerHttpProtocol"}
     with multiprocess_dir():
         # A worker loading torch and its model on a busy host can miss uvicorn's 5 s ping and be
         # killed and restarted over and over; a minute is enough for a start-up.

@@ -1,7 +1,7 @@
 """``heatpose synth``: its flags and its entry point.
 
 OpenCV and numpy are imported only once the flags are parsed, so ``--help`` answers at once;
-:func:`training.synthetic.run` draws and writes the images.
+:func:`training.synthetic.dataset.run` draws and writes the images.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 from heatpose_cli.args import ArgumentParser, non_negative_int
 
 SKELETON_NAMES = ("person", "animal")
-"""The figures ``--skeleton`` offers: the keys of :data:`training.synthetic.SKELETONS`."""
+"""The figures ``--skeleton`` offers: the keys of :data:`training.synthetic.dataset.SKELETONS`."""
 
 
 def build_parser() -> ArgumentParser:
@@ -58,6 +58,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """``heatpose synth``: parse the flags, then draw and write the data set; exit status."""
     args = parse_args(argv)
-    from training.synthetic import run  # after parsing: OpenCV only once the flags are good
+    from training.synthetic.dataset import run  # after parsing: OpenCV only once the flags are good
 
     return run(args)

@@ -1,4 +1,5 @@
-"""``python -m training.synthetic_scene``: the command line of :mod:`training.synthetic_scene`."""
+"""``python -m training.synthetic.synthetic_scene``: the command line of
+:mod:`training.synthetic.synthetic_scene`."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from pathlib import Path
 import cv2
 
 from heatpose_cli.args import ArgumentParser, non_negative_int
-from training.synthetic_scene import __doc__ as DESCRIPTION
-from training.synthetic_scene import people_scene
+from training.synthetic.synthetic_scene import __doc__ as DESCRIPTION
+from training.synthetic.synthetic_scene import people_scene
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (2 when the file cannot be written)."""
-    parser = ArgumentParser(prog="python -m training.synthetic_scene", description=DESCRIPTION)
+    parser = ArgumentParser(
+        prog="python -m training.synthetic.synthetic_scene", description=DESCRIPTION
+    )
     add = parser.add_argument
     add("--out", required=True, type=Path, help="output image (.jpg or .png)")
     add("--people", type=non_negative_int("--people"), default=3, help="persons in the row")

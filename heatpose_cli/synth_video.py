@@ -1,4 +1,5 @@
-"""``python -m training.synthetic_video``: the command line of :mod:`training.synthetic_video`."""
+"""``python -m training.synthetic.synthetic_video``: the command line of
+:mod:`training.synthetic.synthetic_video`."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import sys
 from pathlib import Path
 
 from heatpose_cli.args import ArgumentParser
-from training.synthetic_video import SCENES, WRITERS, make_video, truth_to_json
-from training.synthetic_video import __doc__ as DESCRIPTION
+from training.synthetic.synthetic_video import SCENES, WRITERS, make_video, truth_to_json
+from training.synthetic.synthetic_video import __doc__ as DESCRIPTION
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: write one scene as a video file and its truth JSON; returns the exit status."""
     parser = ArgumentParser(
-        prog="python -m training.synthetic_video", description=DESCRIPTION.splitlines()[0]
+        prog="python -m training.synthetic.synthetic_video", description=DESCRIPTION.splitlines()[0]
     )
     add = parser.add_argument
     add("--scene", required=True, choices=SCENES, help="what happens in the video")

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from heatpose_cli.args import ArgumentParser, input_size, non_negative_int
-from models.choices import DECODE_MODES, DEPTHS
+from models.runtime.choices import DECODE_MODES, DEPTHS
 
 
 def build_parser() -> ArgumentParser:
@@ -176,7 +176,7 @@ DEFAULT_OKS_SIGMA = 0.07
 
 
 def add_keypoint_flags(parser: ArgumentParser) -> None:
-    """Flags for data sets of other keypoints than COCO's person (training.keypoint_spec)."""
+    """Flags for data sets of other keypoints than COCO's person (training.data.keypoint_spec)."""
     group = parser.add_argument_group("your own keypoints")
     add = group.add_argument
     add(

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from heatpose_cli.args import ArgumentParser, parse_or_status
-from models.choices import DECODE_MODES, LAYOUTS
+from models.runtime.choices import DECODE_MODES, LAYOUTS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
-    from models.zoo import heatpose_home, list_entries
+    from models.weights.zoo import heatpose_home, list_entries
 
     home = heatpose_home()
     entries = list_entries()
@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _list()
         return 0
     # after parsing: torch (through the checkpoint code) only for real work, not for --help
-    from models.checkpoint import CheckpointError, import_published
-    from models.zoo import ZooError, fetch
+    from models.weights.checkpoint import CheckpointError, import_published
+    from models.weights.zoo import ZooError, fetch
 
     try:
         if args.command == "fetch":

@@ -10,7 +10,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.checkpoint import (
+    from models.inference.pipeline import DetectMode, PipelineError, PipelineOptions, PosePipeline
+    from models.inference.predictor import Predictor, normalize_crops
+    from models.pose.codec import DECODE_MODES, DecodeMode, HeatmapCodec
+    from models.pose.crops import Crops, split
+    from models.pose.keypoints import COCO_KEYPOINTS, KeypointSpec
+    from models.pose.network import PoseResNet
+    from models.pose.persons import BoxError, BoxSource, PersonBoxes, PersonResult, validate_boxes
+    from models.weights.checkpoint import (
         CheckpointError,
         ModelBundle,
         build_model,
@@ -20,46 +27,39 @@ if TYPE_CHECKING:
         save,
         verify,
     )
-    from models.codec import DECODE_MODES, DecodeMode, HeatmapCodec
-    from models.crops import Crops, split
-    from models.keypoints import COCO_KEYPOINTS, KeypointSpec
-    from models.model_config import ModelConfig
-    from models.network import PoseResNet
-    from models.persons import BoxError, BoxSource, PersonBoxes, PersonResult, validate_boxes
-    from models.pipeline import DetectMode, PipelineError, PipelineOptions, PosePipeline
-    from models.predictor import Predictor, normalize_crops
-    from models.zoo import ZooError
+    from models.weights.model_config import ModelConfig
+    from models.weights.zoo import ZooError
 
 _OWNERS = {
-    "COCO_KEYPOINTS": "models.keypoints",
-    "KeypointSpec": "models.keypoints",
-    "DECODE_MODES": "models.codec",
-    "DecodeMode": "models.codec",
-    "HeatmapCodec": "models.codec",
-    "PoseResNet": "models.network",
-    "ModelConfig": "models.model_config",
-    "CheckpointError": "models.checkpoint",
-    "ModelBundle": "models.checkpoint",
-    "build_model": "models.checkpoint",
-    "import_published": "models.checkpoint",
-    "load": "models.checkpoint",
-    "read_config": "models.checkpoint",
-    "save": "models.checkpoint",
-    "verify": "models.checkpoint",
-    "BoxError": "models.persons",
-    "BoxSource": "models.persons",
-    "PersonBoxes": "models.persons",
-    "PersonResult": "models.persons",
-    "validate_boxes": "models.persons",
-    "DetectMode": "models.pipeline",
-    "PipelineError": "models.pipeline",
-    "PipelineOptions": "models.pipeline",
-    "PosePipeline": "models.pipeline",
-    "Crops": "models.crops",
-    "Predictor": "models.predictor",
-    "normalize_crops": "models.predictor",
-    "split": "models.crops",
-    "ZooError": "models.zoo",
+    "COCO_KEYPOINTS": "models.pose.keypoints",
+    "KeypointSpec": "models.pose.keypoints",
+    "DECODE_MODES": "models.pose.codec",
+    "DecodeMode": "models.pose.codec",
+    "HeatmapCodec": "models.pose.codec",
+    "PoseResNet": "models.pose.network",
+    "ModelConfig": "models.weights.model_config",
+    "CheckpointError": "models.weights.checkpoint",
+    "ModelBundle": "models.weights.checkpoint",
+    "build_model": "models.weights.checkpoint",
+    "import_published": "models.weights.checkpoint",
+    "load": "models.weights.checkpoint",
+    "read_config": "models.weights.checkpoint",
+    "save": "models.weights.checkpoint",
+    "verify": "models.weights.checkpoint",
+    "BoxError": "models.pose.persons",
+    "BoxSource": "models.pose.persons",
+    "PersonBoxes": "models.pose.persons",
+    "PersonResult": "models.pose.persons",
+    "validate_boxes": "models.pose.persons",
+    "DetectMode": "models.inference.pipeline",
+    "PipelineError": "models.inference.pipeline",
+    "PipelineOptions": "models.inference.pipeline",
+    "PosePipeline": "models.inference.pipeline",
+    "Crops": "models.pose.crops",
+    "Predictor": "models.inference.predictor",
+    "normalize_crops": "models.inference.predictor",
+    "split": "models.pose.crops",
+    "ZooError": "models.weights.zoo",
 }
 
 __all__ = [

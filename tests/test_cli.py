@@ -7,7 +7,7 @@ from typing import get_args
 import pytest
 
 import heatpose_cli
-from models import choices
+from models.runtime import choices
 
 
 def test_help_lists_every_command(capsys) -> None:
@@ -37,7 +37,14 @@ def test_serve_never_imports_training() -> None:
     assert r.returncode == 0, r.stderr
 
 
-HEAVY = ("torch", "torchvision", "cv2", "training.train", "training.evaluate", "training.synthetic")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "cv2",
+    "training.train",
+    "training.evaluate",
+    "training.synthetic.dataset",
+)
 
 
 @pytest.mark.parametrize(
@@ -77,8 +84,9 @@ def test_help_and_flag_errors_never_import_torch(argv: list[str]) -> None:
 
 
 def test_cli_choices_equal_their_owners() -> None:
-    """models.choices copies names for torch-free parsers; the owners are the truth."""
-    from models import checkpoint, codec, network
+    """models.runtime.choices copies names for torch-free parsers; the owners are the truth."""
+    from models.pose import codec, network
+    from models.weights import checkpoint
 
     assert choices.DEPTHS == network.DEPTHS
     assert sorted(choices.DECODE_MODES) == sorted(codec.DECODE_MODES)

@@ -33,7 +33,10 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_CPU = ROOT / "docker-compose.cpu.yml"
 SMOKE = ROOT / "scripts" / "smoke-docker.sh"
-ZOO_VARS = {"HEATPOSE_HOME", "HEATPOSE_WEIGHTS_URL"}  # read by models/zoo.py, not app/settings.py
+ZOO_VARS = {
+    "HEATPOSE_HOME",
+    "HEATPOSE_WEIGHTS_URL",
+}  # read by models/weights/zoo.py, not app/settings.py
 
 
 # ---------------------------------------------------------------------------- parsing helpers
@@ -268,7 +271,7 @@ def test_image_runs_unprivileged_listens_on_8000_and_checks_health() -> None:
 
 def test_image_and_compose_pass_only_settings_the_code_reads() -> None:
     from app.settings import ENV_PREFIX, Settings
-    from models import zoo
+    from models.weights import zoo
 
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | ZOO_VARS
     zoo_source = (ROOT / "models" / "zoo.py").read_text()
@@ -323,8 +326,8 @@ def test_dockerignore_keeps_secrets_and_bulk_out_and_the_build_inputs_in() -> No
         "README.md",
         "heatpose_cli/__init__.py",
         "app/main.py",
-        "app/routes/ops.py",
-        "models/zoo.py",
+        "app/http/routes/ops.py",
+        "models/weights/zoo.py",
         "training/train.py",
     ]
     assert [p for p in out if not ignored(p)] == []
@@ -475,7 +478,7 @@ with open(os.environ["FAKE_RESPONSE"]) as f:
 
 
 def _predict_response(persons: int) -> dict[str, Any]:
-    from models.keypoints import COCO_KEYPOINTS
+    from models.pose.keypoints import COCO_KEYPOINTS
 
     names = list(COCO_KEYPOINTS.names)
     kps = [

@@ -167,7 +167,7 @@ def test_kustomization_renders_valid_resources(folder: Path) -> None:
 
 
 def test_gpu_variant_takes_one_gpu_per_pod_and_queue_depth_scales_on_the_queue() -> None:
-    from app.metrics import Metrics
+    from app.observability.metrics import Metrics
 
     gpu = {d["kind"]: d for d in render(K8S / "gpu")}
     api = gpu["Deployment"]["spec"]["template"]["spec"]["containers"][0]
@@ -251,7 +251,7 @@ def test_every_container_runs_a_command_the_image_has() -> None:
 
     import heatpose_cli
     from heatpose_cli import weights as weights_cli
-    from models import zoo
+    from models.weights import zoo
 
     scripts = {e.name for e in entry_points(group="console_scripts")}
     assert {"heatpose", "torchrun"} <= scripts  # heatpose from pyproject.toml, torchrun: torch

@@ -127,7 +127,7 @@ def test_every_real_server_test_is_in_the_slow_tier() -> None:
 
 def test_layering_check_sees_function_local_imports_and_skips_main_blocks() -> None:
     code = (
-        "import models.codec\n"
+        "import models.pose.codec\n"
         "def f():\n    from app import settings\n"
         "if __name__ == '__main__':\n    from heatpose_cli.train import main\n"
     )
@@ -194,7 +194,7 @@ def test_no_import_cycle_in_models_and_app() -> None:
     """Each concept has one owner, so no two modules need each other; function-local imports
     count (they are kept only to defer torch or an optional package, never to hide a cycle)."""
     graph = import_graph("models", "app")
-    assert len(graph) > 50 and graph["models.predictor"] >= {"models.backends"}
+    assert len(graph) > 50 and graph["models.inference.predictor"] >= {"models.runtime.backends"}
     assert find_cycle(graph) == []
 
 

@@ -1,12 +1,12 @@
 """Training and evaluation of heatpose models on COCO-format keypoint data.
 
-The command lines (``heatpose train|eval|synth``, ``python -m training.learning_curve`` ...) are
-in :mod:`heatpose_cli`; the library functions they call are here (:func:`training.train.run`,
-:func:`training.evaluate.run`, :func:`training.synthetic.run`). The names below are the
+The command lines (``heatpose train|eval|synth``, ``python -m training.loop.learning_curve`` ...)
+are in :mod:`heatpose_cli`; the library functions they call are here (:func:`training.train.run`,
+:func:`training.evaluate.run`, :func:`training.synthetic.dataset.run`). The names below are the
 package's public API for code.
 
 They are imported on first use (PEP 562 ``__getattr__``, as scientific Python's lazy loading
-does), not when the package is: importing one light module of it (``training.keypoint_spec``'s
+does), not when the package is: importing one light module of it (``training.data.keypoint_spec``'s
 names, say) must not pull in torch.
 """
 
@@ -17,23 +17,23 @@ from typing import Any
 
 # The public API: name -> the module that owns it.
 _OWNERS = {
-    "AugmentParams": "training.transforms",
-    "NO_AUGMENT": "training.transforms",
-    "Sample": "training.transforms",
-    "TopDownTransform": "training.transforms",
-    "CocoKeypoints": "training.data",
-    "DataError": "training.data",
-    "available_splits": "training.data",
-    "load_coco": "training.data",
-    "KeypointMSELoss": "training.engine",
-    "StepRecord": "training.engine",
-    "WarmupMultiStep": "training.engine",
-    "evaluate_model": "training.engine",
-    "train_one_epoch": "training.engine",
-    "coco_keypoint_eval": "training.coco_metrics",
-    "ResumeError": "training.resume",
-    "load_resume": "training.resume",
-    "write_split": "training.synthetic",
+    "AugmentParams": "training.data.transforms",
+    "NO_AUGMENT": "training.data.transforms",
+    "Sample": "training.data.transforms",
+    "TopDownTransform": "training.data.transforms",
+    "CocoKeypoints": "training.data.data",
+    "DataError": "training.data.data",
+    "available_splits": "training.data.data",
+    "load_coco": "training.data.data",
+    "KeypointMSELoss": "training.loop.engine",
+    "StepRecord": "training.loop.engine",
+    "WarmupMultiStep": "training.loop.engine",
+    "evaluate_model": "training.loop.engine",
+    "train_one_epoch": "training.loop.engine",
+    "coco_keypoint_eval": "training.eval.coco_metrics",
+    "ResumeError": "training.loop.resume",
+    "load_resume": "training.loop.resume",
+    "write_split": "training.synthetic.dataset",
 }
 
 __all__ = list(_OWNERS)

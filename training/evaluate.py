@@ -1,4 +1,5 @@
-"""COCO keypoint evaluation through the shared pipeline (:class:`models.pipeline.PosePipeline`).
+"""COCO keypoint evaluation through the shared pipeline
+(:class:`models.inference.pipeline.PosePipeline`).
 
 ``heatpose eval --checkpoint X --data-path D [--split val2017] [--boxes gt|detector|det.json]
 [--detector NAME_OR_FILE]`` (flags in :mod:`heatpose_cli.eval`; ``--split`` may be left
@@ -23,22 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, load
-from models.detector import load_detector
-from models.detector_choice import AUTO, auto_detector, load_or_reason
-from models.pipeline import Detector, PipelineOptions, PosePipeline
-from models.predictor import Predictor
-from models.zoo import ZooError
-from training.coco_metrics import (
-    BOX_STAT_NAMES,
-    coco_box_eval,
-    coco_keypoint_eval,
-    format_table,
-    postprocess,
-    to_coco_results,
-    write_results,
-)
-from training.data import (
+from models.detection.detector import load_detector
+from models.detection.detector_choice import AUTO, auto_detector, load_or_reason
+from models.inference.pipeline import Detector, PipelineOptions, PosePipeline
+from models.inference.predictor import Predictor
+from models.weights.checkpoint import CheckpointError, load
+from models.weights.zoo import ZooError
+from training.data.data import (
     DataError,
     annotation_path,
     available_splits,
@@ -48,7 +40,16 @@ from training.data import (
     person_records,
     single_threaded_opencv,
 )
-from training.eval_pipeline import (
+from training.eval.coco_metrics import (
+    BOX_STAT_NAMES,
+    coco_box_eval,
+    coco_keypoint_eval,
+    format_table,
+    postprocess,
+    to_coco_results,
+    write_results,
+)
+from training.eval.eval_pipeline import (
     Boxes,
     coco_options,
     detection_results,
@@ -110,8 +111,8 @@ def evaluate(
 ) -> dict[str, float]:
     """COCO keypoint AP/AR of ``predictor`` on ``DATA``'s ``split`` (see the module doc).
 
-    Persons go through :class:`models.pipeline.PosePipeline` (:func:`predict_split`), as in
-    ``heatpose predict`` and the service. With ``detector`` (anything with
+    Persons go through :class:`models.inference.pipeline.PosePipeline` (:func:`predict_split`), as
+    in ``heatpose predict`` and the service. With ``detector`` (anything with
     :meth:`PersonDetector.detect`) the pipeline detects every image with :func:`coco_options`
     instead of taking ``boxes_file``/ground-truth boxes; the detections are written to
     ``detections_path`` if given, and the person box stats are added as ``box_<name>``

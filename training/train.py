@@ -25,24 +25,25 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from models.checkpoint import CheckpointError, load, save
-from models.codec import HeatmapCodec
-from models.model_config import ModelConfig
-from models.network import PoseResNet, PretrainedWeightsError
-from training.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
-from training.data_checks import check_training_data
-from training.distributed import DistInfo, barrier, cleanup, convert_sync_batchnorm
-from training.distributed import init_distributed as init_dist
-from training.engine import (
+from models.pose.codec import HeatmapCodec
+from models.pose.network import PoseResNet, PretrainedWeightsError
+from models.weights.checkpoint import CheckpointError, load, save
+from models.weights.model_config import ModelConfig
+from training.data.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
+from training.data.data_checks import check_training_data
+from training.data.keypoint_spec import spec_for_training
+from training.data.transforms import AugmentParams, TopDownTransform
+from training.loop.distributed import DistInfo, barrier, cleanup, convert_sync_batchnorm
+from training.loop.distributed import init_distributed as init_dist
+from training.loop.engine import (
     KeypointMSELoss,
     StepRecord,
     WarmupMultiStep,
     evaluate_model,
     train_one_epoch,
 )
-from training.init_from import adopt_input_convention, copy_weights, load_source
-from training.keypoint_spec import spec_for_training
-from training.resume import (
+from training.loop.init_from import adopt_input_convention, copy_weights, load_source
+from training.loop.resume import (
     RESUME_FILE,
     ResumeError,
     keep_copy,
@@ -52,8 +53,7 @@ from training.resume import (
     rng_state,
     save_resume,
 )
-from training.run_log import RunLog, checkpoint_summary, weights_digest
-from training.transforms import AugmentParams, TopDownTransform
+from training.loop.run_log import RunLog, checkpoint_summary, weights_digest
 
 
 def build_config(args: Any) -> ModelConfig:
@@ -136,7 +136,7 @@ def train(args: Any, info: DistInfo) -> dict[str, Any]:
         copy_weights(model, config, source, say=print if info.is_main else _quiet)
     if args.sync_bn and info.distributed:
         model = convert_sync_batchnorm(model, info.device)
-    # channels_last everywhere, as models.predictor runs it (evaluation uses that code).
+    # channels_last everywhere, as models.inference.predictor runs it (evaluation uses that code).
     model = model.to(info.device).to(memory_format=torch.channels_last)
     bare = model
 

@@ -26,9 +26,9 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     import torch
 
-    from models.checkpoint import build_model, save
-    from models.codec import HeatmapCodec
-    from models.model_config import ModelConfig
+    from models.pose.codec import HeatmapCodec
+    from models.weights.checkpoint import build_model, save
+    from models.weights.model_config import ModelConfig
 
     torch.manual_seed(0)
     codec = HeatmapCodec(input_size=(96, 128), heatmap_size=(24, 32))
@@ -45,12 +45,12 @@ def app_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def reference(app_checkpoint: Path):
-    """The tiny checkpoint in a :class:`~models.predictor.Predictor` on CPU, as the service
-    runs it: what ``/predict`` must agree with."""
+    """The tiny checkpoint in a :class:`~models.inference.predictor.Predictor` on CPU, as the
+    service runs it: what ``/predict`` must agree with."""
     import torch
 
-    from models.checkpoint import load
-    from models.predictor import Predictor
+    from models.inference.predictor import Predictor
+    from models.weights.checkpoint import load
 
     ref = Predictor(load(app_checkpoint), device="cpu")
     ref.model.to(memory_format=torch.channels_last)  # as the service runs it on CPU

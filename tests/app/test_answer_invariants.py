@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from app.stream_session import frame_message
-from models.persons import PersonResult
-from models.video_tracking import FramePerson
-from tests.app.test_api import image
-from tests.app.test_detection import StandIn, upload
+from app.streams.stream_session import frame_message
+from models.pose.persons import PersonResult
+from models.video.video_tracking import FramePerson
+from tests.app.engine.test_detection import StandIn, upload
+from tests.app.http.test_api import image
 
 pytestmark = pytest.mark.anyio
 

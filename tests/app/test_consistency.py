@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from app.overlay import box_label
-from app.schemas import ImageResult, ModelSummary
+from app.http.schemas import ImageResult, ModelSummary
+from app.render.overlay import box_label
 from heatpose_cli.predict import main as predict_main
 from heatpose_cli.predict_flags import parser
-from tests.app.test_api import image
-from tests.app.test_detection import StandIn, upload
+from tests.app.engine.test_detection import StandIn, upload
+from tests.app.http.test_api import image
 
 STATIC = Path(__file__).resolve().parents[2] / "app" / "static" / "js"
 
@@ -63,8 +63,8 @@ async def test_model_and_metrics_name_the_onnx_file_served(
     serve_app, app_checkpoint: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("onnxruntime")
-    from models.checkpoint import load
-    from models.export import export_onnx
+    from models.runtime.export import export_onnx
+    from models.weights.checkpoint import load
 
     bundle = load(app_checkpoint)
     onnx = export_onnx(bundle.model, bundle.config, tmp_path / "model.onnx")
@@ -82,7 +82,7 @@ async def test_model_and_metrics_name_the_onnx_file_served(
 def test_keypoint_spec_keeps_its_category() -> None:
     from dataclasses import replace
 
-    from models.keypoints import COCO_KEYPOINTS, KeypointSpec
+    from models.pose.keypoints import COCO_KEYPOINTS, KeypointSpec
 
     animal = replace(COCO_KEYPOINTS, category="quadruped")
     assert KeypointSpec.from_dict(animal.to_dict()) == animal
@@ -96,7 +96,7 @@ async def test_predict_names_the_models_category(
 ) -> None:
     from dataclasses import replace
 
-    from models.checkpoint import load, save
+    from models.weights.checkpoint import load, save
 
     bundle = load(app_checkpoint)
     config = replace(bundle.config, spec=replace(bundle.config.spec, category="quadruped"))

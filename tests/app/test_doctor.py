@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import heatpose_cli
-from tests.app.test_selfcheck import auto_accelerates, break_cropper  # noqa: F401 (a fixture)
+from tests.app.engine.test_selfcheck import auto_accelerates, break_cropper  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 

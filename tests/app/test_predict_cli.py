@@ -20,18 +20,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.schemas import ImageResult, ModelSummary
+from app.http.schemas import ImageResult, ModelSummary
 from heatpose_cli.predict import main
-from models.checkpoint import load
-from models.keypoints import COCO_KEYPOINTS
-from models.predictor import Predictor
-from models.similarity import box_iou
-from models.smoothing import savgol
-from models.tracking import keypoints_to_box
-from models.video_files import write_video
+from models.inference.predictor import Predictor
+from models.pose.keypoints import COCO_KEYPOINTS
+from models.video.similarity import box_iou
+from models.video.smoothing import savgol
+from models.video.tracking import keypoints_to_box
+from models.video.video_files import write_video
+from models.weights.checkpoint import load
 from tests.helpers.detectors import Boxes, StandInDetector
-from training.synthetic import write_split
-from training.synthetic_video import SyntheticVideo, make_video
+from training.synthetic.dataset import write_split
+from training.synthetic.synthetic_video import SyntheticVideo, make_video
 
 
 def image_boxes(image: np.ndarray) -> Boxes:
@@ -120,8 +120,8 @@ def test_detector_file_and_none(
     published layout): the JSON boxes are its boxes. ``--detector none``: the whole image."""
     import torch
 
-    from models.detector import PersonDetector
-    from tests.models.test_detector import published_state
+    from models.detection.detector import PersonDetector
+    from tests.models.detection.test_detector import published_state
 
     images, _ = dataset
     files = sorted(images.glob("*.jpg"))[:1]

@@ -75,7 +75,7 @@ def test_invalid_values_name_the_variable(
 
 
 def test_default_checkpoint_is_the_published_dark_resnet50() -> None:
-    from models.zoo import ENTRIES
+    from models.weights.zoo import ENTRIES
 
     s = load_settings()
     assert s.checkpoint == "res50-dark-coco-256x192"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from models.detector import Detections
+from models.detection.detector import Detections
 
 Boxes = tuple[np.ndarray, np.ndarray]  # (N, 4) xyxy image px, (N,) scores
 

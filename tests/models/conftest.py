@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from models.checkpoint import ModelBundle, build_model
-from models.model_config import ModelConfig
+from models.weights.checkpoint import ModelBundle, build_model
+from models.weights.model_config import ModelConfig
 
 LIVELY_CODEC = {"input_size": [64, 96], "heatmap_size": [16, 24], "sigma": 2.0, "blur_kernel": 11}
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.rtmdet import ARCH_SPECS, RTMDetector
-from models.rtmdet_net import RTMDetNet
+from models.detection.rtmdet import ARCH_SPECS, RTMDetector
+from models.detection.rtmdet_net import RTMDetNet
 
 SQUARE = ((320, 320), (640, 640), (160, 160))
 """Sizes of images that fill the square input (no letterbox padding)."""
@@ -57,7 +57,7 @@ def lively_state(arch: str = "person-rtmdet-nano", seed: int = 0) -> dict[str, t
 
 def _calibration_batch(net: RTMDetNet, arch: str) -> torch.Tensor:
     """The detector's own input for :func:`photos` (both sets the tests use), letterboxed and
-    normalised by :meth:`models.rtmdet.RTMDetector.preprocess`."""
+    normalised by :meth:`models.detection.rtmdet.RTMDetector.preprocess`."""
     images = photos() + photos(sizes=SQUARE)
     return RTMDetector(copy.deepcopy(net), arch, "cpu").preprocess(images)[0]
 

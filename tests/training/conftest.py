@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from heatpose_cli import synth as synthetic
-from training.synthetic_video import SyntheticVideo, make_video
+from training.synthetic.synthetic_video import SyntheticVideo, make_video
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,11 @@ from safetensors.torch import load_file
 
 from heatpose_cli import train as train_cli
 from heatpose_cli.train import parse_args
-from models.checkpoint import load, read_config
-from models.network import PoseResNet
+from models.pose.network import PoseResNet
+from models.weights.checkpoint import load, read_config
 from training import train
-from training.engine import evaluate_model
-from training.resume import load_resume
+from training.loop.engine import evaluate_model
+from training.loop.resume import load_resume
 
 # a training run; the timeout is generous: the CPUs are shared with other jobs
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

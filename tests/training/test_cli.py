@@ -18,9 +18,9 @@ from heatpose_cli import learning_curve, train
 from heatpose_cli import synth as synthetic
 from heatpose_cli import synth as synthetic_args
 from heatpose_cli import train as train_args
-from models.checkpoint import read_config, save
-from models.model_config import ModelConfig
-from models.network import PoseResNet
+from models.pose.network import PoseResNet
+from models.weights.checkpoint import read_config, save
+from models.weights.model_config import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
         (train.main, "heatpose train"),
         (evaluate.main, "heatpose eval"),
         (synthetic.main, "heatpose synth"),
-        (learning_curve.main, "python -m training.learning_curve"),
+        (learning_curve.main, "python -m training.loop.learning_curve"),
     ],
 )
 def test_help(main, prog: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,14 +22,14 @@ from pycocotools.cocoeval import COCOeval
 
 from heatpose_cli import synth as synthetic
 from heatpose_cli import train
-from models.checkpoint import ModelBundle, build_model, load, read_config, save
-from models.codec import HeatmapCodec
-from models.keypoints import COCO_KEYPOINTS
-from models.model_config import ModelConfig
-from models.predictor import Predictor
-from training import synthetic_animal
+from models.inference.predictor import Predictor
+from models.pose.codec import HeatmapCodec
+from models.pose.keypoints import COCO_KEYPOINTS
+from models.weights.checkpoint import ModelBundle, build_model, load, read_config, save
+from models.weights.model_config import ModelConfig
 from training.evaluate import evaluate
-from training.init_from import copy_weights, load_source
+from training.loop.init_from import copy_weights, load_source
+from training.synthetic import synthetic_animal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 NAMES = synthetic_animal.NAMES

@@ -18,15 +18,15 @@ import pytest
 
 from heatpose_cli import eval as evaluate_module
 from heatpose_cli import synth as synthetic
-from models.checkpoint import load, save
-from models.detector import Detections
-from models.model_config import ModelConfig
-from models.network import PoseResNet
-from models.persons import PersonBoxes
-from models.pipeline import PipelineOptions, PosePipeline
-from models.predictor import Predictor
-from training.data import load_coco, read_image
-from training.eval_pipeline import coco_options, predict_split
+from models.detection.detector import Detections
+from models.inference.pipeline import PipelineOptions, PosePipeline
+from models.inference.predictor import Predictor
+from models.pose.network import PoseResNet
+from models.pose.persons import PersonBoxes
+from models.weights.checkpoint import load, save
+from models.weights.model_config import ModelConfig
+from training.data.data import load_coco, read_image
+from training.eval.eval_pipeline import coco_options, predict_split
 from training.evaluate import detection_boxes, evaluate
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from heatpose_cli import eval as evaluate_module
 from heatpose_cli import synth as synthetic
-from models.checkpoint import save
-from models.model_config import ModelConfig
-from models.network import PoseResNet
+from models.pose.network import PoseResNet
+from models.weights.checkpoint import save
+from models.weights.model_config import ModelConfig
 from tests.models.lively_rtmdet import write_rtmdet
 from tests.training.test_eval_detector import GroundTruthDetector
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.checkpoint import load, save
-from models.model_config import ModelConfig
-from models.network import PoseResNet
-from models.predictor import Predictor
-from training.data import load_coco
+from models.inference.predictor import Predictor
+from models.pose.network import PoseResNet
+from models.weights.checkpoint import load, save
+from models.weights.model_config import ModelConfig
+from training.data.data import load_coco
 from training.evaluate import detection_boxes, evaluate, ground_truth_boxes
 
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from models.similarity import box_iou
-from models.smoothing import OneEuroFilter, OneEuroParams, savgol
-from models.tracking import Detection, Tracker
-from tests.models.test_smoothing import _filter
-from training.synthetic_video import SyntheticVideo
+from models.video.similarity import box_iou
+from models.video.smoothing import OneEuroFilter, OneEuroParams, savgol
+from models.video.tracking import Detection, Tracker
+from tests.models.video.test_smoothing import _filter
+from training.synthetic.synthetic_video import SyntheticVideo
 
 RIGID = [0, 1, 2, 3, 4, 5, 6, 11, 12]  # head, shoulders, hips: they do not swing with the gait
 

@@ -1,0 +1,631 @@
+"""The running model: checkpoint, :class:`~models.inference.predictor.Predictor`, batcher,
+readiness.
+
+:class:`PoseService` is what the routes talk to. Its life: :meth:`start` (load the checkpoint,
+build the predictor, warm up, start the batcher; ``ready`` turns true), then requests, then
+:meth:`begin_drain` (``ready`` false, new work refused) and :meth:`stop` (queued work finishes
+within the grace period, the device is released).
+
+:meth:`infer` is the one call of an upload request (``/predict``, ``/visualize``): readiness
+(checked once), option defaults, the ``boxes`` field, queue room, the pixel lease, decoding
+sized for the crops, then :meth:`_poses`. :meth:`infer_frame` is a stream frame's one call:
+pixel lease, decoding, the tracker's plan, readiness, then :meth:`_poses`: person boxes
+(:mod:`models.inference.box_plan`; the detector batcher where a detector plugs in), cropping, one
+submission of all crops to the pose batcher, and regrouping per image. They raise the
+batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
+``BatchFailed``), ``BoxError`` and ``ApiError``; :mod:`app.http.errors` maps them to HTTP answers.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+import cv2
+import numpy as np
+import torch
+
+from app.engine.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
+from app.engine.detector_batcher import DetectorBatcher
+from app.engine.inference import Answer, FrameRequest, UploadRequest, read_uploads
+from app.engine.selfcheck import Report, check_service
+from app.engine.startup import (
+    StartupError,
+    optional_person_detectors,
+    pick_devices,
+    pose_replicas,
+    resolve_checkpoint,
+    served_onnx_sha256,
+)
+from app.engine.warmup import warm_detector, warm_replicas
+from app.http.boxes import parse_boxes_field
+from app.intake import device_path
+from app.intake.admission import PixelLease
+from app.intake.reduction import PoseNeed, Reduction
+from app.intake.uploads import DecodedImage, decode_image, pixels_to_decode
+from app.observability.metrics import Metrics
+from app.settings import Settings
+from models.detection.detector_input import check_detectable, detector_pixels, shrink_for_detector
+from models.inference.box_plan import (
+    DetectMode,
+    PipelineError,
+    given_boxes,
+    person_boxes,
+    to_detect,
+)
+from models.inference.pipeline import Detector, sort_persons
+from models.inference.predictor import Crops, Pixels, Predictor, split
+from models.pose.codec import DecodeMode
+from models.pose.persons import PersonBoxes, PersonResult
+from models.weights.checkpoint import CheckpointError, load
+from models.weights.model_config import ModelConfig
+
+if TYPE_CHECKING:
+    from models.video.video_tracking import FramePlan
+
+log = logging.getLogger("heatpose.app")
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to infer one request; ``None`` = the service's default (:meth:`PoseService.resolve`).
+
+    Attributes:
+        flip_test: average with the horizontally flipped crop.
+        decode_mode: heatmap decoding (``?decode=``; :data:`models.pose.codec.DECODE_MODES`).
+        heatmaps: return each person's ``(K, H, W)`` heatmaps.
+        detect: which images go to the person detector
+        (:data:`models.inference.pipeline.DetectMode`). bbox_thr: detector box score threshold;
+        ``max_persons``: at most this many detected
+            persons an image (best box scores kept).
+        kpt_thr: keypoints below it are reported not visible (the routes apply it).
+    """
+
+    flip_test: bool | None = None
+    decode_mode: DecodeMode | None = None
+    heatmaps: bool = False
+    detect: DetectMode = "auto"
+    bbox_thr: float = 0.3
+    max_persons: int = 20
+    kpt_thr: float = 0.3
+
+
+class PoseService:
+    """Owns the models (pose, person detector) and their batchers for one app instance.
+
+    Args:
+        detector: a person detector to use instead of the one ``HEATPOSE_DETECTOR`` names
+            (anything with :meth:`models.detection.detector.PersonDetector.detect`: tests pass
+            stand-ins).
+    """
+
+    def __init__(
+        self, settings: Settings, metrics: Metrics, *, detector: Detector | None = None
+    ) -> None:
+        self.settings = settings  # after start: what serves (the self-check's fallbacks)
+        self.configured = settings  # as given
+        self.selfcheck: Report | None = None  # app/engine/selfcheck.py; None until it passed
+        self.metrics = metrics
+        self.given_detector = detector
+        self.detector: Detector | None = None
+        self.detector_label: str | None = None  # the weights (file) or the stand-in's type
+        self.detector_off: str | None = None  # without a detector: why, and how to send boxes
+        self.onnx_sha256: str | None = None  # the ONNX file the backend runs, if any
+        self.detector_batcher: DetectorBatcher | None = None
+        self.predictor: Predictor | None = None  # the first device's (crops, model info)
+        self.predictors: list[Predictor] = []  # one per device (HEATPOSE_DEVICE)
+        self.batcher: Batcher | None = None
+        self.config: ModelConfig | None = None
+        self.checkpoint_path: Path | None = None
+        self.draining = False  # SIGTERM seen: /ready is false, requests are still served
+        self.stopping = False  # the drain delay is over: new inference is refused
+        self.started_at: float | None = None
+        self.image_work_limiter: anyio.CapacityLimiter | None = None
+
+    # ---------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Load, warm up, start batching. Raises :class:`StartupError` with a fix-it message.
+
+        May be called again after :meth:`stop` (an app's lifespan can run more than once).
+        """
+        s = self.settings = self.configured
+        self.draining = self.stopping = False
+        self.selfcheck = None
+        devices = pick_devices(s.device)
+        if s.torch_threads is not None:
+            torch.set_num_threads(s.torch_threads)  # process-wide, like the setting
+        if s.cv2_threads:
+            # process-wide too; OpenCV's own pool would wake a helper thread for every small
+            # crop (BENCHMARKS.md, "Threads")
+            cv2.setNumThreads(s.cv2_threads)
+        path = await anyio.to_thread.run_sync(resolve_checkpoint, s.checkpoint)
+        try:
+            bundle = await anyio.to_thread.run_sync(load, path)
+        except CheckpointError as e:
+            raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
+        predictors = await anyio.to_thread.run_sync(pose_replicas, bundle, devices, s)
+        predictor = predictors[0]
+        self.predictor, self.predictors = predictor, predictors
+        self.config, self.checkpoint_path = bundle.config, path
+        try:
+            # Every forward batch size (app/engine/warmup.py); without warm-up one pass still runs.
+            await anyio.to_thread.run_sync(warm_replicas, predictors, s, self.metrics)
+        except CheckpointError as e:
+            raise StartupError(f"HEATPOSE_CHECKPOINT={s.checkpoint!r}: {e}") from e
+        self.batcher = Batcher(
+            replicas=[PoseReplica(str(p.device), p.heatmaps, p.decode) for p in predictors],
+            max_batch_size=s.max_batch_size,
+            max_queue_delay_s=s.max_queue_delay_s,
+            max_queued=s.max_queued_persons,
+            metrics=self.metrics,
+        )
+        self.batcher.start()
+        await self._start_detector(devices, [str(p.device) for p in predictors])
+        await check_service(self)  # the built-in request, before /ready (app/engine/selfcheck.py)
+        # Image decoding, cropping and drawing run in worker threads; bounded so they cannot
+        # crowd out the model.
+        self.image_work_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.onnx_sha256 = await anyio.to_thread.run_sync(served_onnx_sha256, predictor)
+        self.metrics.model_info.clear()
+        self.metrics.model_info.labels(
+            bundle.config.name, s.backend, self.onnx_sha256 or "", self.detector_label or ""
+        ).set(1)
+        self.started_at = time.time()
+        log.info(
+            "serving %s (%s) on %s; person detector: %s",
+            bundle.config.name,
+            path,
+            ", ".join(self.batcher.devices),
+            self.detector_label or "none (images without boxes are one person)",
+        )
+
+    async def _start_detector(self, devices: Sequence[str | None], names: Sequence[str]) -> None:
+        """The person detectors (:func:`app.engine.startup.person_detectors`), warmed up, and their
+        batcher: one copy and worker per device.
+
+        Raises:
+            StartupError: the weights cannot be found, fetched or read.
+        """
+        s = self.settings
+        detectors, self.detector_label, self.detector_off = await optional_person_detectors(
+            s, devices, given=self.given_detector
+        )
+        if self.detector_off is not None and s.detector != "none":
+            log.warning("%s", self.detector_off)  # auto fell back: said once
+        self.detector = detectors[0] if detectors else None
+        if not detectors:
+            self.detector_batcher = None
+            return
+        if s.warmup:
+            for d in dict.fromkeys(detectors):  # a given detector once
+                await anyio.to_thread.run_sync(warm_detector, d, s.detector_batch_size)
+        self.detector_batcher = DetectorBatcher(
+            detectors[0],
+            nms_thr=s.detector_nms_thr,
+            max_batch_size=s.detector_batch_size,
+            max_queue_delay_s=s.max_queue_delay_s,
+            max_queued=s.detector_max_queued_images,
+            metrics=self.metrics,
+            device_name=names[0],
+            replicas=list(zip(names[1:], detectors[1:], strict=True)),
+        )
+        self.detector_batcher.start()
+
+    def begin_drain(self) -> None:
+        """``/ready`` turns false; requests are still served (the drain delay of SIGTERM)."""
+        if not self.draining:
+            log.info("draining: /ready is false, still serving for the drain delay")
+        self.draining = True
+
+    async def stop(self) -> None:
+        """Refuse new work, finish queued work within the grace period, release the device."""
+        self.begin_drain()
+        self.stopping = True
+        grace = self.settings.shutdown_grace_s
+        # The detector stage first: its images still have to pass the pose stage.
+        for batcher in (self.detector_batcher, self.batcher):
+            if batcher is not None and not await batcher.drain(grace):
+                log.warning("grace period over with work still queued; it was refused")
+        cuda = any(p.device.type == "cuda" for p in self.predictors)
+        self.predictor, self.predictors = None, []
+        self.detector = self.detector_batcher = None
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------- state
+    @property
+    def ready(self) -> bool:
+        """Model loaded, batcher alive, not draining."""
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/ready`` is false, or ``None`` when it is true."""
+        if self.draining:
+            return "the service is shutting down"
+        return self._unavailable()
+
+    def _unavailable(self) -> str | None:
+        """Why no inference can run now (draining alone is no reason), or ``None``."""
+        if self.predictor is None or self.batcher is None:
+            return "the model is not loaded yet"
+        if self.selfcheck is None:
+            return "the start-up self-check has not passed yet"
+        for batcher in (self.batcher, self.detector_batcher):
+            if batcher is not None and not batcher.alive:
+                died = batcher.died
+                return f"the batcher is not running ({died!r})" if died else "the batcher stopped"
+        return None
+
+    @property
+    def model(self) -> Predictor:
+        """The loaded predictor (its keypoint spec, input size, name) for rendering answers.
+
+        Raises:
+            NotServing: no model is loaded.
+        """
+        if self.predictor is None:
+            raise NotServing("the model is not loaded")
+        return self.predictor
+
+    @property
+    def decodes_on_device(self) -> bool:
+        """Whether ``/predict``'s JPEGs are decoded by torchvision on the serving device, at
+        full size (``HEATPOSE_DECODE``, :func:`app.intake.device_path.decodes_with_torch` of the
+        device the service picked); ``False`` before the model is loaded."""
+        p = self.predictor
+        return p is not None and device_path.decodes_with_torch(self.settings, p.device)
+
+    def check_ready(self) -> tuple[Predictor, Batcher]:
+        """The predictor and batcher; admission control for every inference request.
+
+        During the drain delay (``draining`` but not ``stopping``) requests are still served.
+
+        Raises:
+            NotServing: loading, stopping, or the batcher died (counted as ``not_ready``).
+        """
+        if self.stopping:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
+        reason = self._unavailable()
+        if reason is not None or self.predictor is None or self.batcher is None:
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing(reason or "not ready")
+        return self.predictor, self.batcher
+
+    def resolve(self, options: PredictOptions) -> PredictOptions:
+        """``options`` with every default filled in: the one place the defaults are decided.
+
+        Defaults: ``HEATPOSE_FLIP_TEST``; ``HEATPOSE_DECODE_MODE``, else the checkpoint's.
+        Routes call it first, so a service that is not ready refuses before a byte is read.
+
+        Raises:
+            NotServing: not ready (see :meth:`check_ready`).
+        """
+        predictor, _ = self.check_ready()
+        return self._resolve(predictor, options)
+
+    @staticmethod
+    def _resolve(predictor: Predictor, options: PredictOptions) -> PredictOptions:
+        flip = predictor.flip_test if options.flip_test is None else options.flip_test
+        mode: Any = options.decode_mode or predictor.decode_mode
+        return replace(options, flip_test=flip, decode_mode=mode)
+
+    def pose_needs(
+        self, boxes: Sequence[Sequence[Any] | None] | None, num_images: int, options: PredictOptions
+    ) -> list[PoseNeed | None]:
+        """Per image what its pose crops need from the decode
+        (:class:`app.intake.reduction.PoseNeed`: the client's boxes, or the whole image), or
+        ``None`` where the person detector will see it (it needs the image at its own scale). Never
+        raises: a bad ``detect`` value is refused later by :meth:`_poses`."""
+        has = self.detector_batcher is not None
+        size = self.model.input_size
+        try:
+            seen = set(to_detect(boxes, options.detect, num_images=num_images, has_detector=has))
+        except PipelineError:
+            seen = set(range(num_images))
+        return [
+            None if i in seen else PoseNeed(None if boxes is None else boxes[i], size)
+            for i in range(num_images)
+        ]
+
+    # ---------------------------------------------------------------- inference
+    async def infer(
+        self,
+        request: UploadRequest,
+        *,
+        finish: Callable[[Answer], Awaitable[Any]] | None = None,
+    ) -> Answer:
+        """One ``/predict`` or ``/visualize`` request, from its parsed HTTP parts to persons:
+        the routes' one service call.
+
+        In order: readiness (checked here, once: 503 before a byte is read), the option
+        defaults (:meth:`resolve`), the route's own model check, the ``boxes`` field's
+        structure, room in the pose queue for the request's crops (503 now, 413 ever), the
+        pixels the images will decode to taken from the pixel budget (:mod:`app.intake.admission`),
+        reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
+        :meth:`_poses`. The pixels are given back when the answer (and ``finish``, a
+        rendering that still needs the decoded pixels) is done.
+
+        Raises:
+            ApiError: the route's check, bad boxes, uploads or images (4xx).
+            As :meth:`_poses`.
+        """
+        predictor, batcher = self.check_ready()
+        opts = self._resolve(predictor, request.options)
+        if request.check_model is not None:
+            request.check_model(predictor)
+        n = len(request.files)
+        boxes = parse_boxes_field(request.boxes, n, self.settings.max_boxes_per_image)
+        # Shed load before decoding; the client's boxes, else one crop per image (a lower
+        # bound where a detector finds the persons).
+        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
+        needs = self.pose_needs(boxes, n, opts)
+        sized = request.pose_sized
+        lease = PixelLease(request.budget, request.deadline)
+        try:
+            decode = await read_uploads(
+                request.files,
+                self.settings,
+                lease=lease,
+                needs=needs if sized else None,
+                full_size=sized and self.decodes_on_device,
+                detected=[need is None for need in needs],
+            )
+            images, results, decoded = await self._decode_and_infer(
+                predictor,
+                decode,
+                boxes,
+                opts,
+                detected=any(need is None for need in needs),
+                on_device=sized,
+                deadline=request.deadline,
+            )
+            answer = Answer(images, results, opts, predictor, decoded)
+            if finish is not None:
+                answer = replace(answer, rendered=await finish(answer))
+        finally:
+            await lease.release()
+        return answer
+
+    async def infer_frame(
+        self, frame: FrameRequest
+    ) -> tuple[DecodedImage, FramePlan, list[PersonResult]]:
+        """One stream frame, from its bytes to persons: the stream's one service call.
+
+        Its pixels (full size; the detector path's share too when there is a detector) are
+        held in the pixel budget from before decoding until its persons are found, as an
+        upload's; decoding by Pillow (the limits of ``/predict``); then ``frame.plan`` of its
+        size says where to look (boxes or the detector), readiness is checked, and the path of
+        :meth:`infer` after decoding runs.
+
+        Returns:
+            The decoded frame, its plan, and its persons (as :meth:`infer`'s).
+
+        Raises:
+            ApiError: a bad or too large image. As :meth:`infer` otherwise.
+        """
+        lease = PixelLease(frame.budget, frame.deadline)
+        try:
+            pixels = pixels_to_decode(frame.data)
+            detector = self.detector_batcher is not None  # what its path may hold too
+            await lease.acquire_with(pixels, detector_pixels(pixels) if detector else 0)
+            image = await anyio.to_thread.run_sync(
+                decode_image,
+                frame.data,
+                frame.name,
+                self.settings.max_image_pixels,
+                limiter=self.image_work_limiter,
+            )
+            plan = frame.plan(image.width, image.height)
+            boxes = None if plan.boxes is None else [plan.boxes]
+            predictor, _ = self.check_ready()
+            opts = self._resolve(predictor, replace(frame.options, detect=plan.detect))
+            maps = [Reduction.none(image.pixels)]
+            (found,) = await self._poses(
+                predictor, [image.pixels], boxes, opts, deadline=frame.deadline, maps=maps
+            )
+        finally:
+            await lease.release()
+        return image, plan, found
+
+    async def _poses(
+        self,
+        predictor: Predictor,
+        images: Sequence[Pixels],
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+        opts: PredictOptions,
+        *,
+        deadline: float,
+        maps: Sequence[Reduction],
+    ) -> list[list[PersonResult]]:
+        """All persons of decoded images through the batchers as one job, past the readiness
+        check (``opts`` resolved): person boxes, crops in a worker thread, the pose batcher.
+
+        Args:
+            images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
+                scale; numpy, or torch tensors (decoded on the device,
+                :mod:`app.intake.device_path`).
+            boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
+                (detected, or the whole image without a detector); ``None`` for the list =
+                ``None`` everywhere.
+            deadline: ``time.monotonic()`` deadline of the request.
+            maps: per image how it relates to the original image (a large JPEG decoded at
+                reduced scale, :mod:`app.intake.reduction`); ``boxes`` and the results are in the
+                original's pixels.
+
+        Returns:
+            Per image its persons, keypoints in (original) image pixels, sorted by
+            :func:`models.inference.pipeline.sort_persons` (detected: best box score first; client
+            boxes: in their order); an image with nobody in it -> ``[]``.
+
+        Raises:
+            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.batcher`.
+            BoxError: a box that is malformed or lies outside its image.
+            PipelineError: ``detect=true`` without a detector.
+            UndetectableImage: an image for the detector past its aspect-ratio limit.
+        """
+        persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
+        crops = await anyio.to_thread.run_sync(
+            self._crop, predictor, images, persons, limiter=self.image_work_limiter
+        )
+        return await self._infer(crops, maps, opts, deadline=deadline)
+
+    async def _decode_and_infer(
+        self,
+        predictor: Predictor,
+        decode: Callable[[], list[DecodedImage]],
+        boxes: Sequence[Sequence[Any] | None],
+        opts: PredictOptions,
+        *,
+        detected: bool,
+        on_device: bool,
+        deadline: float,
+    ) -> tuple[list[DecodedImage], list[list[PersonResult]], float]:
+        """Uploads still to be ``decode``-d (:func:`app.engine.inference.read_uploads`) -> persons.
+
+        Where no image goes to the detector (``detected`` false), decoding and cropping run
+        in ONE worker thread (each thread hop costs the event loop and a worker a wake-up);
+        else decoding runs in its own, then :meth:`_poses`. ``on_device``: the JPEGs may be
+        decoded on the device (:func:`app.intake.device_path.decode_images`); else with Pillow.
+
+        Returns:
+            The decoded images, per image its persons (as :meth:`_poses`), and the
+            ``time.perf_counter()`` at which decoding ended.
+        """
+
+        def decode_timed() -> tuple[list[DecodedImage], float]:
+            if on_device:
+                images = device_path.decode_images(decode, self.settings, predictor.device)
+            else:
+                images = decode()
+            return images, time.perf_counter()
+
+        if detected:
+            images, decoded = await anyio.to_thread.run_sync(
+                decode_timed, limiter=self.image_work_limiter
+            )
+            maps = [im.scale for im in images]
+            pixels = [im.pixels for im in images]
+            results = await self._poses(
+                predictor, pixels, boxes, opts, deadline=deadline, maps=maps
+            )
+            return images, results, decoded
+
+        def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
+            images, decoded = decode_timed()
+            maps = [im.scale for im in images]
+            persons = person_boxes(given_boxes(boxes, maps), {}, maps)
+            pixels = [im.pixels for im in images]
+            return images, decoded, self._crop(predictor, pixels, persons)
+
+        images, decoded, crops = await anyio.to_thread.run_sync(
+            decode_and_crop, limiter=self.image_work_limiter
+        )
+        results = await self._infer(crops, [im.scale for im in images], opts, deadline=deadline)
+        return images, results, decoded
+
+    async def _infer(
+        self,
+        crops: list[Crops],
+        maps: Sequence[Reduction],
+        opts: PredictOptions,
+        *,
+        deadline: float,
+    ) -> list[list[PersonResult]]:
+        """Every image's ``crops`` through the batcher as one job; persons per image in
+        original image px (``maps``), sorted."""
+        if self.stopping:  # it began while this request was decoding: the queue takes no more
+            self.metrics.rejected.labels("not_ready").inc()
+            raise NotServing("the service is shutting down", state="shutting_down")
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
+        counts = [len(c) for c in crops]
+        if sum(counts) == 0:
+            return [[] for _ in crops]
+        assert self.batcher is not None
+        results = await self.batcher.submit(
+            Crops.concat(crops),
+            bool(opts.flip_test),
+            deadline=deadline,
+            mode=opts.decode_mode,
+            want_heatmaps=opts.heatmaps,
+        )
+        found = zip(split(results, counts), maps, strict=True)
+        return [sort_persons(m.people_out(p)) for p, m in found]
+
+    async def _person_boxes(
+        self,
+        images: Sequence[Pixels],
+        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
+        options: PredictOptions,
+        *,
+        deadline: float,
+        maps: Sequence[Reduction],
+    ) -> list[PersonBoxes]:
+        """Per image where its persons are, in the decoded image's px: the caller's boxes
+        (validated against the original image's size, then mapped by ``maps``), the
+        detector's (images chosen by :func:`models.inference.box_plan.to_detect`, through the
+        detector batcher), else the whole (original) image (:mod:`models.inference.box_plan`).
+
+        Raises:
+            BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
+            without a detector. UndetectableImage: an image the detector cannot take
+            (:mod:`models.detection.detector_input`). The detector batcher's exceptions
+            (:mod:`app.engine.batcher`).
+        """
+        given = given_boxes(boxes, maps)
+        has = self.detector_batcher is not None
+        todo = to_detect(given, options.detect, num_images=len(images), has_detector=has)
+        found: dict[int, PersonBoxes] = {}
+        if todo:
+            assert self.detector_batcher is not None
+            for i in todo:  # before the batch: an image it cannot resize fails no one else
+                check_detectable(*maps[i].size, name=f"image {i}")
+            small = await anyio.to_thread.run_sync(
+                lambda: [shrink_for_detector(images[i]) for i in todo],
+                limiter=self.image_work_limiter,
+            )  # the detector's input size at most: its float copies stay small
+            detected = await self.detector_batcher.submit(
+                [im for im, _, _ in small],
+                bbox_thr=options.bbox_thr,
+                max_persons=options.max_persons,
+                deadline=deadline,
+            )
+            for i, p, (_, fx, fy) in zip(todo, detected, small, strict=True):
+                h, w = images[i].shape[:2]
+                p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
+                found[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
+        return person_boxes(given, found, maps)
+
+    def _crop(
+        self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]
+    ) -> list[Crops]:
+        """On a worker thread: every image's person crops (``HEATPOSE_CROP``)."""
+        return device_path.crop(predictor, images, persons, self.settings)
+
+    def model_info(self) -> dict[str, Any]:
+        """The checkpoint's metadata for ``/v1/model``."""
+        assert self.config is not None and self.predictor is not None
+        return {
+            **self.config.to_dict(),
+            "input_size": list(self.config.input_size),
+            "heatmap_size": list(self.config.codec.heatmap_size),
+            "checkpoint": self.checkpoint_path.name if self.checkpoint_path else "",
+            "device": ",".join(str(p.device) for p in self.predictors),
+            "flip_test_default": self.predictor.flip_test,
+            "decode_mode_default": self.predictor.decode_mode,
+            "detector": self.detector_label,
+            "features": self.selfcheck.features() if self.selfcheck else {},
+            "detector_off": self.detector_off,
+            "backend": self.settings.backend,
+            "onnx_sha256": self.onnx_sha256,
+        }

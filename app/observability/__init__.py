@@ -1,0 +1,1 @@
+"""Observability: Prometheus metrics (also across worker processes) and structured logs."""

@@ -1,0 +1,1 @@
+"""Rendering: the overlay drawn by /visualize."""

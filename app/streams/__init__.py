@@ -1,0 +1,1 @@
+"""WebSocket streams: a stream's session, its frames and its budget."""

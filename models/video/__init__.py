@@ -1,0 +1,2 @@
+"""Video: pose similarity, temporal smoothing, tracking of people across frames and reading video
+files."""

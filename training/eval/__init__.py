@@ -1,0 +1,1 @@
+"""Evaluation: a split through the shared pipeline and the COCO keypoint metrics."""
