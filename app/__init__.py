@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from app.engine.detector_batcher import DetectorBatcher
     from app.engine.service import PoseService, PredictOptions
     from app.engine.startup import StartupError
-    from app.http.errors import ApiError, http_error
+    from app.errors import ApiError
+    from app.http.errors import http_error
     from app.main import create_app
     from app.settings import Settings, SettingsError, load_settings
 
@@ -33,7 +34,7 @@ _OWNERS = {
     "DeadlineExceeded": "app.engine.batcher",
     "NotServing": "app.engine.batcher",
     "QueueFull": "app.engine.batcher",
-    "ApiError": "app.http.errors",
+    "ApiError": "app.errors",
     "http_error": "app.http.errors",
     "create_app": "app.main",
     "PoseService": "app.engine.service",

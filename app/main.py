@@ -27,21 +27,21 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.engine.admission import PixelBudget
 from app.engine.service import PoseService
 from app.engine.startup import StartupError
 from app.http.connections import ShutdownGuard
 from app.http.errors import install_error_handlers
 from app.http.gate import RequestGate
 from app.http.limits import BodySizeLimitMiddleware
-from app.http.redaction import install_redaction
 from app.http.routes import ops, predict, stream, visualize
 from app.http.routes.docs import install_docs
 from app.http.routes.page import install_page
 from app.http.startup_failure import StartupFailureLine
-from app.intake.admission import PixelBudget
 from app.observability.logs import configure_logging
 from app.observability.metrics import Metrics, MetricsMiddleware
 from app.observability.multiprocess_metrics import mark_worker_dead
+from app.observability.redaction import install_redaction
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
 from app.streams.streams import StreamRegistry
 from models.inference.pipeline import Detector

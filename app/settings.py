@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from app.engine.devices import parse_buckets, parse_devices
+from app.devices import parse_buckets, parse_devices
 from models.runtime.choices import DecodeMode
 from models.weights.zoo import DEFAULT_MODEL as DEFAULT_CHECKPOINT
 

@@ -3,7 +3,7 @@
 1. Accuracy: a small model trained on a synthetic split (``--checkpoint``; made with the
    commands below, a few minutes on the CPU) is exported as fp32 ONNX and as INT8 (QDQ,
    per-channel, calibrated on ``--calibration`` crops of the train split,
-   ``models/runtime/quantize.py``), and the project's evaluation (``training.evaluate.evaluate``:
+   ``models/inference/quantize.py``), and the project's evaluation (``training.evaluate.evaluate``:
    pycocotools keypoint AP, ground-truth boxes, flip test) runs each through the ``onnxruntime``
    backend on the val split.
 2. Speed: the ONNX Runtime CPU forward of R18 and R50 at 256x192 (random weights, INT8
@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.inference.predictor import Predictor  # noqa: E402
+from models.inference.quantize import calibration_crops, quantize_onnx  # noqa: E402
 from models.runtime.export import export_onnx  # noqa: E402
-from models.runtime.quantize import calibration_crops, quantize_onnx  # noqa: E402
 from models.weights.checkpoint import ModelBundle, build_model, load  # noqa: E402
 from models.weights.model_config import ModelConfig  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402

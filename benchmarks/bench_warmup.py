@@ -1,4 +1,4 @@
-"""Start-up warm-up of the ``compile`` backend (models/runtime/warmup.py): graphs and seconds.
+"""Start-up warm-up of the ``compile`` backend (models/inference/warmup.py): graphs and seconds.
 
 A Predictor with ``backend="compile"`` (and optional batch buckets) is warmed for forward
 batches up to ``--max-forward`` (the service: 2 x HEATPOSE_MAX_BATCH_SIZE); the time of each
@@ -25,8 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.inference.predictor import Predictor  # noqa: E402
+from models.inference.warmup import warm_up  # noqa: E402
 from models.pose.codec import HeatmapCodec  # noqa: E402
-from models.runtime.warmup import warm_up  # noqa: E402
 from models.weights.checkpoint import ModelBundle, build_model  # noqa: E402
 from models.weights.model_config import ModelConfig  # noqa: E402
 

@@ -6,7 +6,7 @@
 
 The artifacts are :mod:`models.runtime.export` (pose), :mod:`models.detection.detector_export`
 (detectors) and
-:mod:`models.runtime.quantize` (INT8). Flags are parsed before torch or onnx is imported, so
+:mod:`models.inference.quantize` (INT8). Flags are parsed before torch or onnx is imported, so
 ``--help`` stays instant; a mistake is one line naming the flag, exit status 2.
 """
 
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
         help="skip the onnxruntime parity check against the torch model",
     )
     q = p.add_argument_group(
-        "INT8 (models/runtime/quantize.py: ONNX Runtime static quantization, CPU)"
+        "INT8 (models/inference/quantize.py: ONNX Runtime static quantization, CPU)"
     )
     q.add_argument("--int8", action="store_true", help="write a QDQ INT8 model (needs onnx)")
     q.add_argument(
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # parser.error: the line is printed
         return int(e.code or 2)
     # after parsing: torch and onnx only for real work, not for --help
-    from models.runtime.quantize import CalibrationError
+    from models.inference.quantize import CalibrationError
     from models.weights.checkpoint import CheckpointError, load
 
     try:
@@ -142,7 +142,7 @@ def _is_zoo_detector(name: str) -> bool:
 
 def _export_int8(bundle: Any, args: argparse.Namespace) -> int:
     """The fp32 export (a temporary file), calibration crops, the INT8 file; prints a summary."""
-    from models.runtime.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
+    from models.inference.quantize import calibration_crops, int8_vs_fp32, quantize_onnx
     from models.weights.weights_digest import weights_sha256
 
     crops = calibration_crops(

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.engine.service import PredictOptions
-from app.http.errors import ApiError
+from app.errors import ApiError
 from app.http.routes.predict import model_summary, person
 from app.intake.uploads import DecodedImage, decode_image
 from app.render.overlay import encode_png, render

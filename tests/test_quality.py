@@ -216,3 +216,93 @@ def test_every_cuda_test_is_marked_gpu() -> None:
             if any("needs CUDA" in d for d in decorators) and "pytest.mark.gpu" not in decorators:
                 unmarked.append(f"{f.relative_to(ROOT)}::{node.name}")
     assert not unmarked, unmarked
+
+
+ALLOWED = {
+    # models: the pose model, its weights, where a forward pass runs, the one inference path;
+    # detection and video on top
+    "models.pose": set(),
+    "models.weights": {"models.pose"},
+    "models.runtime": {"models.weights"},
+    "models.inference": {"models.pose", "models.weights", "models.runtime"},
+    "models.detection": {"models.pose", "models.weights", "models.runtime"},
+    "models.video": {"models.pose", "models.inference"},
+    # app: the error type, the devices grammar and the settings under everything; the engine
+    # over intake, rendering and metrics; HTTP (routes included) over the engine; main on top
+    "app.errors": set(),
+    "app.devices": set(),
+    "app.settings": {"app.devices"},
+    "app.observability": set(),
+    "app.render": set(),
+    "app.streams": set(),
+    "app.intake": {"app.errors", "app.settings"},
+    "app.engine": {
+        "app.errors",
+        "app.devices",
+        "app.settings",
+        "app.observability",
+        "app.render",
+        "app.intake",
+    },
+    "app.http": {
+        "app.errors",
+        "app.settings",
+        "app.observability",
+        "app.render",
+        "app.intake",
+        "app.streams",
+        "app.engine",
+    },
+    "app.main": {
+        "app.errors",
+        "app.settings",
+        "app.observability",
+        "app.intake",
+        "app.streams",
+        "app.engine",
+        "app.http",
+    },
+    "app.__main__": set(),
+    # training: data, evaluation, then the commands' modules; synthetic data on its own
+    "training.data": set(),
+    "training.synthetic": set(),
+    "training.eval": {"training.data"},
+    "training.evaluate": {"training.data", "training.eval"},
+    "training.loop": {"training.evaluate"},
+    "training.train": {"training.data", "training.loop"},
+}
+"""Sub-package (or top-level module) -> what it may import of its own top-level package
+(``models``, ``app``, ``training``); across those packages :data:`NEVER` rules. Derived from
+the import graph, kept without cycles: a new edge either fits the layers or moves a module."""
+
+
+def _unit(module: str) -> str:
+    """The sub-package a module belongs to (``app.http.routes.predict`` -> ``app.http``), or
+    the module itself where it sits at the top of its package (``app.settings``)."""
+    parts = module.split(".")
+    if len(parts) >= 3 or (ROOT.joinpath(*parts).is_dir() and len(parts) == 2):
+        return ".".join(parts[:2])
+    return module
+
+
+def test_sub_packages_import_only_what_the_table_allows() -> None:
+    offenders = []
+    for module, imported in sorted(import_graph("models", "app", "training").items()):
+        unit = _unit(module)
+        if "." not in unit:  # a package's __init__: lazy names only
+            continue
+        if unit not in ALLOWED:
+            offenders.append(f"{module}: {unit} is not in ALLOWED")
+            continue
+        for other in sorted(imported):
+            target = _unit(other)
+            same_package = target.split(".")[0] == unit.split(".")[0]
+            if same_package and target != unit and target not in ALLOWED[unit]:
+                offenders.append(f"{module} imports {other} ({unit} may import {ALLOWED[unit]})")
+    assert not offenders, offenders
+
+
+def test_the_allowed_table_has_no_cycle() -> None:
+    graph = {unit: set(allowed) for unit, allowed in ALLOWED.items()}
+    assert all(b in graph for deps in graph.values() for b in deps)
+    assert find_cycle(graph) == []

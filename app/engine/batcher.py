@@ -13,7 +13,7 @@ the requests the last batch just answered can rejoin (otherwise concurrent clien
 alternating half batches; BENCHMARKS.md, "Throughput against the raw network").
 Each batch runs on a dedicated worker thread: ``run_batch`` (the forward pass) then ``decode``.
 
-Several devices (``HEATPOSE_DEVICE=cuda:0,cuda:1``, :mod:`app.engine.devices`): one queue, one
+Several devices (``HEATPOSE_DEVICE=cuda:0,cuda:1``, :mod:`app.devices`): one queue, one
 worker per device, each with its own model replica and at most one batch in flight. A batch is
 formed when a worker is free and goes to the least-loaded free worker: no batch in flight, a worker
 whose last batch succeeded before one whose last batch failed, then the one idle longest (so
@@ -56,9 +56,9 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
+from app.devices import worker_labels
 from app.engine import batch_worker
 from app.engine.batch_worker import Decode, RunBatch
-from app.engine.devices import worker_labels
 from app.engine.isolation import run_isolated
 from app.observability.metrics import Metrics, StageMetrics
 from models.pose.crops import Crops, stack_crops
@@ -123,7 +123,7 @@ Entry = tuple[_Job[Any], int]
 class _Worker:
     """One device's worker: its model replica, its thread and its load."""
 
-    label: str  # the metrics label (app.engine.devices.worker_labels)
+    label: str  # the metrics label (app.devices.worker_labels)
     replica: Any  # what the stage's _run needs on this device
     executor: ThreadPoolExecutor
     inflight: int = 0  # batches running (0 or 1)

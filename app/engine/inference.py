@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import UploadFile
 
-from app.http.errors import ApiError
-from app.intake.admission import PixelBudget, PixelLease
+from app.engine.admission import PixelBudget, PixelLease
+from app.errors import ApiError
 from app.intake.device_path import Uploads
 from app.intake.reduction import PoseNeed
 from app.intake.uploads import DecodedImage, check_content_type, pixels_to_decode
@@ -38,10 +38,10 @@ class UploadRequest:
 
     Attributes:
         files: the multipart ``files`` parts, in upload order.
-        boxes: the raw ``boxes`` form field (:func:`app.http.boxes.parse_boxes_field`).
+        boxes: the raw ``boxes`` form field (:func:`app.intake.boxes.parse_boxes_field`).
         options: the request's options, unresolved (``None`` = the service's default).
         deadline: ``time.monotonic()`` deadline of the request.
-        budget: the process-wide pixel budget (:mod:`app.intake.admission`).
+        budget: the process-wide pixel budget (:mod:`app.engine.admission`).
         pose_sized: decode each image for its pose crops (as small as they allow, on the
             device where ``HEATPOSE_DECODE`` says: ``/predict``); ``False``: Pillow, reduced
             by ``HEATPOSE_DECODE_MAX_SIDE`` only (``/visualize`` draws on the image).
@@ -88,7 +88,7 @@ class FrameRequest:
         data, name: the frame's bytes and its name in messages (``frame <seq>``).
         options: the stream's options, resolved when it opened.
         deadline: ``time.monotonic()`` deadline of the frame.
-        budget: the process-wide pixel budget (:mod:`app.intake.admission`).
+        budget: the process-wide pixel budget (:mod:`app.engine.admission`).
         plan: where to look in a ``(width, height)`` frame
             (:meth:`models.video.video_tracking.VideoTracker.plan`).
     """
@@ -117,7 +117,7 @@ async def read_uploads(
 
     With a ``lease`` the pixels the images will decode to (read from their headers; large JPEGs
     are decoded at reduced scale, ``HEATPOSE_DECODE_MAX_SIDE``) are taken from the pixel budget
-    before any is decoded (:mod:`app.intake.admission`: 413 over a limit, waiting for room until the
+    before any is decoded (:mod:`app.engine.admission`: 413 over a limit, waiting for room until the
     deadline). ``needs``: per image what its pose crops need when no detector will see it
     (:meth:`app.engine.service.PoseService.pose_needs`): such a JPEG is decoded as small as its
     crops allow. An image the detector will see (``detected``; by default where ``needs`` is

@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from app.engine.admission import PixelLease
 from app.engine.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
 from app.engine.detector_batcher import DetectorBatcher
 from app.engine.inference import Answer, FrameRequest, UploadRequest, read_uploads
@@ -46,9 +47,8 @@ from app.engine.startup import (
     served_onnx_sha256,
 )
 from app.engine.warmup import warm_detector, warm_replicas
-from app.http.boxes import parse_boxes_field
 from app.intake import device_path
-from app.intake.admission import PixelLease
+from app.intake.boxes import parse_boxes_field
 from app.intake.reduction import PoseNeed, Reduction
 from app.intake.uploads import DecodedImage, decode_image, pixels_to_decode
 from app.observability.metrics import Metrics
@@ -350,7 +350,7 @@ class PoseService:
         In order: readiness (checked here, once: 503 before a byte is read), the option
         defaults (:meth:`resolve`), the route's own model check, the ``boxes`` field's
         structure, room in the pose queue for the request's crops (503 now, 413 ever), the
-        pixels the images will decode to taken from the pixel budget (:mod:`app.intake.admission`),
+        pixels the images will decode to taken from the pixel budget (:mod:`app.engine.admission`),
         reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
         :meth:`_poses`. The pixels are given back when the answer (and ``finish``, a
         rendering that still needs the decoded pixels) is done.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 import torch
 
-from app.engine.devices import DeviceError, buckets_for, resolve_devices
+from app.devices import DeviceError, buckets_for, resolve_devices
 from models.detection.detector import load_detector
 from models.detection.detector_backends import served_detector
 from models.detection.detector_choice import (
@@ -88,7 +88,7 @@ def pick_devices(setting: str) -> list[str | None]:
 
     Raises:
         StartupError: a CUDA device this host does not have
-        (:func:`app.engine.devices.resolve_devices`).
+        (:func:`app.devices.resolve_devices`).
     """
     try:
         devices = resolve_devices(setting)

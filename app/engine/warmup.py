@@ -1,6 +1,6 @@
 """The service's warm-up: every forward batch size it can meet, run before ``/ready``.
 
-:func:`warm_replicas` runs :func:`models.runtime.warmup.warm_up` on each replica (one per
+:func:`warm_replicas` runs :func:`models.inference.warmup.warm_up` on each replica (one per
 ``HEATPOSE_DEVICE`` entry) for forward batches up to ``2 x HEATPOSE_MAX_BATCH_SIZE`` (the flip
 test doubles a batch), logs each size's time and sets the gauge
 ``heatpose_warmup_seconds{device, batch}``. With ``HEATPOSE_WARMUP=false`` one batch of one crop
@@ -17,13 +17,13 @@ from collections.abc import Sequence
 import numpy as np
 from prometheus_client import CollectorRegistry, Gauge
 
-from app.engine.devices import worker_labels
+from app.devices import worker_labels
 from app.observability.metrics import Metrics
 from app.settings import Settings
 from models.detection.detector_backends import ServedDetector
 from models.inference.pipeline import Detector
 from models.inference.predictor import Predictor
-from models.runtime.warmup import warm_up
+from models.inference.warmup import warm_up
 
 log = logging.getLogger("heatpose.app")
 

@@ -10,7 +10,7 @@ the key before the body is read; the routes' dependency checks it again.
 browser's ``new WebSocket(url, protocols)`` can set: the client offers :data:`STREAM_PROTOCOL`
 and ``heatpose.key.<base64url of the key>`` (:func:`key_subprotocol`); the server selects
 :data:`STREAM_PROTOCOL` and never echoes the key. The key stays out of the URL, and so out of
-access logs (:mod:`app.http.redaction` redacts the old ``?api_key=`` too).
+access logs (:mod:`app.observability.redaction` redacts the old ``?api_key=`` too).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from fastapi.security import APIKeyHeader, HTTPBearer
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from app.http.errors import ApiError
+from app.errors import ApiError
 
 # Declared for the OpenAPI schema ("Authorize" in /docs); checked by hand below so that
 # a missing key is our 401 envelope, not FastAPI's 403.

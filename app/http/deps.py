@@ -20,8 +20,8 @@ from fastapi import Depends, Form, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.engine.service import PoseService, PredictOptions
+from app.errors import ApiError
 from app.http.auth import check_api_key
-from app.http.errors import ApiError
 from app.observability.metrics import ARRIVAL_KEY
 from models.inference.pipeline import DetectMode, PipelineOptions
 from models.pose.codec import DecodeMode

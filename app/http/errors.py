@@ -1,10 +1,10 @@
 """The one error shape of the service: ``{"error": {"code": "...", "message": "..."}}``.
 
-The HTTP edge (routes, dependencies, upload intake) raises :class:`ApiError`. The core (service,
-batcher, ``models``) raises domain exceptions, and :func:`http_error` is the one place that maps
-each to its status, error code and headers. :func:`install_error_handlers` turns both, FastAPI's
-request validation errors (422), Starlette's HTTP exceptions (404, 405, ...) and any unexpected
-exception (500) into that envelope.
+The HTTP edge (routes, dependencies, upload intake) raises :class:`app.errors.ApiError`. The core
+(service, batcher, ``models``) raises domain exceptions, and :func:`http_error` is the one place
+that maps each to its status, error code and headers. :func:`install_error_handlers` turns both,
+FastAPI's request validation errors (422), Starlette's HTTP exceptions (404, 405, ...) and any
+unexpected exception (500) into that envelope.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from app.engine.batcher import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
+from app.errors import ApiError
 from models.detection.detector_input import UndetectableImage
 from models.inference.pipeline import PipelineError
 from models.pose.persons import BoxError
@@ -40,23 +41,6 @@ class ErrorEnvelope(BaseModel):
     """Every error response of the service."""
 
     error: ErrorBody
-
-
-class ApiError(Exception):
-    """An error answer: HTTP ``status``, a stable ``code``, a ``message`` and extra headers."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
 
 
 NOT_SERVING_RETRY_AFTER_S = 5

@@ -30,10 +30,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.engine.batcher import NotServing, QueueFull
 from app.engine.service import PoseService
+from app.errors import ApiError
 from app.http.auth import check_api_key
 from app.http.connections import send_error
 from app.http.deps import multipart_error
-from app.http.errors import ApiError, http_error
+from app.http.errors import http_error
 from app.observability.metrics import ARRIVAL_KEY
 
 INFERENCE_PATHS = frozenset({"/predict", "/visualize"})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from app.http.errors import ApiError
+from app.errors import ApiError
 
 _HUFFMAN_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
 """Start-of-frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless)."""

@@ -17,7 +17,7 @@ Order of checks, cheapest first, so nothing is decoded that would be refused any
    :mod:`app.intake.reduction`); the result records the factor and the original size. (``/predict``
    may decode JPEGs on its device instead, after checks 1-4: :mod:`app.intake.torch_decode`.)
 
-Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.http.boxes`.
+Person boxes (the ``boxes`` form field) are parsed and checked in :mod:`app.intake.boxes`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from app.http.errors import ApiError
+from app.errors import ApiError
 from app.intake.image_size import declared_size
 from app.intake.jpeg_header import check_jpeg_holds, jpeg_complete, jpeg_size
 from app.intake.reduction import PoseNeed, Reduction, decode_factor, reduced_size

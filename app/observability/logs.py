@@ -1,5 +1,5 @@
 """Logging set-up: level and plain or JSON lines (HEATPOSE_LOG_LEVEL, HEATPOSE_JSON_LOGS);
-credentials in URLs are redacted from every line (:mod:`app.http.redaction`)."""
+credentials in URLs are redacted from every line (:mod:`app.observability.redaction`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging.config
 import time
 from typing import Any
 
-from app.http.redaction import install_redaction
+from app.observability.redaction import install_redaction
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +38,7 @@ def configure_logging(level: str, json_logs: bool) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"default": formatter},
-        "filters": {"redact": {"()": "app.http.redaction.RedactingFilter"}},
+        "filters": {"redact": {"()": "app.observability.redaction.RedactingFilter"}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",

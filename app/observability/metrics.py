@@ -32,7 +32,7 @@ class StageMetrics(NamedTuple):
     queue_depth: Gauge
     queue_wait_seconds: Histogram
     items: Counter
-    device_batch_size: Histogram  # labelled by device (app.engine.devices.worker_labels)
+    device_batch_size: Histogram  # labelled by device (app.devices.worker_labels)
 
 
 class Metrics:

@@ -8,7 +8,7 @@ backends.
 
 - ``torch`` (default): the module itself.
 - ``compile``: ``torch.compile`` of the module: batch 1 and dynamic-batch graphs, each for a
-  range of sizes (warmed by :mod:`models.runtime.warmup`).
+  range of sizes (warmed by :mod:`models.inference.warmup`).
 - ``onnxruntime``: the model exported by :mod:`models.runtime.export`, run by ONNX Runtime: the CPU
   execution provider on the CPU, the CUDA one on CUDA devices (``heatpose[gpu]``).
 - ``tensorrt``: ONNX Runtime's TensorRT execution provider, fp16 engines for a few batch-size
@@ -92,7 +92,7 @@ class CompileBackend:
     Batch 1 gets its own graph (torch specialises sizes 0 and 1); the batch axis of larger
     inputs is marked dynamic, so a few more graphs serve every batch of 2 or more: one per range
     of sizes over which no operator changes its choice (on the CPU a ResNet has 2..15 and 16..,
-    where 1x1 convolutions switch to oneDNN). :func:`models.runtime.warmup.warmup_sizes` covers
+    where 1x1 convolutions switch to oneDNN). :func:`models.inference.warmup.warmup_sizes` covers
     them. Inputs are made channels_last first (what
     :func:`~models.inference.predictor.normalize_crops` gives; the flip test's concatenation may not
     keep it): graphs guard on strides, so one layout for every call path keeps a warmed graph valid.
@@ -311,7 +311,7 @@ def create(
         cache_dir: where ONNX files and TensorRT engines are kept; ``None`` =
             ``$HEATPOSE_HOME/backends``.
         onnx_path: ``onnxruntime`` only: run this ``.onnx`` (e.g. an INT8 one from
-            :mod:`models.runtime.quantize`) instead of exporting ``model``; its stored config must
+            :mod:`models.inference.quantize`) instead of exporting ``model``; its stored config must
             equal ``config`` (``HEATPOSE_ONNX``).
 
     Raises:
@@ -348,8 +348,8 @@ def served_onnx(
 ) -> Path:
     """``path`` checked as the file to serve for ``model`` (``HEATPOSE_ONNX``).
 
-    It must be a heatpose export (an INT8 one from :mod:`models.runtime.quantize`, say) whose stored
-    config equals ``config`` and, where it records the weights it came from
+    It must be a heatpose export (an INT8 one from :mod:`models.inference.quantize`, say) whose
+    stored config equals ``config`` and, where it records the weights it came from
     (:data:`~models.runtime.export.SOURCE_KEY`, INT8 exports do), come from ``model``'s.
 
     Raises:

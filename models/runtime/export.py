@@ -41,7 +41,7 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "heatmaps"
 METADATA_KEY = "heatpose"  # the same key as the .safetensors header's
 SOURCE_KEY = "heatpose_weights_sha256"
-"""ONNX metadata of INT8 exports (:mod:`models.runtime.quantize`):
+"""ONNX metadata of INT8 exports (:mod:`models.inference.quantize`):
 :func:`models.weights.weights_digest.weights_sha256` of the checkpoint the file came from."""
 DEFAULT_OPSET = 17
 OPSETS = range(11, 21)  # what torch's TorchScript exporter writes (2.14: up to 20)

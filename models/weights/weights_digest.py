@@ -1,7 +1,7 @@
 """The identity of a checkpoint's content: what exported files and built engines are keyed by.
 
 :mod:`models.runtime.backends` names its cached ONNX files and TensorRT engines by it, and INT8
-exports (:mod:`models.runtime.quantize`) record it so that a served file is checked against the
+exports (:mod:`models.inference.quantize`) record it so that a served file is checked against the
 checkpoint.
 """
 

@@ -298,4 +298,3 @@ def run(args: Any) -> int:
         )
         return 2
     return 0
-

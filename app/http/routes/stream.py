@@ -32,12 +32,13 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
+from app.engine.admission import PixelBudget
 from app.engine.batcher import NotServing
 from app.engine.inference import FrameRequest
 from app.engine.service import PoseService, PredictOptions
+from app.errors import ApiError
 from app.http.auth import STREAM_PROTOCOL, key_from_subprotocols, presented_key
-from app.http.errors import DOMAIN_ERRORS, ApiError, http_error
-from app.intake.admission import PixelBudget
+from app.http.errors import DOMAIN_ERRORS, http_error
 from app.streams.stream_session import (
     Frame,
     FrameSlot,
@@ -246,7 +247,7 @@ class Connection:
     async def process(self, frame: Frame, dropped: int) -> dict[str, Any]:
         """Decode (the limits of ``/predict``), infer, track and smooth one frame.
 
-        Its declared pixels are held in the process-wide pixel budget (:mod:`app.intake.admission`)
+        Its declared pixels are held in the process-wide pixel budget (:mod:`app.engine.admission`)
         from before decoding until its crops are made, as a ``/predict`` request's: a frame
         that can never fit is refused (413 ``too_many_pixels``), one that finds no room by its
         deadline (arrival + ``HEATPOSE_REQUEST_TIMEOUT_S``) times out (504 ``timeout``).

@@ -2,7 +2,7 @@
 
 The route parses HTTP, makes one service call (:meth:`app.engine.service.PoseService.infer`) and
 renders its answer. Rendering runs like decoding: on a worker thread under the service's
-limiter, with the request's pixels still leased (:mod:`app.intake.admission`) and within its
+limiter, with the request's pixels still leased (:mod:`app.engine.admission`) and within its
 deadline (checked before and after: a request whose deadline passed gets 504 without, or instead of,
 its PNG).
 """
@@ -16,12 +16,13 @@ import anyio.to_thread
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import Field
 
+from app.engine.admission import fit_for_render
 from app.engine.batcher import DeadlineExceeded
 from app.engine.inference import Answer, UploadRequest
 from app.engine.service import PoseService
+from app.errors import ApiError
 from app.http.deps import BoxesParam, InferenceQuery, inference_request
-from app.http.errors import ApiError, error_responses
-from app.intake.admission import fit_for_render
+from app.http.errors import error_responses
 from app.intake.uploads import DecodedImage
 from app.render.overlay import Mode, encode_png, render
 from models.inference.predictor import Predictor

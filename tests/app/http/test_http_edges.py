@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
-from app.http.errors import ApiError
+from app.errors import ApiError
 from app.intake.image_size import declared_size
 from app.intake.uploads import decode_image
 from tests.helpers import images

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from app.http.boxes import parse_boxes_field
-from app.http.errors import ApiError, http_error
+from app.errors import ApiError
+from app.http.errors import http_error
+from app.intake.boxes import parse_boxes_field
 from app.intake.reduction import Reduction
 from app.intake.uploads import check_content_type, decode_image, pixels_to_decode
 from models.pose.persons import BoxError, validate_boxes

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, ImageOps
 
 import app.intake.torch_decode as td
-from app.http.errors import ApiError
+from app.errors import ApiError
 from app.intake.torch_decode import decode_jpegs, decode_uploads, orient
 from app.intake.uploads import decode_image
 from tests.helpers.images import encode_with_exif

@@ -1,4 +1,4 @@
-"""Stream frames under the process-wide pixel budget of ``/predict`` (:mod:`app.intake.admission`).
+"""Stream frames under the process-wide pixel budget of ``/predict`` (:mod:`app.engine.admission`).
 
 The real app under uvicorn in a thread of this process (so the test can hold part of the
 app's budget on the server's event loop, as a concurrent request would), and a real WebSocket
@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from websockets.sync.client import ClientConnection, connect
 
-from app.intake.admission import PixelBudget
+from app.engine.admission import PixelBudget
 from tests.app.live_server import free_port
 from tests.app.streams.test_stream import check_message
 from tests.helpers.images import encode, noise

@@ -58,7 +58,7 @@ def test_checkpoints_and_onnx_files_get_the_umask_mode(umask: int, tmp_path: Pat
 @pytest.mark.parametrize("umask", [0o027], indirect=True)
 def test_int8_onnx_gets_the_umask_mode(umask: int, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from models.runtime.quantize import quantize_onnx
+    from models.inference.quantize import quantize_onnx
 
     model, config = PoseResNet(18, 17), ModelConfig(depth=18, codec_params=CODEC)
     fp32 = export_onnx(model, config, tmp_path / "model.onnx")

@@ -13,9 +13,9 @@ import torch
 import heatpose_cli
 from heatpose_cli import synth as synthetic
 from models.inference.predictor import Predictor, normalize_crops
+from models.inference.quantize import calibration_crops, quantized_op_types
 from models.runtime.backends import BackendError, create
 from models.runtime.export import export_onnx, read_onnx_config
-from models.runtime.quantize import calibration_crops, quantized_op_types
 from models.weights.checkpoint import ModelBundle, save
 from models.weights.model_config import ModelConfig
 

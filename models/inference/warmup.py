@@ -17,7 +17,7 @@ new batch size costs depends on the backend (:mod:`models.runtime.backends`):
 
 Each warm-up call forwards exactly its size ``s``: ``ceil(s / 2)`` black crops, the first
 ``s - ceil(s / 2)`` of them flip-tested, so the flip-test merge and the decoding run too; every
-output must be finite (:func:`models.pose.output_check.check_finite_heatmaps`).
+output must be finite (:func:`models.weights.output_check.check_finite_heatmaps`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Callable
 import numpy as np
 
 from models.inference.predictor import Predictor
-from models.pose.output_check import check_finite_heatmaps
 from models.runtime.backends import Backend, Bucketed
+from models.weights.output_check import check_finite_heatmaps
 
 __all__ = ["warm_up", "warmup_sizes"]
 

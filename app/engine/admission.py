@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from app.engine.batcher import DeadlineExceeded
-from app.http.errors import ApiError
+from app.errors import ApiError
 from app.render.overlay import resize_with
 from models.pose.persons import PersonResult
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.engine.devices import DeviceError, buckets_for, resolve_devices, worker_labels
+from app.devices import DeviceError, buckets_for, resolve_devices, worker_labels
 from app.settings import SettingsError, load_settings
 from tests.helpers.images import encode, noise
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.engine.admission import PixelBudget
 from app.engine.batcher import DeadlineExceeded
-from app.http.errors import ApiError
-from app.intake.admission import PixelBudget
+from app.errors import ApiError
 from tests.helpers.images import encode, noise
 
 pytestmark = pytest.mark.anyio
@@ -67,7 +67,7 @@ async def test_requests_wait_for_the_process_budget_then_time_out(serve_app) -> 
 
 
 def test_fit_for_render_scales_the_image_and_its_persons_alike() -> None:
-    from app.intake.admission import fit_for_render
+    from app.engine.admission import fit_for_render
     from models.pose.persons import PersonResult
 
     image = np.zeros((200, 400, 3), np.uint8)

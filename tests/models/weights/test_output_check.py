@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from models.pose.codec import HeatmapCodec
-from models.pose.output_check import check_finite, check_finite_heatmaps
 from models.weights.checkpoint import CheckpointError, build_model, load, save
 from models.weights.model_config import ModelConfig
+from models.weights.output_check import check_finite, check_finite_heatmaps
 
 CONFIG = ModelConfig(
     name="test-r18-64", depth=18, codec_params=HeatmapCodec.for_input((64, 64)).to_dict()

@@ -1,4 +1,4 @@
-"""Warm-up (models/runtime/warmup.py): every forward batch size a server meets runs before
+"""Warm-up (models/inference/warmup.py): every forward batch size a server meets runs before
 serving."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from models.inference.predictor import Predictor
+from models.inference.warmup import warm_up, warmup_sizes
 from models.runtime.backends import Bucketed
-from models.runtime.warmup import warm_up, warmup_sizes
 from models.weights.checkpoint import ModelBundle
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from app.http.errors import ApiError
+from app.errors import ApiError
 
 
 def _bad(message: str) -> ApiError:

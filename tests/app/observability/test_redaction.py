@@ -13,7 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from app.http.auth import key_from_subprotocols, key_subprotocol
-from app.http.redaction import RedactingFilter, redact
+from app.observability.redaction import RedactingFilter, redact
 from tests.app.streams.test_stream import check_message, closed_with, noise
 
 SECRET = "s3cret-key-123"
