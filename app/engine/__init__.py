@@ -1,2 +1,2 @@
-"""The serving engine: the PoseService, batching on the devices, start-up, device choice, worker
+"""The serving engine: the PoseService, admission, the batchers and their workers, start-up, worker
 isolation, warm-up and the self-check."""

@@ -1,2 +1,2 @@
-"""The HTTP surface: connections, the gate and limits, authentication, redaction, dependencies, box
-fields, errors, schemas, the start-up failure answer and the routes."""
+"""The HTTP surface: connections, the gate and limits, authentication, dependencies, the error
+envelope, schemas, the start-up failure answer and the routes."""

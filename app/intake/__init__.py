@@ -1,2 +1,2 @@
-"""Image intake: uploaded bytes to arrays (content types, sizes, JPEG headers, reduced decoding,
-admission, the device decode path)."""
+"""Request intake: uploaded bytes to arrays (content types, sizes, JPEG headers, reduced decoding,
+the device decode path) and the boxes form field."""

@@ -1,1 +1,2 @@
-"""Observability: Prometheus metrics (also across worker processes) and structured logs."""
+"""Observability: Prometheus metrics (also across worker processes), structured logs and the
+redaction of credentials in them."""

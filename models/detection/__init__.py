@@ -1,2 +1,2 @@
-"""Person detection: the detections type, the detectors (stand-in and RTMDet), their inputs,
+"""Person detection: the detections type, the detectors (torchvision and RTMDet), their inputs,
 choice, export and backends."""

@@ -1,2 +1,2 @@
 """The pose model itself: the keypoint spec, the network, the heatmap codec, the geometry of boxes
-and crops, per-person results and the checks on a network's output."""
+and crops, person crops, and per-person boxes and results."""

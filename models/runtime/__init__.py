@@ -1,2 +1,2 @@
-"""Where a forward pass runs: inference backends (eager, compiled, ONNX Runtime, TensorRT), ONNX
-export, int8 quantisation, warm-up and the backend choices."""
+"""Where a forward pass runs: the inference backends (torch, compile, ONNX Runtime, TensorRT), ONNX
+export, and the torch-free copies of the choices settings and flags offer."""
