@@ -274,7 +274,7 @@ def test_image_and_compose_pass_only_settings_the_code_reads() -> None:
     from models.weights import zoo
 
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | ZOO_VARS
-    zoo_source = (ROOT / "models" / "zoo.py").read_text()
+    zoo_source = (ROOT / "models" / "weights" / "zoo.py").read_text()
     assert all(v in zoo_source for v in ZOO_VARS)
     env = dockerfile_env()
     compose_env = load_compose(COMPOSE)["services"]["api"]["environment"]
