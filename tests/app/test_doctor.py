@@ -88,7 +88,7 @@ def test_serve_exits_2_when_a_named_acceleration_fails(app_checkpoint) -> None:
     """A real ``heatpose serve`` with HEATPOSE_CROP=device and a cropper that raises."""
     code = (
         "import sys\n"
-        "from models import geometry\n"
+        "from models.pose import geometry\n"
         "def broken(*a, **k):\n    raise RuntimeError('cropper stand-in')\n"
         "geometry.crop_persons_batched = broken\n"
         "from heatpose_cli.serve import main\n"
