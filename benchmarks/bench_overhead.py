@@ -1,11 +1,12 @@
 """The request path's own cost: the service with an instant model (issue 13, section 1).
 
 The running service (``python -m app``, uvicorn, real HTTP on loopback) with its forward pass
-replaced by an instant one: in the server process(es) only, ``models.runtime.backends.create`` is
-wrapped so that the Predictor's forward call returns zero heatmaps of the right shape
-``(B, K, H, W)`` at once. The stand-in is installed through a ``sitecustomize`` module that
-this script writes into a temporary directory on the servers' ``PYTHONPATH`` (so uvicorn's
-spawned workers get it too); it is not a product setting. Everything else is the product:
+replaced by an instant one: in the server process(es) only, ``models.runtime.backends.create``
+(and the plain ``TorchBackend`` the start-up self-check compares it with) is wrapped so that
+the Predictor's forward call returns zero heatmaps of the right shape ``(B, K, H, W)`` at once.
+The stand-in is installed through a ``sitecustomize`` module that this script writes into a
+temporary directory on the servers' ``PYTHONPATH`` (so uvicorn's spawned workers get it too);
+it is not a product setting. Everything else is the product:
 multipart parsing, JPEG decode, crops, the batcher, flip test and heatmap decoding, JSON.
 
 Measured per scenario (image size x persons; 3 persons are sent as client boxes, 1 person as
@@ -75,7 +76,10 @@ from models.weights.model_config import ModelConfig  # noqa: E402
 SITECUSTOMIZE = '''
 """Benchmark-only: the Predictor's forward call returns zero heatmaps at once."""
 import torch
-import models.runtime.backends as _backends
+try:
+    import models.runtime.backends as _backends
+except ImportError:  # a checkout from before the sub-packages (--roots base=...)
+    import models.backends as _backends
 
 
 def _instant_create(name, model, config, *, device, **_options):
@@ -90,6 +94,16 @@ def _instant_create(name, model, config, *, device, **_options):
 
 
 _backends.create = _instant_create
+
+
+def _instant_call(self, x):
+    k = self.model.final_layer.out_channels
+    return torch.zeros((x.shape[0], k, x.shape[2] // 4, x.shape[3] // 4), device=x.device)
+
+
+# The start-up self-check compares the served forward with the plain torch module: that one is
+# instant too, so the check agrees and the service keeps the instant forward.
+_backends.TorchBackend.__call__ = _instant_call
 '''
 
 HTTP_ONLY = """
