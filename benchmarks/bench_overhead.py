@@ -75,10 +75,16 @@ from models.weights.model_config import ModelConfig  # noqa: E402
 
 SITECUSTOMIZE = '''
 """Benchmark-only: the Predictor's forward call returns zero heatmaps at once."""
+import os
+
 import torch
-try:
+import models
+
+# A checkout from before the sub-packages (--roots base=...) has models/backends.py (decided by
+# the root's files: an editable install elsewhere could still answer an import of the other).
+if os.path.isdir(os.path.join(models.__path__[0], "runtime")):
     import models.runtime.backends as _backends
-except ImportError:  # a checkout from before the sub-packages (--roots base=...)
+else:
     import models.backends as _backends
 
 
