@@ -9,10 +9,8 @@ device with :func:`pose_replicas` and :func:`person_detectors`.
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,15 +110,13 @@ def pose_replicas(
         StartupError: the backend cannot run here (e.g. tensorrt without CUDA).
     """
     s = settings
-    # Copies first: a Predictor moves its module to its device in place.
-    models = [bundle.model, *(copy.deepcopy(bundle.model) for _ in devices[1:])]
     out = []
-    for device, model in zip(devices, models, strict=True):
+    for device in devices:  # each Predictor makes its own (BatchNorm-folded) copy
         where = torch.device(device) if device is not None else default_device()
         try:
             out.append(
                 Predictor(
-                    replace(bundle, model=model),
+                    bundle,
                     device=where,
                     flip_test=s.flip_test,
                     decode_mode=s.decode_mode,

@@ -39,6 +39,7 @@ from models.pose.crops import (
     host_pixels,
     split,
 )
+from models.pose.network import fold_batchnorm
 from models.pose.persons import PersonBoxes, PersonResult
 from models.runtime import backends
 
@@ -137,12 +138,20 @@ class Predictor:
         self.amp_dtype = (
             torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
         )
-        # channels_last on every device: cuDNN and oneDNN both run convolutions faster in it
-        # (about 1.45x for ResNet-50 on a 2-core CPU, benchmarks/bench_service.py).
-        self.model = bundle.model.to(self.device).eval().to(memory_format=torch.channels_last)
+        # Its own copy with BatchNorm folded (``bundle.model`` is left as it is: training
+        # passes its live model), channels_last on every device: cuDNN and oneDNN both run
+        # convolutions faster in it (BENCHMARKS.md, "The pose network on the CPU").
+        self.model = (
+            fold_batchnorm(bundle.model).to(self.device).to(memory_format=torch.channels_last)
+        )
         # The forward call only (models/runtime/backends.py); everything around it stays here.
         self.forward = backends.create(
-            backend, self.model, self.config, device=self.device, onnx_path=onnx_path
+            backend,
+            self.model,
+            self.config,
+            device=self.device,
+            onnx_path=onnx_path,
+            source=bundle.model,
         )
         if batch_buckets:
             self.forward = backends.Bucketed(self.forward, batch_buckets)

@@ -303,6 +303,7 @@ def create(
     device: torch.device,
     cache_dir: str | Path | None = None,
     onnx_path: str | Path | None = None,
+    source: torch.nn.Module | None = None,
 ) -> Backend:
     """The backend ``name`` for ``model`` (already on ``device``, eval mode).
 
@@ -313,6 +314,8 @@ def create(
         onnx_path: ``onnxruntime`` only: run this ``.onnx`` (e.g. an INT8 one from
             :mod:`models.inference.quantize`) instead of exporting ``model``; its stored config must
             equal ``config`` (``HEATPOSE_ONNX``).
+        source: the checkpoint's network as loaded, when ``model`` is a copy of it with other
+            tensors (BatchNorm folded): the weights an ``onnx_path`` must have come from.
 
     Raises:
         BackendError: an unknown name, a missing package, or a backend this host cannot run;
@@ -322,7 +325,7 @@ def create(
         raise BackendError(f"unknown backend {name!r} (HEATPOSE_BACKEND): one of {BACKENDS}")
     if onnx_path is not None:
         try:
-            path = served_onnx(onnx_path, name, model, config)
+            path = served_onnx(onnx_path, name, model if source is None else source, config)
         except ExportError as e:
             raise BackendError(f"HEATPOSE_ONNX={onnx_path}: {e}") from e
         return onnxruntime_backend(path, device, _outputs(config))

@@ -33,8 +33,11 @@ SCORES = np.array([0.6, 0.9, 0.75], np.float32)
 
 
 def _pipeline(detector: StandInDetector | None, **kw) -> tuple[PosePipeline, SpotDetector]:
-    net = SpotDetector(17)
-    pred = Predictor(ModelBundle(net, _config()), "cpu", flip_test=False, decode_mode="dark")
+    pred = Predictor(
+        ModelBundle(SpotDetector(17), _config()), "cpu", flip_test=False, decode_mode="dark"
+    )
+    net = pred.model  # the Predictor's own copy: its forward calls are counted there
+    assert isinstance(net, SpotDetector)
     return PosePipeline(pred, detector, **kw), net
 
 

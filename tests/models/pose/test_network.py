@@ -1,10 +1,13 @@
-"""PoseResNet: size, output shape, parameter names, init, backbone loading errors."""
+"""PoseResNet: size, output shape, parameter names, init, backbone loading errors, BN folding."""
+
+import copy
 
 import pytest
 import torch
 from torchvision.models import resnet18
 
-from models.pose.network import PoseResNet, PretrainedWeightsError
+from models.pose.network import PoseResNet, PretrainedWeightsError, fold_batchnorm
+from tests.helpers.networks import with_batchnorm_statistics
 
 
 def test_resnet50_parameter_count_and_output_shape() -> None:
@@ -72,3 +75,33 @@ def test_imagenet_offline_message(monkeypatch) -> None:
     monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", offline)
     with pytest.raises(PretrainedWeightsError, match="--pretrained-backbone"):
         PoseResNet(18, 17, pretrained_backbone="imagenet")
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_folding_batchnorm_keeps_the_outputs_and_leaves_the_model_alone(depth: int) -> None:
+    model = with_batchnorm_statistics(PoseResNet(depth, 17)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    kinds = {type(m) for m in folded.modules()}
+    assert not any(issubclass(k, torch.nn.modules.batchnorm._BatchNorm) for k in kinds)
+    assert not folded.training
+    # The deconvolutions carry the head's folded BN as a bias now.
+    assert all(folded.deconv_layers[i].bias is not None for i in (0, 3, 6))
+    x = torch.randn(2, 3, 128, 96, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model.eval()(x)
+        out = folded(x)
+    assert ref.abs().max() > 1e-3  # the comparison below is not between zeros
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+    # The source keeps its BatchNorms and weights (training evaluates its live model).
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 0
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_sync_batchnorm_folds_like_batchnorm() -> None:
+    model = with_batchnorm_statistics(PoseResNet(18, 5)).eval()
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(model)).eval()
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(fold_batchnorm(synced)(x), model(x), rtol=1e-4, atol=1e-6)
