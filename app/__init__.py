@@ -19,7 +19,8 @@ if TYPE_CHECKING:
         QueueFull,
     )
     from app.engine.detector_batcher import DetectorBatcher
-    from app.engine.service import PoseService, PredictOptions
+    from app.engine.inference import PredictOptions
+    from app.engine.service import PoseService
     from app.engine.startup import StartupError
     from app.errors import ApiError
     from app.http.errors import http_error
@@ -38,7 +39,7 @@ _OWNERS = {
     "http_error": "app.http.errors",
     "create_app": "app.main",
     "PoseService": "app.engine.service",
-    "PredictOptions": "app.engine.service",
+    "PredictOptions": "app.engine.inference",
     "StartupError": "app.engine.startup",
     "Settings": "app.settings",
     "SettingsError": "app.settings",

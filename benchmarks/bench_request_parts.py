@@ -50,7 +50,7 @@ def measure(seconds: float) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(1)
-    from app.engine.service import PredictOptions
+    from app.engine.inference import PredictOptions
     from app.http.routes.predict import model_summary, person
     from app.http.schemas import ImageResult, PredictResponse, Timing
     from app.intake.reduction import PoseNeed

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from app.engine.service import PredictOptions
+from app.engine.inference import PredictOptions
 from app.errors import ApiError
 from app.http.routes.predict import model_summary, person
 from app.intake.uploads import DecodedImage, decode_image

@@ -1,5 +1,7 @@
 """One inference request as the service takes it: what the routes parsed, and its answer.
 
+:class:`PredictOptions` are a request's options (query parameters or a stream's settings).
+
 :class:`UploadRequest` is what ``/predict`` and ``/visualize`` hand to
 :meth:`app.engine.service.PoseService.infer`, their one service call; :class:`Answer` is what comes
 back for them to render. :class:`FrameRequest` is a stream's frame for
@@ -23,12 +25,37 @@ from app.intake.reduction import PoseNeed
 from app.intake.uploads import DecodedImage, check_content_type, pixels_to_decode
 from app.settings import Settings
 from models.detection.detector_input import detector_pixels
+from models.inference.box_plan import DetectMode
+from models.pose.codec import DecodeMode
 from models.pose.persons import PersonResult
 
 if TYPE_CHECKING:
-    from app.engine.service import PredictOptions
     from models.inference.predictor import Predictor
     from models.video.video_tracking import FramePlan
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to infer one request; ``None`` = the service's default (:meth:`PoseService.resolve`).
+
+    Attributes:
+        flip_test: average with the horizontally flipped crop.
+        decode_mode: heatmap decoding (``?decode=``; :data:`models.pose.codec.DECODE_MODES`).
+        heatmaps: return each person's ``(K, H, W)`` heatmaps.
+        detect: which images go to the person detector
+        (:data:`models.inference.pipeline.DetectMode`). bbox_thr: detector box score threshold;
+        ``max_persons``: at most this many detected
+            persons an image (best box scores kept).
+        kpt_thr: keypoints below it are reported not visible (the routes apply it).
+    """
+
+    flip_test: bool | None = None
+    decode_mode: DecodeMode | None = None
+    heatmaps: bool = False
+    detect: DetectMode = "auto"
+    bbox_thr: float = 0.3
+    max_persons: int = 20
+    kpt_thr: float = 0.3
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,11 @@ within the grace period, the device is released).
 
 :meth:`infer` is the one call of an upload request (``/predict``, ``/visualize``): readiness
 (checked once), option defaults, the ``boxes`` field, queue room, the pixel lease, decoding
-sized for the crops, then :meth:`_poses`. :meth:`infer_frame` is a stream frame's one call:
-pixel lease, decoding, the tracker's plan, readiness, then :meth:`_poses`: person boxes
-(:mod:`models.inference.box_plan`; the detector batcher where a detector plugs in), cropping, one
-submission of all crops to the pose batcher, and regrouping per image. They raise the
+sized for the crops, then the request stages (:mod:`app.engine.stages`). :meth:`infer_frame`
+is a stream frame's one call: pixel lease, decoding, the tracker's plan, readiness, then the
+same stages: person boxes (:mod:`models.inference.box_plan`; the detector batcher where a
+detector plugs in), cropping, one submission of all crops to the pose batcher, and regrouping
+per image. They raise the
 batchers' domain exceptions (``NotServing``, ``QueueFull``, ``DeadlineExceeded``,
 ``BatchFailed``), ``BoxError`` and ``ApiError``; :mod:`app.http.errors` maps them to HTTP answers.
 """
@@ -23,21 +24,21 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 import cv2
-import numpy as np
 import torch
 
 from app.engine.admission import PixelLease
-from app.engine.batcher import Batcher, DeadlineExceeded, NotServing, PoseReplica
+from app.engine.batcher import Batcher, NotServing, PoseReplica
 from app.engine.detector_batcher import DetectorBatcher
-from app.engine.inference import Answer, FrameRequest, UploadRequest, read_uploads
+from app.engine.inference import Answer, FrameRequest, PredictOptions, UploadRequest, read_uploads
 from app.engine.selfcheck import Report, check_service
+from app.engine.stages import PoseStages
 from app.engine.startup import (
     StartupError,
     optional_person_detectors,
@@ -53,18 +54,14 @@ from app.intake.reduction import PoseNeed, Reduction
 from app.intake.uploads import DecodedImage, decode_image, pixels_to_decode
 from app.observability.metrics import Metrics
 from app.settings import Settings
-from models.detection.detector_input import check_detectable, detector_pixels, shrink_for_detector
+from models.detection.detector_input import detector_pixels
 from models.inference.box_plan import (
-    DetectMode,
     PipelineError,
-    given_boxes,
-    person_boxes,
     to_detect,
 )
-from models.inference.pipeline import Detector, sort_persons
-from models.inference.predictor import Crops, Pixels, Predictor, split
-from models.pose.codec import DecodeMode
-from models.pose.persons import PersonBoxes, PersonResult
+from models.inference.pipeline import Detector
+from models.inference.predictor import Predictor
+from models.pose.persons import PersonResult
 from models.weights.checkpoint import CheckpointError, load
 from models.weights.model_config import ModelConfig
 
@@ -72,30 +69,6 @@ if TYPE_CHECKING:
     from models.video.video_tracking import FramePlan
 
 log = logging.getLogger("heatpose.app")
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How to infer one request; ``None`` = the service's default (:meth:`PoseService.resolve`).
-
-    Attributes:
-        flip_test: average with the horizontally flipped crop.
-        decode_mode: heatmap decoding (``?decode=``; :data:`models.pose.codec.DECODE_MODES`).
-        heatmaps: return each person's ``(K, H, W)`` heatmaps.
-        detect: which images go to the person detector
-        (:data:`models.inference.pipeline.DetectMode`). bbox_thr: detector box score threshold;
-        ``max_persons``: at most this many detected
-            persons an image (best box scores kept).
-        kpt_thr: keypoints below it are reported not visible (the routes apply it).
-    """
-
-    flip_test: bool | None = None
-    decode_mode: DecodeMode | None = None
-    heatmaps: bool = False
-    detect: DetectMode = "auto"
-    bbox_thr: float = 0.3
-    max_persons: int = 20
-    kpt_thr: float = 0.3
 
 
 class PoseService:
@@ -129,6 +102,7 @@ class PoseService:
         self.stopping = False  # the drain delay is over: new inference is refused
         self.started_at: float | None = None
         self.image_work_limiter: anyio.CapacityLimiter | None = None
+        self.stages: PoseStages | None = None  # the request stages, once started
 
     # ---------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -173,6 +147,14 @@ class PoseService:
         # Image decoding, cropping and drawing run in worker threads; bounded so they cannot
         # crowd out the model.
         self.image_work_limiter = anyio.CapacityLimiter(max(2, os.cpu_count() or 2))
+        self.stages = PoseStages(
+            self.settings,
+            self.metrics,
+            batcher=self.batcher,
+            detector_batcher=self.detector_batcher,
+            limiter=self.image_work_limiter,
+            stopping=lambda: self.stopping,
+        )
         self.onnx_sha256 = await anyio.to_thread.run_sync(served_onnx_sha256, predictor)
         self.metrics.model_info.clear()
         self.metrics.model_info.labels(
@@ -236,7 +218,7 @@ class PoseService:
                 log.warning("grace period over with work still queued; it was refused")
         cuda = any(p.device.type == "cuda" for p in self.predictors)
         self.predictor, self.predictors = None, []
-        self.detector = self.detector_batcher = None
+        self.detector = self.detector_batcher = self.stages = None
         gc.collect()
         if cuda:
             torch.cuda.empty_cache()
@@ -257,7 +239,7 @@ class PoseService:
         """Why no inference can run now (draining alone is no reason), or ``None``."""
         if self.predictor is None or self.batcher is None:
             return "the model is not loaded yet"
-        if self.selfcheck is None:
+        if self.selfcheck is None or self.stages is None:
             return "the start-up self-check has not passed yet"
         for batcher in (self.batcher, self.detector_batcher):
             if batcher is not None and not batcher.alive:
@@ -284,8 +266,9 @@ class PoseService:
         p = self.predictor
         return p is not None and device_path.decodes_with_torch(self.settings, p.device)
 
-    def check_ready(self) -> tuple[Predictor, Batcher]:
-        """The predictor and batcher; admission control for every inference request.
+    def check_ready(self) -> tuple[Predictor, PoseStages]:
+        """The predictor and the request stages; admission control for every inference
+        request.
 
         During the drain delay (``draining`` but not ``stopping``) requests are still served.
 
@@ -296,10 +279,10 @@ class PoseService:
             self.metrics.rejected.labels("not_ready").inc()
             raise NotServing("the service is shutting down", state="shutting_down")
         reason = self._unavailable()
-        if reason is not None or self.predictor is None or self.batcher is None:
+        if reason is not None or self.predictor is None or self.stages is None:
             self.metrics.rejected.labels("not_ready").inc()
             raise NotServing(reason or "not ready")
-        return self.predictor, self.batcher
+        return self.predictor, self.stages
 
     def resolve(self, options: PredictOptions) -> PredictOptions:
         """``options`` with every default filled in: the one place the defaults are decided.
@@ -325,7 +308,8 @@ class PoseService:
         """Per image what its pose crops need from the decode
         (:class:`app.intake.reduction.PoseNeed`: the client's boxes, or the whole image), or
         ``None`` where the person detector will see it (it needs the image at its own scale). Never
-        raises: a bad ``detect`` value is refused later by :meth:`_poses`."""
+        raises: a bad ``detect`` value is refused later by
+        :meth:`app.engine.stages.PoseStages.person_boxes`."""
         has = self.detector_batcher is not None
         size = self.model.input_size
         try:
@@ -352,14 +336,15 @@ class PoseService:
         structure, room in the pose queue for the request's crops (503 now, 413 ever), the
         pixels the images will decode to taken from the pixel budget (:mod:`app.engine.admission`),
         reading and decoding (as small as each image's crops allow, :meth:`pose_needs`), then
-        :meth:`_poses`. The pixels are given back when the answer (and ``finish``, a
-        rendering that still needs the decoded pixels) is done.
+        the request stages (:meth:`app.engine.stages.PoseStages.decode_and_poses`). The pixels
+        are given back when the answer (and ``finish``, a rendering that still needs the
+        decoded pixels) is done.
 
         Raises:
             ApiError: the route's check, bad boxes, uploads or images (4xx).
-            As :meth:`_poses`.
+            As :meth:`app.engine.stages.PoseStages.poses`.
         """
-        predictor, batcher = self.check_ready()
+        predictor, stages = self.check_ready()
         opts = self._resolve(predictor, request.options)
         if request.check_model is not None:
             request.check_model(predictor)
@@ -367,7 +352,7 @@ class PoseService:
         boxes = parse_boxes_field(request.boxes, n, self.settings.max_boxes_per_image)
         # Shed load before decoding; the client's boxes, else one crop per image (a lower
         # bound where a detector finds the persons).
-        batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
+        stages.batcher.check_room(max(1, sum(1 if b is None else len(b) for b in boxes)))
         needs = self.pose_needs(boxes, n, opts)
         sized = request.pose_sized
         lease = PixelLease(request.budget, request.deadline)
@@ -380,7 +365,7 @@ class PoseService:
                 full_size=sized and self.decodes_on_device,
                 detected=[need is None for need in needs],
             )
-            images, results, decoded = await self._decode_and_infer(
+            images, results, decoded = await stages.decode_and_poses(
                 predictor,
                 decode,
                 boxes,
@@ -427,190 +412,15 @@ class PoseService:
             )
             plan = frame.plan(image.width, image.height)
             boxes = None if plan.boxes is None else [plan.boxes]
-            predictor, _ = self.check_ready()
+            predictor, stages = self.check_ready()
             opts = self._resolve(predictor, replace(frame.options, detect=plan.detect))
             maps = [Reduction.none(image.pixels)]
-            (found,) = await self._poses(
+            (found,) = await stages.poses(
                 predictor, [image.pixels], boxes, opts, deadline=frame.deadline, maps=maps
             )
         finally:
             await lease.release()
         return image, plan, found
-
-    async def _poses(
-        self,
-        predictor: Predictor,
-        images: Sequence[Pixels],
-        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
-        opts: PredictOptions,
-        *,
-        deadline: float,
-        maps: Sequence[Reduction],
-    ) -> list[list[PersonResult]]:
-        """All persons of decoded images through the batchers as one job, past the readiness
-        check (``opts`` resolved): person boxes, crops in a worker thread, the pose batcher.
-
-        Args:
-            images: ``(h, w, 3)`` uint8 RGB images (as displayed), maybe decoded at reduced
-                scale; numpy, or torch tensors (decoded on the device,
-                :mod:`app.intake.device_path`).
-            boxes: per image the caller's ``[x1, y1, x2, y2]`` image-px boxes or ``None``
-                (detected, or the whole image without a detector); ``None`` for the list =
-                ``None`` everywhere.
-            deadline: ``time.monotonic()`` deadline of the request.
-            maps: per image how it relates to the original image (a large JPEG decoded at
-                reduced scale, :mod:`app.intake.reduction`); ``boxes`` and the results are in the
-                original's pixels.
-
-        Returns:
-            Per image its persons, keypoints in (original) image pixels, sorted by
-            :func:`models.inference.pipeline.sort_persons` (detected: best box score first; client
-            boxes: in their order); an image with nobody in it -> ``[]``.
-
-        Raises:
-            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.batcher`.
-            BoxError: a box that is malformed or lies outside its image.
-            PipelineError: ``detect=true`` without a detector.
-            UndetectableImage: an image for the detector past its aspect-ratio limit.
-        """
-        persons = await self._person_boxes(images, boxes, opts, deadline=deadline, maps=maps)
-        crops = await anyio.to_thread.run_sync(
-            self._crop, predictor, images, persons, limiter=self.image_work_limiter
-        )
-        return await self._infer(crops, maps, opts, deadline=deadline)
-
-    async def _decode_and_infer(
-        self,
-        predictor: Predictor,
-        decode: Callable[[], list[DecodedImage]],
-        boxes: Sequence[Sequence[Any] | None],
-        opts: PredictOptions,
-        *,
-        detected: bool,
-        on_device: bool,
-        deadline: float,
-    ) -> tuple[list[DecodedImage], list[list[PersonResult]], float]:
-        """Uploads still to be ``decode``-d (:func:`app.engine.inference.read_uploads`) -> persons.
-
-        Where no image goes to the detector (``detected`` false), decoding and cropping run
-        in ONE worker thread (each thread hop costs the event loop and a worker a wake-up);
-        else decoding runs in its own, then :meth:`_poses`. ``on_device``: the JPEGs may be
-        decoded on the device (:func:`app.intake.device_path.decode_images`); else with Pillow.
-
-        Returns:
-            The decoded images, per image its persons (as :meth:`_poses`), and the
-            ``time.perf_counter()`` at which decoding ended.
-        """
-
-        def decode_timed() -> tuple[list[DecodedImage], float]:
-            if on_device:
-                images = device_path.decode_images(decode, self.settings, predictor.device)
-            else:
-                images = decode()
-            return images, time.perf_counter()
-
-        if detected:
-            images, decoded = await anyio.to_thread.run_sync(
-                decode_timed, limiter=self.image_work_limiter
-            )
-            maps = [im.scale for im in images]
-            pixels = [im.pixels for im in images]
-            results = await self._poses(
-                predictor, pixels, boxes, opts, deadline=deadline, maps=maps
-            )
-            return images, results, decoded
-
-        def decode_and_crop() -> tuple[list[DecodedImage], float, list[Crops]]:
-            images, decoded = decode_timed()
-            maps = [im.scale for im in images]
-            persons = person_boxes(given_boxes(boxes, maps), {}, maps)
-            pixels = [im.pixels for im in images]
-            return images, decoded, self._crop(predictor, pixels, persons)
-
-        images, decoded, crops = await anyio.to_thread.run_sync(
-            decode_and_crop, limiter=self.image_work_limiter
-        )
-        results = await self._infer(crops, [im.scale for im in images], opts, deadline=deadline)
-        return images, results, decoded
-
-    async def _infer(
-        self,
-        crops: list[Crops],
-        maps: Sequence[Reduction],
-        opts: PredictOptions,
-        *,
-        deadline: float,
-    ) -> list[list[PersonResult]]:
-        """Every image's ``crops`` through the batcher as one job; persons per image in
-        original image px (``maps``), sorted."""
-        if self.stopping:  # it began while this request was decoding: the queue takes no more
-            self.metrics.rejected.labels("not_ready").inc()
-            raise NotServing("the service is shutting down", state="shutting_down")
-        if time.monotonic() >= deadline:
-            raise DeadlineExceeded("the request passed its deadline while decoding and cropping")
-        counts = [len(c) for c in crops]
-        if sum(counts) == 0:
-            return [[] for _ in crops]
-        assert self.batcher is not None
-        results = await self.batcher.submit(
-            Crops.concat(crops),
-            bool(opts.flip_test),
-            deadline=deadline,
-            mode=opts.decode_mode,
-            want_heatmaps=opts.heatmaps,
-        )
-        found = zip(split(results, counts), maps, strict=True)
-        return [sort_persons(m.people_out(p)) for p, m in found]
-
-    async def _person_boxes(
-        self,
-        images: Sequence[Pixels],
-        boxes: Sequence[Sequence[Any] | np.ndarray | None] | None,
-        options: PredictOptions,
-        *,
-        deadline: float,
-        maps: Sequence[Reduction],
-    ) -> list[PersonBoxes]:
-        """Per image where its persons are, in the decoded image's px: the caller's boxes
-        (validated against the original image's size, then mapped by ``maps``), the
-        detector's (images chosen by :func:`models.inference.box_plan.to_detect`, through the
-        detector batcher), else the whole (original) image (:mod:`models.inference.box_plan`).
-
-        Raises:
-            BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
-            without a detector. UndetectableImage: an image the detector cannot take
-            (:mod:`models.detection.detector_input`). The detector batcher's exceptions
-            (:mod:`app.engine.batcher`).
-        """
-        given = given_boxes(boxes, maps)
-        has = self.detector_batcher is not None
-        todo = to_detect(given, options.detect, num_images=len(images), has_detector=has)
-        found: dict[int, PersonBoxes] = {}
-        if todo:
-            assert self.detector_batcher is not None
-            for i in todo:  # before the batch: an image it cannot resize fails no one else
-                check_detectable(*maps[i].size, name=f"image {i}")
-            small = await anyio.to_thread.run_sync(
-                lambda: [shrink_for_detector(images[i]) for i in todo],
-                limiter=self.image_work_limiter,
-            )  # the detector's input size at most: its float copies stay small
-            detected = await self.detector_batcher.submit(
-                [im for im, _, _ in small],
-                bbox_thr=options.bbox_thr,
-                max_persons=options.max_persons,
-                deadline=deadline,
-            )
-            for i, p, (_, fx, fy) in zip(todo, detected, small, strict=True):
-                h, w = images[i].shape[:2]
-                p = p if (fx, fy) == (1.0, 1.0) else p.resized(1.0 / fx, 1.0 / fy)
-                found[i] = p.usable(w, h)  # a detector's boxes meet the clients' rules
-        return person_boxes(given, found, maps)
-
-    def _crop(
-        self, predictor: Predictor, images: Sequence[Pixels], persons: Sequence[PersonBoxes]
-    ) -> list[Crops]:
-        """On a worker thread: every image's person crops (``HEATPOSE_CROP``)."""
-        return device_path.crop(predictor, images, persons, self.settings)
 
     def model_info(self) -> dict[str, Any]:
         """The checkpoint's metadata for ``/v1/model``."""

@@ -19,7 +19,8 @@ from typing import Annotated
 from fastapi import Depends, Form, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.engine.service import PoseService, PredictOptions
+from app.engine.inference import PredictOptions
+from app.engine.service import PoseService
 from app.errors import ApiError
 from app.http.auth import check_api_key
 from app.observability.metrics import ARRIVAL_KEY

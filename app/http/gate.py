@@ -89,9 +89,11 @@ class RequestGate:
                 wrong_type = multipart_error(_header(scope, b"content-type"))
                 if wrong_type is not None:
                     raise wrong_type
-                _, batcher = self.service.check_ready()
+                _, stages = self.service.check_ready()
                 arrival = scope.get(ARRIVAL_KEY, time.monotonic())
-                batcher.check_room(1, deadline=arrival + self.service.settings.request_timeout_s)
+                stages.batcher.check_room(
+                    1, deadline=arrival + self.service.settings.request_timeout_s
+                )
         except (NotServing, QueueFull) as e:
             err = http_error(e)
             await send_error(send, err.status, err.code, err.message, err.headers)

@@ -14,8 +14,7 @@ import numpy as np
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import Field
 
-from app.engine.inference import UploadRequest
-from app.engine.service import PredictOptions
+from app.engine.inference import PredictOptions, UploadRequest
 from app.http.deps import BoxesParam, InferenceQuery, inference_request
 from app.http.errors import error_responses
 from app.http.schemas import (

@@ -34,8 +34,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.engine.admission import PixelBudget
 from app.engine.batcher import NotServing
-from app.engine.inference import FrameRequest
-from app.engine.service import PoseService, PredictOptions
+from app.engine.inference import FrameRequest, PredictOptions
+from app.engine.service import PoseService
 from app.errors import ApiError
 from app.http.auth import STREAM_PROTOCOL, key_from_subprotocols, presented_key
 from app.http.errors import DOMAIN_ERRORS, http_error

@@ -118,8 +118,8 @@ async def test_visualize_past_its_deadline_gets_504_not_a_png(serve_app, monkeyp
 
     monkeypatch.setattr(route, "render", spy_render)
     async with serve_app(request_timeout_s=1.0) as (client, app):
-        service = app.state.service
-        predict = service._infer
+        stages = app.state.service.stages
+        predict = stages.crops_to_persons
 
         async def slow_predict(*args, **kwargs):  # a model whose answer comes too late
             out = await predict(*args, **kwargs)
@@ -127,7 +127,7 @@ async def test_visualize_past_its_deadline_gets_504_not_a_png(serve_app, monkeyp
                 await asyncio.sleep(1.2)
             return out
 
-        service._infer = slow_predict
+        stages.crops_to_persons = slow_predict
         r = await client.post("/visualize", files={"file": ("a.png", png(), "image/png")})
         assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         when = "before rendering" if late == "predict" else "while rendering"

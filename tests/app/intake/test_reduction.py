@@ -286,7 +286,7 @@ def test_pose_need_reduces_while_every_crop_region_covers_the_input(size, boxes,
 
 @pytest.mark.slow
 async def test_pose_needs_only_where_the_detector_does_not_see_the_image(serve_app) -> None:
-    from app.engine.service import PredictOptions
+    from app.engine.inference import PredictOptions
     from tests.app.test_predict_cli import image_boxes
     from tests.helpers.detectors import StandInDetector
 
