@@ -89,15 +89,13 @@ def test_layering_core_service_trainer_and_command_line() -> None:
 
 def test_the_core_tests_do_not_import_training() -> None:
     """tests/models tests the core on its own: no ``training`` import (tests that need
-    training's synthetic data live in tests/training). ``not_yet`` are the files that still do,
-    until their tests move; no other file may start to."""
-    not_yet = {"test_video_tracking.py"}
+    training's synthetic data live in tests/training)."""
     offenders = []
     for f in sorted((ROOT / "tests" / "models").rglob("*.py")):
         for line in f.read_text().splitlines():
             s = line.strip()
             imports = s.startswith(("import training", "from training", "from tests.training"))
-            if imports and f.name not in not_yet:
+            if imports:
                 offenders.append(f"{f.relative_to(ROOT)}: {s}")
     assert not offenders, offenders
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,12 +18,14 @@ class StandInDetector:
 
     The caller's score threshold and ``max_persons`` cap apply as in the real detector (kept
     best first, ties in the given order); boxes and scores come back float32. Each call's
-    ``(number of images, score_thr, nms_thr, max_persons)`` is appended to ``calls``.
+    ``(number of images, score_thr, nms_thr, max_persons)`` is appended to ``calls``. A test
+    that sets ``gate`` holds every call until the event is set (10 s at most).
     """
 
     def __init__(self, boxes: np.ndarray, scores: np.ndarray) -> None:
         self.lookup: Callable[[np.ndarray], Boxes] = lambda _image: (boxes, scores)
         self.calls: list[tuple[int, float, float, int]] = []
+        self.gate: threading.Event | None = None
 
     @classmethod
     def per_image(cls, lookup: Callable[[np.ndarray], Boxes]) -> StandInDetector:
@@ -38,6 +41,8 @@ class StandInDetector:
         nms_thr: float = 0.3,
         max_persons: int = 100,
     ) -> list[Detections]:
+        if self.gate is not None:
+            self.gate.wait(10)
         self.calls.append((len(images), score_thr, nms_thr, max_persons))
         out = []
         for image in images:

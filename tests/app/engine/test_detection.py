@@ -7,7 +7,6 @@ import asyncio
 import io
 import re
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ import torch
 from PIL import Image
 
 from app.render.overlay import PALETTE, blend_heat
-from models.detection.detector import Detections, PersonDetector, build_torchvision_model
+from models.detection.detector import PersonDetector, build_torchvision_model
 from models.pose.persons import PersonBoxes
 from tests.app.http.test_api import PX, image
 from tests.helpers.detectors import StandInDetector
@@ -30,23 +29,11 @@ ORDER = np.argsort(-SCORES)
 
 
 class StandIn(StandInDetector):
-    """The shared stand-in (known boxes, calls recorded), with these three people by
-    default; each call optionally held until ``gate`` is set."""
+    """The shared stand-in (known boxes, calls recorded, ``gate``) with these three people by
+    default."""
 
     def __init__(self, boxes: np.ndarray = BOXES, scores: np.ndarray = SCORES) -> None:
         super().__init__(boxes, scores)
-        self.gate: threading.Event | None = None
-
-    def detect(
-        self,
-        images: Sequence[np.ndarray],
-        score_thr: float = 0.3,
-        nms_thr: float = 0.3,
-        max_persons: int = 100,
-    ) -> list[Detections]:
-        if self.gate is not None:
-            self.gate.wait(10)
-        return super().detect(images, score_thr, nms_thr, max_persons)
 
 
 def upload(a: np.ndarray, name: str = "a.png", field: str = "files") -> list:

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
 
-from models.detection.detector import Detections
 from models.detection.detector_input import (
     DETECTOR_MAX_SIDE,
     DETECTOR_MIN_SIDE,
@@ -20,6 +18,7 @@ from models.detection.detector_input import (
     detector_pixels,
     shrink_for_detector,
 )
+from tests.helpers.detectors import StandInDetector
 from tests.helpers.images import encode
 
 pytestmark = pytest.mark.anyio
@@ -56,34 +55,24 @@ def test_detector_share_is_bounded_by_the_largest_input() -> None:
     assert big == DETECTOR_MIN_SIDE * DETECTOR_MAX_SIDE * DETECTOR_PIXEL_COST
 
 
-class BrightBox:
+class BrightBox(StandInDetector):
     """A detector stand-in: one person, the box of the bright pixels of the image it is given
-    (so its answer is in the pixels of what it saw); records the sizes and waits on ``gate``."""
+    (so its answer is in the pixels of what it saw); records the sizes it saw, holds on
+    ``gate`` (:class:`tests.helpers.detectors.StandInDetector`)."""
 
     def __init__(self) -> None:
+        super().__init__(np.zeros((0, 4), np.float32), np.zeros(0, np.float32))
         self.sizes: list[tuple[int, int]] = []
-        self.gate: threading.Event | None = None
+        self.lookup = self.bright
 
-    def detect(
-        self,
-        images: Sequence[np.ndarray],
-        score_thr: float = 0.3,
-        nms_thr: float = 0.3,
-        max_persons: int = 100,
-    ) -> list[Detections]:
-        if self.gate is not None:
-            self.gate.wait(10)
-        out = []
-        for im in images:
-            a = np.asarray(im)
-            self.sizes.append((a.shape[1], a.shape[0]))
-            ys, xs = np.nonzero(a[..., 0] > 127)
-            if len(xs) == 0:
-                out.append(Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32)))
-                continue
-            box = [xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5]
-            out.append(Detections(np.array([box], np.float32), np.array([0.9], np.float32)))
-        return out
+    def bright(self, im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = np.asarray(im)
+        self.sizes.append((a.shape[1], a.shape[0]))
+        ys, xs = np.nonzero(a[..., 0] > 127)
+        if len(xs) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
+        box = [xs.min() - 0.5, ys.min() - 0.5, xs.max() + 0.5, ys.max() + 0.5]
+        return np.array([box], np.float32), np.array([0.9], np.float32)
 
 
 async def test_the_detector_sees_a_small_copy_and_the_budget_charges_its_share(

@@ -1,6 +1,10 @@
 """The per-frame logic of streams and video files
 (:class:`models.video.video_tracking.VideoTracker`) on synthetic video, with a stand-in pose model
-that knows the true poses."""
+that knows the true poses.
+
+Here, not in tests/models, because the videos come from training's generator: the core's tests
+do not import `training`.
+"""
 
 from __future__ import annotations
 
