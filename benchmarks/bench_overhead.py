@@ -119,7 +119,6 @@ import time as _time
 
 import numpy as _np
 
-import app.engine.service as _service
 from app.intake.uploads import DecodedImage as _Decoded
 
 _PIXELS = _np.zeros((480, 640, 3), _np.uint8)
@@ -130,7 +129,14 @@ async def _no_inference(self, predictor, decode, boxes, options, **_kwargs):
     return images, [[] for _ in images], _time.perf_counter()
 
 
-_service.PoseService._decode_and_infer = _no_inference
+try:  # the request stages' own module since issue 20; the service's method before
+    from app.engine.stages import PoseStages as _Stages
+
+    _Stages.decode_and_poses = _no_inference
+except ImportError:
+    import app.engine.service as _service
+
+    _service.PoseService._decode_and_infer = _no_inference
 """
 
 ASGI_FLOOR = """

@@ -66,9 +66,17 @@ def _setting(name: str) -> str:
     return f"backend {name!r} (HEATPOSE_BACKEND={name})"
 
 
-def cached_onnx(model: torch.nn.Module, config: ModelConfig, cache_dir: Path) -> Path:
-    """The model's ONNX export under ``cache_dir``, written on first use (``<sha256>.onnx``)."""
-    path = cache_dir / f"{weights_sha256(model, config)}.onnx"
+def cached_onnx(
+    model: torch.nn.Module,
+    config: ModelConfig,
+    cache_dir: Path,
+    *,
+    source: torch.nn.Module | None = None,
+) -> Path:
+    """The model's ONNX export under ``cache_dir``, written on first use (``<sha256>.onnx``):
+    named by the sha256 of ``source``'s weights (the checkpoint's network, when ``model`` is
+    its BatchNorm-folded copy), else of ``model``'s."""
+    path = cache_dir / f"{weights_sha256(model if source is None else source, config)}.onnx"
     if not path.is_file():
         export_onnx(model, config, path)
     return path
@@ -315,7 +323,8 @@ def create(
             :mod:`models.inference.quantize`) instead of exporting ``model``; its stored config must
             equal ``config`` (``HEATPOSE_ONNX``).
         source: the checkpoint's network as loaded, when ``model`` is a copy of it with other
-            tensors (BatchNorm folded): the weights an ``onnx_path`` must have come from.
+            tensors (BatchNorm folded): the weights an ``onnx_path`` must have come from, and
+            whose sha256 names the cached export.
 
     Raises:
         BackendError: an unknown name, a missing package, or a backend this host cannot run;
@@ -338,7 +347,7 @@ def create(
     try:
         if name == "tensorrt" and device.type != "cuda":
             return tensorrt_backend(Path(), device, outputs, root)  # raises the CUDA-only error
-        path = cached_onnx(model, config, root)
+        path = cached_onnx(model, config, root, source=source)
         if name == "onnxruntime":
             return onnxruntime_backend(path, device, outputs)
         return tensorrt_backend(path, device, outputs, root / f"{path.stem}.trt")

@@ -367,7 +367,7 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
         hops.append(getattr(func, "__name__", "?"))  # starlette's file reads are partials
         return await real(func, *args, **kwargs)
 
-    ours = {"decode_and_crop", "decode_timed", "decode_all", "_crop"}
+    ours = {"decode_and_crop", "decode_timed", "decode_all", "crop"}
 
     files = [("files", ("a.jpg", jpeg(480, 640), "image/jpeg"))]
     answers = {}
@@ -381,7 +381,7 @@ async def test_decode_and_crop_share_one_worker_thread_unless_the_detector_runs(
                 answers[(detector is None, detect)] = r.json()["images"]
                 one = detector is None or detect == "false"
                 seen = [h for h in hops if h in ours]
-                assert seen == (["decode_and_crop"] if one else ["decode_timed", "_crop"]), hops
+                assert seen == (["decode_and_crop"] if one else ["decode_timed", "crop"]), hops
             monkeypatch.setattr(anyio.to_thread, "run_sync", real)
     # Without a detector ``auto`` is ``false``; with one, detect=false is the whole image too.
     assert answers[(True, "auto")] == answers[(True, "false")] == answers[(False, "false")]
