@@ -29,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.pose.network import fold_batchnorm  # noqa: E402
 from models.runtime.backends import create  # noqa: E402
 from models.weights.checkpoint import build_model  # noqa: E402
 from models.weights.model_config import ModelConfig  # noqa: E402
@@ -60,7 +61,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = ModelConfig()  # ResNet-50, 17 COCO keypoints, 256x192
-    model = build_model(config).eval().to(device, memory_format=torch.channels_last)
+    # BatchNorm folded and channels_last: the network as the Predictor hands it to a backend
+    model = fold_batchnorm(build_model(config)).to(device, memory_format=torch.channels_last)
     w, h = config.input_size
     x = torch.randn(args.batch, 3, h, w, device=device)
     x = x.contiguous(memory_format=torch.channels_last)

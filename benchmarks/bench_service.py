@@ -43,6 +43,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from models.pose.network import fold_batchnorm  # noqa: E402
 from models.weights.checkpoint import build_model, save  # noqa: E402
 from models.weights.model_config import ModelConfig  # noqa: E402
 
@@ -317,11 +318,12 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(config).eval()
         save(checkpoint, model, config)
-        print("(a) raw model(batch) sweep, images/s:")
+        folded = fold_batchnorm(model)  # what the service's Predictor runs
+        print("(a) raw model(batch) sweep (BatchNorm folded, as served), images/s:")
         sweep = {}
         for cl in (False, True):
             for b in sizes:
-                sweep[(cl, b)] = raw_model(model, b, max(3.0, args.duration / 4), cl)
+                sweep[(cl, b)] = raw_model(folded, b, max(3.0, args.duration / 4), cl)
                 fmt = "channels_last" if cl else "NCHW         "
                 print(f"  {fmt} batch {b:3d}: {sweep[(cl, b)]:6.2f}", flush=True)
         best_cl, best_b = max(sweep, key=lambda k: sweep[k])
@@ -344,7 +346,7 @@ def main() -> None:
         try:
             for r in range(args.rounds):
                 print(f"round {r + 1}:")
-                a = raw_model(model, best_b, args.duration, best_cl)
+                a = raw_model(folded, best_b, args.duration, best_cl)
                 print(f"  (a) raw model, {best}: {a:6.2f} images/s", flush=True)
                 warm = args.warmup if r == 0 else 1.0
                 b = measured_load(ports["b"], args, warm)

@@ -58,6 +58,7 @@ sys.path.insert(0, str(ROOT))
 from bench_service import free_port, raw_model, start_server, stop_server  # noqa: E402
 
 from models.detection.detector import build_torchvision_model  # noqa: E402
+from models.pose.network import fold_batchnorm  # noqa: E402
 from models.weights.checkpoint import build_model, save  # noqa: E402
 from models.weights.model_config import ModelConfig  # noqa: E402
 from training.synthetic.synthetic_video import make_video  # noqa: E402
@@ -217,7 +218,8 @@ def main() -> None:
         ckpt = Path(tmp) / "bench.safetensors"
         save(ckpt, model, config)
         print(f"\n(a) raw model(batch), ResNet-{args.depth} 256x192, images/s:")
-        raw = {b: raw_model(model, b, 3.0, channels_last=False) for b in args.batch_sizes}
+        folded = fold_batchnorm(model)  # what the service's Predictor runs
+        raw = {b: raw_model(folded, b, 3.0, channels_last=False) for b in args.batch_sizes}
         for b, r in raw.items():
             print(f"  batch {b:3d}: {r:6.2f}")
         best = max(raw.values())
