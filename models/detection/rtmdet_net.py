@@ -27,6 +27,7 @@ from typing import TypeVar
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["STRIDES", "RTMDetArch", "RTMDetNet", "fold_batchnorm"]
 
@@ -300,14 +301,12 @@ class RTMDetNet(nn.Module):
 
 @torch.no_grad()
 def fold_batchnorm(module: M) -> M:
-    """Fold every :class:`ConvModule`'s BatchNorm (eval statistics) into its conv, in place:
-    ``w' = w * g / sqrt(var + eps)``, ``b' = beta - mean * g / sqrt(var + eps)``."""
+    """Fold every :class:`ConvModule`'s BatchNorm (eval statistics) into its conv, in place
+    (torch's ``fuse_conv_bn_eval``: ``w' = w * g / sqrt(var + eps)``,
+    ``b' = beta - mean * g / sqrt(var + eps)``); ``module`` is left in eval mode."""
+    module.eval()
     for m in module.modules():
         if isinstance(m, ConvModule) and isinstance(m.bn, nn.BatchNorm2d):
-            bn, conv = m.bn, m.conv
-            assert bn.running_var is not None and bn.running_mean is not None
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
-            conv.bias = nn.Parameter(bn.bias - bn.running_mean * scale)
+            m.conv = fuse_conv_bn_eval(m.conv, m.bn)
             m.bn = nn.Identity()
     return module
