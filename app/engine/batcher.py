@@ -211,6 +211,11 @@ class BatchQueue(Generic[Out]):
         return len(self._queue)
 
     @property
+    def in_flight(self) -> int:
+        """Items in the batches running on the workers now."""
+        return self._inflight_items
+
+    @property
     def devices(self) -> list[str]:
         """Each worker's label (its device; ``device/k`` where one repeats)."""
         return [w.label for w in self._workers]

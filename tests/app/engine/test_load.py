@@ -119,7 +119,11 @@ async def test_timeout_is_504_and_the_service_recovers(serve_app) -> None:
         for r in (r1, r2):
             assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         gate.set()
-        await asyncio.sleep(0.1)
+        batcher = app.state.service.batcher
+        until = time.monotonic() + 30  # the held batch finishes (a slow runner may take > 0.1 s);
+        while batcher.in_flight and time.monotonic() < until:  # while it runs, its time so
+            await asyncio.sleep(0.01)  # far is the pace, and a 0.5 s deadline is refused (503)
+        assert batcher.in_flight == 0 and batcher.queued == 0
         r3 = await client.post("/predict", files=upload(data))
         assert r3.status_code == 200, r3.text
         assert app.state.service.batcher.metrics.persons._value.get() == 2  # 504'd #2 never ran
