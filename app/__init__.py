@@ -10,16 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.engine.batcher import (
-        Batcher,
-        BatchFailed,
-        BatchQueue,
-        DeadlineExceeded,
-        NotServing,
-        QueueFull,
-    )
+    from app.engine.batch_queue import BatchQueue
     from app.engine.detector_batcher import DetectorBatcher
+    from app.engine.failures import BatchFailed, DeadlineExceeded, NotServing, QueueFull
     from app.engine.inference import PredictOptions
+    from app.engine.pose_batcher import Batcher
     from app.engine.service import PoseService
     from app.engine.startup import StartupError
     from app.errors import ApiError
@@ -28,13 +23,13 @@ if TYPE_CHECKING:
     from app.settings import Settings, SettingsError, load_settings
 
 _OWNERS = {
-    "BatchFailed": "app.engine.batcher",
-    "Batcher": "app.engine.batcher",
-    "BatchQueue": "app.engine.batcher",
+    "BatchFailed": "app.engine.failures",
+    "Batcher": "app.engine.pose_batcher",
+    "BatchQueue": "app.engine.batch_queue",
     "DetectorBatcher": "app.engine.detector_batcher",
-    "DeadlineExceeded": "app.engine.batcher",
-    "NotServing": "app.engine.batcher",
-    "QueueFull": "app.engine.batcher",
+    "DeadlineExceeded": "app.engine.failures",
+    "NotServing": "app.engine.failures",
+    "QueueFull": "app.engine.failures",
     "ApiError": "app.errors",
     "http_error": "app.http.errors",
     "create_app": "app.main",

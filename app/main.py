@@ -43,7 +43,7 @@ from app.observability.metrics import Metrics, MetricsMiddleware
 from app.observability.multiprocess_metrics import mark_worker_dead
 from app.observability.redaction import install_redaction
 from app.settings import Settings, SettingsError, load_settings, unknown_variables
-from app.streams.streams import StreamRegistry
+from app.streams.registry import StreamRegistry
 from models.inference.pipeline import Detector
 
 log = logging.getLogger("heatpose.app")
@@ -63,7 +63,7 @@ def _chain_sigterm(
 ) -> Callable[[], None]:
     """On SIGTERM: ``/ready`` turns 503 at once (the service drains), requests and streams are
     still served for ``delay_s`` (``HEATPOSE_DRAIN_DELAY_S``); then the WebSocket streams answer
-    their current frame (or abandon it after ``app.streams.streams.STREAM_FINISH_S``) and close
+    their current frame (or abandon it after ``app.streams.registry.STREAM_FINISH_S``) and close
     (1001), and the previous handler (uvicorn's) runs: the
     listener closes and in-flight work gets the grace period. A second SIGTERM skips the rest
     of the delay.

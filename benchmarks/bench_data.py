@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from heatpose_cli.args import input_size
 from models.pose.codec import HeatmapCodec
 from models.pose.keypoints import COCO_KEYPOINTS
-from training.data.data import CocoKeypoints, worker_init
+from training.data.coco import CocoKeypoints, worker_init
 from training.data.transforms import AugmentParams, TopDownTransform
 from training.synthetic.dataset import write_split
 

@@ -30,7 +30,7 @@ from models.inference.pipeline import Detector, PipelineOptions, PosePipeline
 from models.inference.predictor import Predictor
 from models.weights.checkpoint import CheckpointError, load
 from models.weights.zoo import ZooError
-from training.data.data import (
+from training.data.coco import (
     DataError,
     annotation_path,
     available_splits,

@@ -29,7 +29,7 @@ from models.pose.codec import HeatmapCodec
 from models.pose.network import PoseResNet, PretrainedWeightsError
 from models.weights.checkpoint import CheckpointError, load, save
 from models.weights.model_config import ModelConfig
-from training.data.data import CocoKeypoints, DataError, single_threaded_opencv, worker_init
+from training.data.coco import CocoKeypoints, DataError, single_threaded_opencv, worker_init
 from training.data.data_checks import check_training_data
 from training.data.keypoint_spec import spec_for_training
 from training.data.transforms import AugmentParams, TopDownTransform

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from app.engine.batcher import DeadlineExceeded
+from app.engine.failures import DeadlineExceeded
 from app.errors import ApiError
 from app.render.overlay import resize_with
 from models.pose.persons import PersonResult

@@ -1,7 +1,7 @@
 """What the batcher's worker thread does with one batch: forward pass, then decode.
 
-Kept apart from the queueing in :mod:`app.engine.batcher` so it can be read (and tested) on its own.
-The model is reached only through two callables, in production the bound methods
+Kept apart from the queueing in :mod:`app.engine.batch_queue` so it can be read (and tested) on
+its own. The model is reached only through two callables, in production the bound methods
 ``Predictor.heatmaps`` (which enters ``torch.inference_mode``) and ``Predictor.decode``
 (:mod:`models.inference.predictor`).
 """

@@ -1,10 +1,10 @@
 """The person-detector stage: whole images from concurrent requests share detector passes.
 
-A :class:`~app.engine.batcher.BatchQueue` whose items are images and whose outputs are their person
-boxes (:class:`~models.pose.persons.PersonBoxes`, ``source="detector"``). A batch may hold images of
-requests with different ``bbox_thr`` / ``max_persons``: the detector runs once with the lowest
-threshold and the largest cap (and the service's one NMS threshold), then each image keeps its
-own request's boxes. That is exact: greedy NMS decides a box by higher-scored boxes only, so
+A :class:`~app.engine.batch_queue.BatchQueue` whose items are images and whose outputs are their
+person boxes (:class:`~models.pose.persons.PersonBoxes`, ``source="detector"``). A batch may hold
+images of requests with different ``bbox_thr`` / ``max_persons``: the detector runs once with the
+lowest threshold and the largest cap (and the service's one NMS threshold), then each image keeps
+its own request's boxes. That is exact: greedy NMS decides a box by higher-scored boxes only, so
 NMS over the boxes above a lower threshold, cut at a higher one, equals NMS over the boxes above
 the higher one; the cap keeps the best first.
 """
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from app.engine.batcher import BatchQueue, Entry
+from app.engine.batch_queue import BatchQueue, Entry
 from app.observability.metrics import Metrics
 from models.detection.detector import Detections
 from models.inference.pipeline import Detector, detections_to_boxes
@@ -32,7 +32,7 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
             on ``device_name``; ``replicas``: more ``(device, detector)``, a worker each.
         nms_thr: IoU above which a lower-scored person box is suppressed.
         max_batch_size, max_queue_delay_s, max_queued, metrics: as for
-            :class:`~app.engine.batcher.BatchQueue` (metrics: ``metrics.detector``).
+            :class:`~app.engine.batch_queue.BatchQueue` (metrics: ``metrics.detector``).
     """
 
     def __init__(
@@ -81,7 +81,7 @@ class DetectorBatcher(BatchQueue[PersonBoxes]):
             Per image its ``PersonBoxes(boxes (N, 4) image px, scores (N,), "detector")``.
 
         Raises:
-            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.batcher`.
+            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.failures`.
         """
         return await self._submit(list(images), (bbox_thr, max_persons), deadline=deadline)
 

@@ -5,7 +5,7 @@ detector stage). When its forward pass raises, the cause may be one input (an im
 cannot resize, a crop that trips a kernel) or the device. :func:`run_isolated` retries the
 batch in halves, recursively, until each failing part is a single item: only those items get
 the error, every other item gets its output. It is the one place that does so; both batchers
-call it (:meth:`app.engine.batcher.BatchQueue._process`).
+call it (:meth:`app.engine.batch_queue.BatchQueue._process`).
 
 Cost: each level of halving runs at most the items of the level above, so a batch of ``n``
 where everything fails (a broken device) costs about ``log2(n) + 1`` times one batch; one bad

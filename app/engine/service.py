@@ -34,9 +34,10 @@ import cv2
 import torch
 
 from app.engine.admission import PixelLease
-from app.engine.batcher import Batcher, NotServing, PoseReplica
 from app.engine.detector_batcher import DetectorBatcher
+from app.engine.failures import NotServing
 from app.engine.inference import Answer, FrameRequest, PredictOptions, UploadRequest, read_uploads
+from app.engine.pose_batcher import Batcher, PoseReplica
 from app.engine.selfcheck import Report, check_service
 from app.engine.stages import PoseStages
 from app.engine.startup import (

@@ -20,9 +20,10 @@ import anyio
 import anyio.to_thread
 import numpy as np
 
-from app.engine.batcher import Batcher, DeadlineExceeded, NotServing
 from app.engine.detector_batcher import DetectorBatcher
+from app.engine.failures import DeadlineExceeded, NotServing
 from app.engine.inference import PredictOptions
+from app.engine.pose_batcher import Batcher
 from app.intake import device_path
 from app.intake.reduction import Reduction
 from app.intake.uploads import DecodedImage
@@ -93,7 +94,7 @@ class PoseStages:
             client boxes: in their order); an image with nobody in it -> ``[]``.
 
         Raises:
-            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.batcher`.
+            NotServing, QueueFull, DeadlineExceeded, BatchFailed: see :mod:`app.engine.failures`.
             BoxError: a box that is malformed or lies outside its image.
             PipelineError: ``detect=true`` without a detector.
             UndetectableImage: an image for the detector past its aspect-ratio limit.
@@ -202,7 +203,7 @@ class PoseStages:
             BoxError: naming the box (``boxes[i][j] = ...``). PipelineError: detect=true
             without a detector. UndetectableImage: an image the detector cannot take
             (:mod:`models.detection.detector_input`). The detector batcher's exceptions
-            (:mod:`app.engine.batcher`).
+            (:mod:`app.engine.failures`).
         """
         given = given_boxes(boxes, maps)
         detector = self.detector_batcher

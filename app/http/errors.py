@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.engine.batcher import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
+from app.engine.failures import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
 from app.errors import ApiError
 from models.detection.detector_input import UndetectableImage
 from models.inference.pipeline import PipelineError

@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.engine.batcher import NotServing, QueueFull
+from app.engine.failures import NotServing, QueueFull
 from app.engine.service import PoseService
 from app.errors import ApiError
 from app.http.auth import check_api_key

@@ -24,8 +24,8 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class StageMetrics(NamedTuple):
-    """One batching stage's metrics (:class:`app.engine.batcher.BatchQueue`): the pose stage's are
-    ``heatpose_batch_size`` etc., the person detector's ``heatpose_detector_batch_size`` etc."""
+    """One batching stage's metrics (:class:`app.engine.batch_queue.BatchQueue`): the pose stage's
+    are ``heatpose_batch_size`` etc., the person detector's ``heatpose_detector_batch_size`` etc."""
 
     batch_size: Histogram
     inference_seconds: Histogram
@@ -143,7 +143,7 @@ class Metrics:
                 registry=r,
             ),
         )
-        # Admission (app.engine.batcher.BatchQueue.check_room): the pace each stage measured
+        # Admission (app.engine.batch_queue.BatchQueue.check_room): the pace each stage measured
         # recently
         self.item_seconds = Gauge(
             "heatpose_stage_item_seconds",

@@ -25,7 +25,7 @@ from models.pose.network import PoseResNet
 from models.pose.persons import PersonBoxes
 from models.weights.checkpoint import load, save
 from models.weights.model_config import ModelConfig
-from training.data.data import load_coco, read_image
+from training.data.coco import load_coco, read_image
 from training.eval.eval_pipeline import coco_options, predict_split
 from training.evaluate import detection_boxes, evaluate
 

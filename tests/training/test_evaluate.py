@@ -12,7 +12,7 @@ from models.inference.predictor import Predictor
 from models.pose.network import PoseResNet
 from models.weights.checkpoint import load, save
 from models.weights.model_config import ModelConfig
-from training.data.data import load_coco
+from training.data.coco import load_coco
 from training.evaluate import detection_boxes, evaluate, ground_truth_boxes
 
 

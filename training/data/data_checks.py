@@ -4,9 +4,9 @@ mid-epoch (or at the first evaluation) stops the run at once, with one line.
 :func:`check_training_data` reads the annotation file of ``--train-split`` (and of
 ``--val-split`` when the run evaluates) and checks that every image file a sample would be read
 from is there: the images with at least one person that is not a crowd and has a labelled
-keypoint (what :func:`training.data.data.person_records` keeps). Missing files are counted and the
+keypoint (what :func:`training.data.coco.person_records` keeps). Missing files are counted and the
 first few named. The check only stats files; it does not decode them. A missing or unreadable
-annotation file is reported by :func:`training.data.data.load_coco`'s own message.
+annotation file is reported by :func:`training.data.coco.load_coco`'s own message.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from training.data.data import DataError, annotation_path, load_coco
+from training.data.coco import DataError, annotation_path, load_coco
 
 SHOWN = 5  # missing files named in the message; the count covers all
 

@@ -14,7 +14,7 @@ has several; ``person`` when present). What a COCO category does not say is fill
 
 A category whose keypoint count does not match its annotations' arrays stops the run before
 training with one line naming the first bad annotation id. Errors are
-:class:`training.data.data.DataError` whose message names the flag or file.
+:class:`training.data.coco.DataError` whose message names the flag or file.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 
 from models.weights.checkpoint import read_config
 from models.pose.keypoints import COCO_KEYPOINTS, KeypointSpec
-from training.data.data import DataError, annotation_path, require_annotation_file
+from training.data.coco import DataError, annotation_path, require_annotation_file
 
 COCO_SIGMAS = dict(zip(COCO_KEYPOINTS.names, COCO_KEYPOINTS.sigmas, strict=True))
 

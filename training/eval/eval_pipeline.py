@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from models.detection.detector import COCO_PROTOCOL
 from models.inference.pipeline import PipelineOptions, PosePipeline
 from models.pose.persons import PersonBoxes, PersonResult
-from training.data.data import read_image
+from training.data.coco import read_image
 from training.eval.coco_metrics import PosePrediction
 
 Boxes = dict[int, tuple[np.ndarray, np.ndarray]]

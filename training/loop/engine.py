@@ -1,6 +1,6 @@
 """One training epoch and one evaluation, in the style of torchvision's ``references/engine.py``.
 
-Batches come from :class:`training.data.data.CocoKeypoints`: ``image`` ``(B, h, w, 3)`` uint8 RGB
+Batches come from :class:`training.data.coco.CocoKeypoints`: ``image`` ``(B, h, w, 3)`` uint8 RGB
 crops, ``heatmaps`` ``(B, K, H, W)`` targets and ``weights`` ``(B, K)``. The crops are
 normalised on the device by :func:`models.inference.predictor.normalize_crops`, the same function
 inference uses (colour order and mean/std from the model's config).

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.engine.batcher import NotServing
+from app.engine.failures import NotServing
 from app.http.deps import ServiceDep, require_api_key
 from app.http.errors import error_responses
 from app.http.schemas import Health, ModelMetadata, Ready

@@ -33,12 +33,13 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from app.engine.admission import PixelBudget
-from app.engine.batcher import NotServing
+from app.engine.failures import NotServing
 from app.engine.inference import FrameRequest, PredictOptions
 from app.engine.service import PoseService
 from app.errors import ApiError
 from app.http.auth import STREAM_PROTOCOL, key_from_subprotocols, presented_key
 from app.http.errors import DOMAIN_ERRORS, http_error
+from app.streams.registry import StreamRegistry
 from app.streams.stream_session import (
     Frame,
     FrameSlot,
@@ -47,7 +48,6 @@ from app.streams.stream_session import (
     frame_message,
     parse_stream_params,
 )
-from app.streams.streams import StreamRegistry
 from models.video.video_tracking import VideoTracker
 
 router = APIRouter(tags=["inference"])

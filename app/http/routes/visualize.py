@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from pydantic import Field
 
 from app.engine.admission import fit_for_render
-from app.engine.batcher import DeadlineExceeded
+from app.engine.failures import DeadlineExceeded
 from app.engine.inference import Answer, UploadRequest
 from app.engine.service import PoseService
 from app.errors import ApiError
@@ -125,6 +125,6 @@ async def _draw(
 
 
 def check_deadline(deadline: float, when: str) -> None:
-    """Raise :class:`~app.engine.batcher.DeadlineExceeded` (504) when ``deadline`` has passed."""
+    """Raise :class:`~app.engine.failures.DeadlineExceeded` (504) when ``deadline`` has passed."""
     if time.monotonic() >= deadline:
         raise DeadlineExceeded(f"the request passed its deadline {when} the overlay")

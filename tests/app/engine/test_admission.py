@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from app.engine.admission import PixelBudget
-from app.engine.batcher import DeadlineExceeded
+from app.engine.failures import DeadlineExceeded
 from app.errors import ApiError
 from tests.helpers.images import encode, noise
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.batcher import QueueFull
 from app.engine.detector_batcher import DetectorBatcher
+from app.engine.failures import QueueFull
 from models.detection.detector import Detections
 from tests.app.engine.test_batcher import FakeModel, make, submit
 from tests.app.engine.test_detection import StandIn

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.engine.batcher import Batcher, BatchFailed, DeadlineExceeded, NotServing, QueueFull
+from app.engine.failures import BatchFailed, DeadlineExceeded, NotServing, QueueFull
+from app.engine.pose_batcher import Batcher
 from models.inference.predictor import Crops
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from app.engine.batcher import Batcher, BatchFailed, PoseReplica
+from app.engine.failures import BatchFailed
+from app.engine.pose_batcher import Batcher, PoseReplica
 from app.observability.metrics import Metrics
 from tests.app.engine.test_batcher import FakeModel, crops_for
 

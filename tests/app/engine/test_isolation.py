@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.engine.batcher import BatchFailed
 from app.engine.detector_batcher import DetectorBatcher
+from app.engine.failures import BatchFailed
 from app.engine.isolation import run_isolated
 from models.detection.detector import Detections
 from models.detection.detector_input import MAX_ASPECT_RATIO, UndetectableImage, check_detectable

@@ -243,7 +243,7 @@ async def test_streamed_upload_over_the_limit_through_the_app(serve_app) -> None
 
 
 def test_each_domain_exception_maps_to_its_status_code_and_headers() -> None:
-    from app.engine.batcher import BatchFailed, DeadlineExceeded, NotServing, QueueFull
+    from app.engine.failures import BatchFailed, DeadlineExceeded, NotServing, QueueFull
     from app.http.errors import http_error
     from models.pose.persons import BoxError
 

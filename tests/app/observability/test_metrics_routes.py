@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from app.engine.batcher import QueueFull
+from app.engine.failures import QueueFull
 
 pytestmark = pytest.mark.anyio
 

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from app.settings import Settings
-from app.streams.streams import STREAM_FINISH_S, shutdown_worst_case_s
+from app.streams.registry import STREAM_FINISH_S, shutdown_worst_case_s
 from tests.app.streams.test_stream import noise
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -11,7 +11,7 @@ import pytest
 from heatpose_cli import train
 from heatpose_cli.train import DEFAULT_OKS_SIGMA, parse_args
 from models.pose.keypoints import COCO_KEYPOINTS
-from training.data.data import DataError
+from training.data.coco import DataError
 from training.data.keypoint_spec import (
     check_annotations,
     infer_body_halves,

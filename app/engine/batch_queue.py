@@ -1,10 +1,11 @@
 """Dynamic batching: work items from all concurrent requests share forward passes.
 
-:class:`BatchQueue` is the machinery, whatever the items: the pose stage (:class:`Batcher`,
-person crops) and the person-detector stage (:class:`app.engine.detector_batcher.DetectorBatcher`,
-whole images) are its two users, each with its own batch size, queue limit and metrics.
+:class:`BatchQueue` is the machinery, whatever the items: the pose stage
+(:class:`app.engine.pose_batcher.Batcher`, person crops) and the person-detector stage
+(:class:`app.engine.detector_batcher.DetectorBatcher`, whole images) are its two users, each with
+its own batch size, queue limit and metrics.
 
-Requests :meth:`Batcher.submit` their crops (one *job* per request, all its images together).
+Requests submit their crops (one *job* per request, all its images together).
 A collector coroutine on the event loop forms batches of up to ``max_batch_size`` crops, waiting
 at most ``max_queue_delay_s`` after the oldest queued crop for the batch to fill. While the worker
 is busy with the previous batch the next one fills up meanwhile; when it comes free, crops that
@@ -21,7 +22,8 @@ batches alternate between equally healthy devices). One device alone is a single
 Per worker, ``heatpose_device_batch_size{device=...}`` (and ``heatpose_detector_...``) counts
 its batches and their sizes.
 
-Failures are the domain exceptions below (``app.http.errors`` alone turns them into HTTP answers):
+Failures are the domain exceptions of :mod:`app.engine.failures` (``app.http.errors`` alone turns
+them into HTTP answers):
 
 - Queue full -> :class:`QueueFull` (with a retry delay); more crops than the queue can ever
   hold -> :class:`OverCapacity`. Deadline-aware admission: a job whose items would be answered
@@ -36,9 +38,9 @@ Failures are the domain exceptions below (``app.http.errors`` alone turns them i
   are found (:mod:`app.engine.isolation`); only their jobs fail (:class:`BatchFailed`), the others
   get their results, and the loop goes on with every device (one whose whole last batch failed is
   picked last while a healthy one is free); CUDA out-of-memory splits the batch in halves too.
-- :attr:`Batcher.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
+- :attr:`BatchQueue.alive` is false once the loop has died (``/ready`` reports it); jobs then fail
   with :class:`NotServing`.
-- :meth:`Batcher.drain` refuses new jobs and waits for the queued ones.
+- :meth:`BatchQueue.drain` refuses new jobs and waits for the queued ones.
 """
 
 from __future__ import annotations
@@ -52,51 +54,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
-
-import numpy as np
+from typing import Any, Generic, TypeVar
 
 from app.devices import worker_labels
-from app.engine import batch_worker
-from app.engine.batch_worker import Decode, RunBatch
+from app.engine.failures import BatchFailed, DeadlineExceeded, NotServing, OverCapacity, QueueFull
 from app.engine.isolation import run_isolated
 from app.observability.metrics import Metrics, StageMetrics
-from models.pose.crops import Crops, stack_crops
-from models.pose.persons import PersonResult
 
 log = logging.getLogger("heatpose.batcher")
-
-NotServingState = Literal["not_ready", "shutting_down", "failed"]
-
-
-class QueueFull(Exception):
-    """Too many person crops are queued; the caller should retry after ``retry_after`` s."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class OverCapacity(Exception):
-    """One request has more person crops than the queue can ever hold (retrying cannot help)."""
-
-
-class DeadlineExceeded(Exception):
-    """The request's deadline passed before its persons were inferred."""
-
-
-class NotServing(Exception):
-    """No inference now: the model is loading (``not_ready``), the service is draining
-    (``shutting_down``) or the batcher died (``failed``); ``reason`` says which in words."""
-
-    def __init__(self, reason: str, *, state: NotServingState = "not_ready") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.state = state
-
-
-class BatchFailed(Exception):
-    """The forward pass or decode of the batch holding this request raised (``__cause__``)."""
 
 
 Out = TypeVar("Out")
@@ -509,93 +474,3 @@ class BatchQueue(Generic[Out]):
             if not job.future.done():
                 job.future.set_exception(err)
         self.stage.queue_depth.set(0)
-
-
-class PoseReplica(NamedTuple):
-    """The pose model on one device: ``run_batch`` and ``decode`` (:mod:`app.engine.batch_worker`),
-    in production a :class:`~models.inference.predictor.Predictor`'s bound methods."""
-
-    device: str
-    run_batch: RunBatch
-    decode: Decode
-
-
-class Batcher(BatchQueue[PersonResult]):
-    """The pose stage: person crops -> heatmaps (``run_batch``) -> keypoints (``decode``).
-
-    Args:
-        run_batch, decode: the model on one device (``device_name``); or, instead,
-        replicas: the model on each device, one worker each.
-    """
-
-    def __init__(
-        self,
-        run_batch: RunBatch | None = None,
-        decode: Decode | None = None,
-        *,
-        replicas: Sequence[PoseReplica] = (),
-        max_batch_size: int,
-        max_queue_delay_s: float,
-        max_queued: int,
-        metrics: Metrics | None = None,
-        device_name: str = "cpu",
-    ) -> None:
-        if run_batch is not None and decode is not None:
-            replicas = [PoseReplica(device_name, run_batch, decode), *replicas]
-        super().__init__(
-            replicas=[(r.device, r) for r in replicas],
-            max_batch_size=max_batch_size,
-            max_queue_delay_s=max_queue_delay_s,
-            max_queued=max_queued,
-            metrics=metrics,
-            unit="person crops",
-            limit_setting="HEATPOSE_MAX_QUEUED_PERSONS",
-            thread_name="heatpose",
-        )
-
-    async def submit(
-        self,
-        crops: Crops,
-        flip: np.ndarray | bool,
-        *,
-        deadline: float,
-        mode: str | None = None,
-        want_heatmaps: bool = False,
-    ) -> list[PersonResult]:
-        """Queue one request's crops and wait for their results.
-
-        Args:
-            crops: ``N`` crops (``(N, h, w, 3)`` uint8 RGB, numpy or a tensor on any device:
-                kept there, :func:`models.pose.crops.stack_crops`) with their regions and boxes.
-            flip: ``(N,)`` bool or one bool: flip-test each crop.
-            deadline: ``time.monotonic()`` after which the request fails.
-            mode: decode mode, ``None`` = the model's default.
-            want_heatmaps: also return each crop's ``(K, H, W)`` heatmaps.
-
-        Returns:
-            ``N`` persons in the order of ``crops``, keypoints in image pixels.
-
-        Raises:
-            NotServing: not started, draining or dead. QueueFull: no room for ``N`` more crops.
-            DeadlineExceeded: the deadline passed. BatchFailed: the batch raised.
-        """
-        flips = np.broadcast_to(np.asarray(flip, dtype=bool), (len(crops),))
-        return await self._submit(crops, (flips, mode, want_heatmaps), deadline=deadline)
-
-    def _run(self, batch: list[Entry], replica: PoseReplica) -> list[PersonResult]:
-        """Gather the batch's crops, forward and decode them
-        (:func:`app.engine.batch_worker.run`)."""
-        outputs = batch_worker.run(
-            replica.run_batch,
-            replica.decode,
-            crops=stack_crops([job.items.images[i] for job, i in batch]),
-            flip=np.array([job.params[0][i] for job, i in batch], dtype=bool),
-            centers=np.stack([job.items.centers[i] for job, i in batch]).astype(np.float64),
-            scales=np.stack([job.items.scales[i] for job, i in batch]).astype(np.float64),
-            modes=[job.params[1] for job, _ in batch],
-            want_heatmaps=[job.params[2] for job, _ in batch],
-        )
-        return [
-            job.items.result(i, outputs.keypoints[k], outputs.scores[k], outputs.heatmaps[k])
-            for k, (job, i) in enumerate(batch)
-        ]

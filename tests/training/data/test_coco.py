@@ -11,7 +11,7 @@ import pytest
 
 from models.pose.codec import HeatmapCodec
 from models.pose.keypoints import COCO_KEYPOINTS
-from training.data.data import CocoKeypoints, DataError, clip_box
+from training.data.coco import CocoKeypoints, DataError, clip_box
 from training.data.transforms import NO_AUGMENT, TopDownTransform
 
 CODEC = HeatmapCodec(input_size=(48, 64), heatmap_size=(12, 16))
