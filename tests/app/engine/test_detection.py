@@ -19,6 +19,7 @@ from models.pose.persons import PersonBoxes
 from tests.app.http.test_api import PX, image
 from tests.helpers.detectors import StandInDetector
 from tests.helpers.images import encode
+from tests.helpers.stages import until_idle
 
 pytestmark = pytest.mark.anyio
 
@@ -192,6 +193,7 @@ async def test_detector_stage_queue_full_and_deadline(serve_app) -> None:
         # the stuck batch is evidence it cannot finish in time: refused at once, or timed out
         assert (await queued).status_code in (503, 504)
         det.gate.set()
+        await until_idle(app.state.service.detector_batcher)
         assert (await client.post("/predict", files=upload(a))).status_code == 200
         await app.state.service.detector_batcher.drain(1.0)  # the detector stage is gone
         r = await client.post("/predict", files=upload(a))

@@ -89,7 +89,7 @@ async def test_the_detector_sees_a_small_copy_and_the_budget_charges_its_share(
         budget = app.state.pixel_budget
         for _ in range(200):  # until the request holds its pixels and waits on the detector
             await asyncio.sleep(0.02)
-            if budget.in_use and app.state.service.detector_batcher._busy:
+            if budget.in_use and app.state.service.detector_batcher.in_flight:
                 break
         held = budget.in_use
         det.gate.set()
@@ -116,7 +116,7 @@ async def test_a_request_that_fits_without_the_detector_share_is_not_refused_for
         budget = app.state.pixel_budget
         for _ in range(200):
             await asyncio.sleep(0.02)
-            if budget.in_use and app.state.service.detector_batcher._busy:
+            if budget.in_use and app.state.service.detector_batcher.in_flight:
                 break
         held = budget.in_use
         det.gate.set()

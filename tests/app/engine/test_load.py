@@ -15,6 +15,7 @@ import torch
 from models.inference.predictor import Predictor
 from models.weights.checkpoint import load
 from tests.helpers.images import encode, noise
+from tests.helpers.stages import until_idle
 
 pytestmark = pytest.mark.anyio
 
@@ -88,9 +89,14 @@ async def test_overload_is_503_with_retry_after_and_nothing_hangs(serve_app) -> 
         tasks = [
             asyncio.ensure_future(client.post("/predict", files=upload(data))) for _ in range(12)
         ]
-        await asyncio.sleep(0.5)  # 2 in the stuck batch + 4 queued; the rest must be refused
-        done = [t for t in tasks if t.done()]
-        assert len(done) >= 6
+        batcher = app.state.service.batcher
+        end = time.monotonic() + 30  # until each request holds a crop or has its answer
+        while time.monotonic() < end:
+            await asyncio.sleep(0.01)
+            if sum(t.done() for t in tasks) + batcher.queued + batcher.in_flight == len(tasks):
+                break
+        done = [t for t in tasks if t.done()]  # up to 2 in the stuck batch + 4 queued; the
+        assert len(done) >= 6  # rest must be refused
         for t in done:
             r = t.result()
             assert r.status_code == 503 and r.json()["error"]["code"] == "overloaded"
@@ -119,11 +125,7 @@ async def test_timeout_is_504_and_the_service_recovers(serve_app) -> None:
         for r in (r1, r2):
             assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
         gate.set()
-        batcher = app.state.service.batcher
-        until = time.monotonic() + 30  # the held batch finishes (a slow runner may take > 0.1 s);
-        while batcher.in_flight and time.monotonic() < until:  # while it runs, its time so
-            await asyncio.sleep(0.01)  # far is the pace, and a 0.5 s deadline is refused (503)
-        assert batcher.in_flight == 0 and batcher.queued == 0
+        await until_idle(app.state.service.batcher)
         r3 = await client.post("/predict", files=upload(data))
         assert r3.status_code == 200, r3.text
         assert app.state.service.batcher.metrics.persons._value.get() == 2  # 504'd #2 never ran
